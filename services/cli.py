@@ -1,0 +1,176 @@
+"""The ``ciclo`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar, cast
+
+import click
+import uvicorn
+
+from shared.errors import CicloError
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coro)
+    except CicloError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _serve(services: tuple[str, ...]) -> None:
+    from services.components import ServiceName
+    from services.runtime import Runtime
+    from shared.logging import configure_logging
+    from shared.settings import ServerSettings
+
+    try:
+        server = ServerSettings()
+    except (CicloError, ValueError) as exc:
+        raise click.ClickException(f"configuration: {exc}") from exc
+    configure_logging(level=server.log_level, fmt=server.log_format)
+    runtime = Runtime(services=cast(tuple[ServiceName, ...], services), server=server)
+    config = uvicorn.Config(
+        runtime.app(),
+        host=server.host,
+        port=server.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()
+
+
+@click.group(help="Ciclo: event-driven marketing automation for e-commerce.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Run everything in one process (embedded mode unless URLs say otherwise).")
+def run() -> None:
+    _serve(("ingest", "journey", "dispatch"))
+
+
+@main.command(help="Run one service (distributed mode: set CICLO_DATABASE_URL and CICLO_BUS_URL).")
+@click.argument("service", type=click.Choice(["ingest", "journey", "dispatch"]))
+def serve(service: str) -> None:
+    _serve((service,))
+
+
+@main.command(help="Upgrade every service's database schema to the latest version.")
+def migrate() -> None:
+    from services.components import ALL, components_for
+    from shared.db.migrate import upgrade
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+    _run(upgrade(settings.resolved_database_url(), components_for(ALL)))
+    click.echo("database is up to date", err=True)
+
+
+@main.group(help="Bus topics.")
+def topics() -> None:
+    pass
+
+
+@topics.command("create", help="Create Ciclo's topics where missing.")
+def topics_create() -> None:
+    from shared.bus.factory import ensure_standard_topics, open_bus
+
+    from shared.settings import CommonSettings
+
+    settings = CommonSettings()
+
+    async def go() -> None:
+        bus = open_bus(settings)
+        await bus.start()
+        try:
+            await ensure_standard_topics(bus, settings)
+        finally:
+            await bus.close()
+
+    _run(go())
+    click.echo("topics are in place", err=True)
+
+
+async def _keystore_call(fn: str, *args: Any) -> Any:
+    from services.components import ALL, components_for
+    from shared.db.engine import create_engine
+    from shared.db.migrate import upgrade
+    from shared.settings import CommonSettings
+    from shared.tenancy.keys import KeyStore
+
+    settings = CommonSettings()
+    url = settings.resolved_database_url()
+    await upgrade(url, components_for(ALL))
+    engine = create_engine(url)
+    try:
+        return await getattr(KeyStore(engine), fn)(*args)
+    finally:
+        await engine.dispose()
+
+
+@main.group(help="Workspaces (tenants).")
+def workspaces() -> None:
+    pass
+
+
+@workspaces.command("create", help="Create a workspace.")
+@click.argument("workspace_id")
+@click.option("--name", default=None, help="Display name.")
+def workspaces_create(workspace_id: str, name: str | None) -> None:
+    from shared.tenancy.keys import WorkspaceError
+
+    try:
+        created = _run(_keystore_call("ensure_workspace", workspace_id, name))
+    except WorkspaceError as exc:
+        raise click.BadParameter(str(exc), param_hint="WORKSPACE_ID") from exc
+    click.echo(f"workspace {workspace_id!r} {'created' if created else 'already exists'}", err=True)
+
+
+@main.group(help="API keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Create an API key and print it (shown once; stored hashed).")
+@click.option("--workspace", required=True, help="Workspace id.")
+@click.option(
+    "--scope",
+    type=click.Choice(["ingest", "admin"]),
+    required=True,
+    help="ingest: may only post events; admin: may read and manage.",
+)
+def keys_create(workspace: str, scope: str) -> None:
+    from shared.tenancy.keys import Scope, WorkspaceError
+
+    try:
+        info, plaintext = _run(_keystore_call("create_key", workspace, Scope(scope)))
+    except WorkspaceError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workspace") from exc
+    click.echo(f"created {info.scope.value} key {info.id} for workspace {workspace!r}", err=True)
+    click.echo(plaintext)
+
+
+@keys.command("list", help="List a workspace's keys (never their secrets).")
+@click.option("--workspace", required=True)
+def keys_list(workspace: str) -> None:
+    for k in _run(_keystore_call("list_keys", workspace)):
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        click.echo(f"{k.id}\t{k.scope.value}\t{k.prefix}…\t{k.created_at:%Y-%m-%d}\t{state}")
+
+
+@keys.command("revoke", help="Revoke a key by id (key_…).")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    if not _run(_keystore_call("revoke", key_id)):
+        raise click.ClickException(f"no active key {key_id!r}")
+    click.echo(f"revoked {key_id}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""SendGrid v3 Mail Send (``POST /v3/mail/send``). Our message id travels in ``custom_args`` so
+SendGrid's event webhook can be matched back to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.dispatch.adapters.providers.base import post, raise_for_response
+from services.dispatch.domain.messages import Outbound, Receipt
+
+
+class SendGridProvider:
+    name = "sendgrid"
+
+    def __init__(self, client: httpx.AsyncClient, *, api_key: str, base_url: str) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + "/v3/mail/send"
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    def body(self, message: Outbound) -> dict[str, Any]:
+        content = []
+        # SendGrid requires text/plain before text/html.
+        if message.content.text:
+            content.append({"type": "text/plain", "value": message.content.text})
+        if message.content.html:
+            content.append({"type": "text/html", "value": message.content.html})
+        custom_args = {
+            "ciclo_message_id": message.message_id,
+            "ciclo_workspace_id": message.workspace_id,
+        }
+        body: dict[str, Any] = {
+            "personalizations": [{"to": [{"email": message.to}], "custom_args": custom_args}],
+            "from": {"email": message.sender, "name": message.sender_name},
+            "subject": message.content.subject,
+            "content": content,
+            "categories": [message.template],
+            "custom_args": custom_args,
+        }
+        if message.headers:
+            body["headers"] = message.headers
+        return body
+
+    async def send(self, message: Outbound) -> Receipt:
+        response = await post(
+            self._client,
+            self._url,
+            provider=self.name,
+            json=self.body(message),
+            headers=self._headers,
+        )
+        detail = response.text[:500]
+        if response.status_code >= 400:
+            try:
+                errors = response.json().get("errors", [])
+                detail = (
+                    "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors)
+                    or detail
+                )
+            except ValueError:
+                pass
+        raise_for_response(response, provider=self.name, detail=detail)
+        return Receipt(provider=self.name, provider_message_id=response.headers.get("x-message-id"))

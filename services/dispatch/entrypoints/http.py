@@ -1,0 +1,48 @@
+"""HTTP routes of dispatch: the local sink's inbox (``GET /v1/sink/messages``, admin keys)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from services.dispatch.service_layer.uow import DispatchUnitOfWork
+from shared.tenancy.http import require
+from shared.tenancy.keys import KeyStore, Principal, Scope
+
+
+class SinkMessage(BaseModel):
+    id: int
+    message_id: str
+    channel: str
+    to: str
+    subject: str | None
+    html: str | None
+    text: str | None
+    headers: dict[str, Any]
+    created_at: str
+
+
+class SinkPage(BaseModel):
+    messages: list[SinkMessage]
+    next_after: int | None
+
+
+def sink_router(*, keys: KeyStore, uow: Callable[[], DispatchUnitOfWork]) -> APIRouter:
+    router = APIRouter(prefix="/v1/sink", tags=["sink"])
+    Admin = Annotated[Principal, Depends(require(keys, Scope.ADMIN))]
+
+    @router.get("/messages", response_model=SinkPage, summary="Messages the local sink received")
+    async def list_messages(
+        principal: Admin,
+        after: Annotated[int, Query(ge=0, description="Only messages with a larger id")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SinkPage:
+        async with uow() as u:
+            rows = await u.sink.list(principal.workspace_id, after_id=after, limit=limit)
+        items = [SinkMessage(**{**r, "created_at": r["created_at"].isoformat()}) for r in rows]
+        return SinkPage(messages=items, next_after=items[-1].id if len(items) == limit else None)
+
+    return router

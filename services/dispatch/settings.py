@@ -1,0 +1,44 @@
+"""Settings of the dispatch service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from shared.errors import ConfigurationError
+from shared.settings import CommonSettings
+
+
+class DispatchSettings(CommonSettings):
+    templates_dir: Path = Field(Path("templates"), description="Folder of Liquid templates.")
+    email_provider: Literal["sink", "sendgrid"] = Field(
+        "sink", description="Where email goes: the local sink (development) or SendGrid."
+    )
+    email_from: str = Field("hello@example.com", description="Sender address of emails.")
+    email_from_name: str = Field("Ciclo Demo", description="Sender name of emails.")
+    sendgrid_api_key: str = Field("", description="SendGrid API key (needed for `sendgrid`).")
+    sendgrid_base_url: str = Field(
+        "https://api.sendgrid.com", description="SendGrid API base URL (regional or test)."
+    )
+    send_timeout: float = Field(10.0, gt=0, description="Seconds before a provider call times out.")
+    send_max_attempts: int = Field(
+        4, ge=1, description="Tries of a send that fails transiently (429, 5xx, network)."
+    )
+    send_concurrency: int = Field(32, ge=1, description="Sends in flight per dispatch process.")
+    ambiguous_policy: Literal["skip", "resend"] = Field(
+        "skip",
+        description="A send that may have left but has no answer (timeout, crash): `skip` "
+        "(never twice, may lose one) or `resend` (never lost, may duplicate).",
+    )
+    dispatch_batch_size: int = Field(200, ge=1, le=10_000, description="Requests per batch.")
+    dispatch_poll_timeout: float = Field(0.5, gt=0, description="Seconds a poll waits.")
+
+    @model_validator(mode="after")
+    def _provider_configured(self) -> DispatchSettings:
+        if self.email_provider == "sendgrid" and not self.sendgrid_api_key:
+            raise ConfigurationError(
+                "CICLO_SENDGRID_API_KEY is required when CICLO_EMAIL_PROVIDER=sendgrid"
+            )
+        return self

@@ -1,0 +1,28 @@
+"""The journey service's unit of work: one transaction holding its repositories and outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.journey.adapters.repository import Instances, ProcessedEvents, Profiles
+from services.journey.adapters.tables import outbox
+from shared.bus.ports import OutgoingRecord
+from shared.db.uow import SqlUnitOfWork
+from shared.outbox import add_to_outbox
+
+
+class JourneyUnitOfWork(SqlUnitOfWork):
+    processed: ProcessedEvents
+    profiles: Profiles
+    instances: Instances
+
+    def _bind(self, session: AsyncSession) -> None:
+        self.processed = ProcessedEvents(session)
+        self.profiles = Profiles(session)
+        self.instances = Instances(session)
+
+    async def emit(self, records: Sequence[OutgoingRecord]) -> None:
+        """Write records to the outbox; the relay publishes them after commit."""
+        await add_to_outbox(self.session, outbox, records)

@@ -1,0 +1,141 @@
+"""Hosts one or more services in one process, with one HTTP app.
+
+``ciclo run`` hosts all three (embedded mode by default); ``ciclo serve NAME`` hosts one. Same code
+path either way: only the bus and database URLs decide embedded or distributed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from shared.bus.factory import ensure_standard_topics, open_bus
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.components import ServiceName, components_for
+from services.dispatch.bootstrap import DispatchWorker
+from services.dispatch.entrypoints.http import sink_router
+from services.dispatch.service_layer.uow import DispatchUnitOfWork
+from services.dispatch.settings import DispatchSettings
+from services.ingest.api import events_router
+from services.ingest.settings import IngestSettings
+from services.journey.bootstrap import JourneyWorker
+from services.journey.settings import JourneySettings
+from shared.bus.ports import Bus
+from shared.clock import Clock, SystemClock
+from shared.db.engine import create_engine, session_factory
+from shared.db.migrate import upgrade
+from shared.http import RequestIdMiddleware, health_router, install_error_handlers
+from shared.settings import ServerSettings
+from shared.tenancy.keys import KeyStore, Scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    services: Sequence[ServiceName]
+    clock: Clock = field(default_factory=SystemClock)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    journey: JourneySettings = field(default_factory=JourneySettings)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+
+    engine: AsyncEngine = field(init=False)
+    bus: Bus = field(init=False)
+    keys: KeyStore = field(init=False)
+    journey_worker: JourneyWorker | None = field(init=False, default=None)
+    dispatch_worker: DispatchWorker | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.engine = create_engine(self.server.resolved_database_url())
+        self.bus = open_bus(self.server)
+        self.keys = KeyStore(self.engine, cache_seconds=self.ingest.key_cache_seconds)
+        self._sessions = session_factory(self.engine)
+
+    async def start(self) -> None:
+        if self.server.auto_migrate:
+            await upgrade(self.server.resolved_database_url(), components_for(self.services))
+        await self.bus.start()
+        await ensure_standard_topics(self.bus, self.server)
+        if "journey" in self.services:
+            self.journey_worker = JourneyWorker(
+                self.journey, engine=self.engine, bus=self.bus, clock=self.clock
+            )
+            log.info(
+                "journeys loaded", extra={"journeys": [j.id for j in self.journey_worker.catalog]}
+            )
+            await self.journey_worker.start()
+        if "dispatch" in self.services:
+            self.dispatch_worker = DispatchWorker(
+                self.dispatch, engine=self.engine, bus=self.bus, clock=self.clock
+            )
+            await self.dispatch_worker.start()
+
+    async def stop(self) -> None:
+        # Ingest has stopped accepting by now (the HTTP server stops before the lifespan ends).
+        if self.journey_worker is not None:
+            await self.journey_worker.stop()
+        if self.dispatch_worker is not None:
+            await self.dispatch_worker.stop()
+        await self.bus.close()
+        await self.engine.dispose()
+
+    async def bootstrap_demo(self) -> dict[str, str] | None:
+        """First start with an empty database: create the ``demo`` workspace and its keys."""
+        if self.server.env == "production" or not self.server.demo:
+            return None
+        if await self.keys.workspace_count() > 0:
+            return None
+        await self.keys.ensure_workspace("demo", name="Demo shop")
+        _, ingest_key = await self.keys.create_key("demo", Scope.INGEST)
+        _, admin_key = await self.keys.create_key("demo", Scope.ADMIN)
+        return {"ingest": ingest_key, "admin": admin_key}
+
+    async def _database_ready(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def app(self) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            demo = await self.bootstrap_demo()
+            if demo:
+                print_demo_keys(demo)
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(
+            title="Ciclo",
+            version="0.1.0",
+            summary="Event-driven marketing automation for e-commerce",
+            lifespan=lifespan,
+        )
+        install_error_handlers(app)
+        app.add_middleware(RequestIdMiddleware)
+        app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
+        if "ingest" in self.services:
+            app.include_router(events_router(keys=self.keys, publisher=self.bus.publisher()))
+        if "dispatch" in self.services:
+            app.include_router(sink_router(keys=self.keys, uow=self._dispatch_uow))
+        return app
+
+    def _dispatch_uow(self) -> DispatchUnitOfWork:
+        return DispatchUnitOfWork(self._sessions)
+
+
+def print_demo_keys(keys: dict[str, str]) -> None:
+    sys.stdout.write(
+        "\n  Ciclo created the workspace 'demo'. Its keys are shown once:\n"
+        f"    ingest (write) key: {keys['ingest']}\n"
+        f"    admin key:          {keys['admin']}\n\n"
+    )
+    sys.stdout.flush()

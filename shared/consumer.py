@@ -1,0 +1,137 @@
+"""The batch consumer loop every service runs: poll → handle (one transaction) → commit offsets.
+
+Handlers must be idempotent: offsets are committed after the database commit, so a crash in
+between redelivers a batch. When a batch fails, its records are retried one by one so that a
+single poison record cannot stall the partition: it goes to the group's dead-letter topic, with the
+reason, after ``max_attempts`` (at once for :class:`~shared.errors.PoisonRecordError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from prometheus_client import Counter, Histogram
+
+from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, Publisher
+from shared.contracts.topics import dead_letter
+from shared.errors import PoisonRecordError
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[ConsumedRecord]], Awaitable[None]]
+
+RECORDS = Counter(
+    "ciclo_consumer_records_total", "Records consumed, by group and outcome", ["group", "outcome"]
+)
+BATCH_SECONDS = Histogram(
+    "ciclo_consumer_batch_seconds", "Time to handle and commit one batch", ["group"]
+)
+DEAD_LETTERS = Counter("ciclo_dead_letters_total", "Records sent to a dead-letter topic", ["group"])
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        group: str,
+        consumer: Consumer,
+        handler: BatchHandler,
+        dead_letters: Publisher,
+        max_records: int = 500,
+        poll_timeout: float = 0.5,
+        max_attempts: int = 5,
+        retry_base_delay: float = 0.2,
+    ) -> None:
+        self.group = group
+        self._consumer = consumer
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._max_records = max_records
+        self._poll_timeout = poll_timeout
+        self._max_attempts = max_attempts
+        self._retry_base_delay = retry_base_delay
+        self._stopping = asyncio.Event()
+        self.processed = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit it and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self._consumer.start()
+        try:
+            while not self._stopping.is_set():
+                records = await self._consumer.poll(
+                    max_records=self._max_records, timeout=self._poll_timeout
+                )
+                if not records:
+                    continue
+                started = time.perf_counter()
+                await self._handle(records)
+                await self._consumer.commit(records)
+                self.processed += len(records)
+                BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
+        finally:
+            await self._consumer.stop()
+
+    async def _handle(self, records: Sequence[ConsumedRecord]) -> None:
+        try:
+            await self._handler(records)
+            RECORDS.labels(self.group, "ok").inc(len(records))
+            return
+        except Exception:
+            if len(records) == 1:
+                log.warning("record failed", exc_info=True, extra=_where(records[0]))
+            else:
+                log.warning("batch of %d failed; retrying one by one", len(records), exc_info=True)
+        for record in records:
+            await self._handle_one(record)
+
+    async def _handle_one(self, record: ConsumedRecord) -> None:
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                await self._handler([record])
+                RECORDS.labels(self.group, "ok").inc()
+                return
+            except PoisonRecordError as exc:
+                await self._dead_letter(record, f"poison: {exc}")
+                return
+            except Exception as exc:
+                if attempt == self._max_attempts:
+                    await self._dead_letter(record, f"failed {attempt} times: {exc!r}")
+                    return
+                delay = self._retry_base_delay * 2 ** (attempt - 1)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+
+    async def _dead_letter(self, record: ConsumedRecord, reason: str) -> None:
+        log.error("dead-lettered: %s", reason, extra=_where(record))
+        headers = dict(record.headers)
+        headers.update(
+            {
+                "dlq_reason": reason[:1000],
+                "dlq_group": self.group,
+                "dlq_topic": record.topic,
+                "dlq_partition": str(record.partition),
+                "dlq_offset": str(record.offset),
+            }
+        )
+        await self._dead_letters.publish(
+            [
+                OutgoingRecord(
+                    topic=dead_letter(self.group),
+                    key=record.key,
+                    value=record.value,
+                    headers=headers,
+                )
+            ]
+        )
+        RECORDS.labels(self.group, "dead_letter").inc()
+        DEAD_LETTERS.labels(self.group).inc()
+
+
+def _where(record: ConsumedRecord) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -1,0 +1,1 @@
+"""Versioned wire contracts between the services: what travels on the bus."""

@@ -1,0 +1,1 @@
+"""Database plumbing: async engines for SQLite and PostgreSQL, unit of work, migrations."""

@@ -1,0 +1,64 @@
+"""Async SQLAlchemy engines for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+SQLite runs in WAL mode and opens every transaction with ``BEGIN IMMEDIATE``: the embedded mode runs
+several writers in one process, and a deferred transaction that later upgrades to a write lock can
+fail with "database is locked" without waiting for the busy timeout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from shared.errors import ConfigurationError
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername != "sqlite+aiosqlite":
+            raise ConfigurationError("SQLite URLs must use the async driver: sqlite+aiosqlite:///…")
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername != "postgresql+asyncpg":
+            raise ConfigurationError(
+                "PostgreSQL URLs must use the async driver: postgresql+asyncpg://…"
+            )
+        return create_async_engine(
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    raise ConfigurationError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE below is the only BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

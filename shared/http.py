@@ -1,0 +1,174 @@
+"""HTTP plumbing shared by every service: health, metrics, errors, request ids.
+
+Errors: raise an :class:`HTTPProblem` subclass anywhere; one handler renders
+``{"error": {"status", "code", "message", "field"?}}``. Payload validation errors (422) come out in
+the same shape with every offending field.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import CicloError
+from shared.logging import request_id
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class HTTPProblem(CicloError):
+    """An error with an HTTP status, a stable code and a message that says what and where."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+class Unauthorized(HTTPProblem):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HTTPProblem):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(HTTPProblem):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HTTPProblem):
+    status = 409
+    code = "conflict"
+
+
+class ServiceUnavailable(HTTPProblem):
+    status = 503
+    code = "unavailable"
+
+
+def problem(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    if extra:
+        body.update(extra)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field_path(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPProblem)
+    async def _problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_path(e["loc"]), "message": e["msg"], "type": e["type"]}
+            for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        return problem(
+            422,
+            "validation_failed",
+            f"{first['field']}: {first['message']}",
+            field=str(first["field"]),
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(
+            exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+
+def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+    """``/livez`` (up, no dependency checks), ``/readyz`` (every check passes), ``/metrics``."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> Response:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                await check()
+                results[name] = "ok"
+            except Exception as exc:
+                ok = False
+                results[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": results},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (or keeps the caller's ``X-Request-Id``), logs carry it, the
+    response echoes it. Pure ASGI: the BaseHTTPMiddleware costs a task per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:100]
+                break
+        rid = rid or secrets.token_hex(8)
+        token = request_id.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)

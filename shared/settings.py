@@ -1,0 +1,88 @@
+"""Settings common to every service, read from ``CICLO_*`` environment variables.
+
+Each service subclasses :class:`CommonSettings`; instances are built in ``main``/bootstrap and
+passed down, never created at import time. docs/configuration.md documents every field; a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CICLO_", extra="ignore", frozen=True)
+
+    env: Literal["development", "production"] = Field(
+        "development",
+        description="`production` refuses placeholder secrets and demo bootstrapping.",
+    )
+    data_dir: Path = Field(
+        Path(".ciclo"), description="Folder for the embedded SQLite database and bus."
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy async URL of the state database. Empty: SQLite in `data_dir`.",
+    )
+    bus_url: str = Field(
+        "",
+        description="`sqlite:///path` (embedded log) or `kafka://host:port[,host:port]`. "
+        "Empty: embedded log in `data_dir`.",
+    )
+    bus_partitions: int = Field(
+        8, ge=1, le=1024, description="Partitions per topic when Ciclo creates topics."
+    )
+    bus_replication_factor: int = Field(
+        1, ge=1, description="Replication factor when Ciclo creates Kafka topics."
+    )
+    bus_sync: Literal["normal", "full"] = Field(
+        "normal",
+        description="Embedded log fsync: `normal` survives a crash; `full` also power loss.",
+    )
+    kafka_idempotence: bool = Field(
+        True, description="Idempotent Kafka producer (needs Apache Kafka; off for the test broker)."
+    )
+    kafka_client_id: str = Field("ciclo", description="Kafka client id prefix.")
+    log_level: str = Field("INFO", description="Python log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+
+    @model_validator(mode="after")
+    def _check(self) -> CommonSettings:
+        if self.resolved_bus_url().split(":", 1)[0] not in {"sqlite", "kafka"}:
+            raise ConfigurationError(
+                f"CICLO_BUS_URL must start with sqlite:// or kafka://, got {self.bus_url!r}"
+            )
+        return self
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'ciclo.db'}"
+
+    def resolved_bus_url(self) -> str:
+        return self.bus_url or f"sqlite:///{self.data_dir / 'bus.db'}"
+
+    @property
+    def embedded_bus(self) -> bool:
+        return self.resolved_bus_url().startswith("sqlite:")
+
+
+class ServerSettings(CommonSettings):
+    """Where a process listens and what it does at start."""
+
+    host: str = Field(
+        "127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in a container)."
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP server.")
+    auto_migrate: bool = Field(
+        True, description="Run database migrations at start (off when a migration job does it)."
+    )
+    demo: bool = Field(
+        True,
+        description="On `ciclo run` with no workspace yet, create `demo` and print its keys "
+        "(never in production).",
+    )

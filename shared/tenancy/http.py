@@ -1,0 +1,64 @@
+"""FastAPI dependencies that turn a request's credentials into a :class:`Principal`.
+
+Accepted: ``Authorization: Bearer <key>`` and HTTP Basic with the key as user and an empty password
+(what Segment libraries send). 401 when no valid key is given, 403 when the key lacks the scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from shared.http import Forbidden, Unauthorized
+from shared.tenancy.keys import KeyStore, Principal, Scope
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ciclo"'}
+
+
+def credentials(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    kind, _, value = header.partition(" ")
+    kind = kind.lower()
+    if kind == "bearer":
+        return value.strip() or None
+    if kind == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized(
+                "malformed Basic credentials", field="Authorization", headers=_CHALLENGE
+            ) from None
+        return decoded.partition(":")[0] or None
+    raise Unauthorized(
+        f"unsupported authorization scheme {kind!r}", field="Authorization", headers=_CHALLENGE
+    )
+
+
+async def authenticate(keys: KeyStore, plaintext: str | None, needed: Scope) -> Principal:
+    if not plaintext:
+        raise Unauthorized(
+            "missing API key: send Authorization: Bearer <key>",
+            field="Authorization",
+            headers=_CHALLENGE,
+        )
+    principal = await keys.authenticate(plaintext)
+    if principal is None:
+        raise Unauthorized("unknown or revoked API key", field="Authorization", headers=_CHALLENGE)
+    if not principal.allows(needed):
+        raise Forbidden(
+            f"this key has scope {principal.scope.value!r}; {needed.value!r} is needed",
+            field="Authorization",
+        )
+    return principal
+
+
+def require(keys: KeyStore, needed: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    async def dependency(request: Request) -> Principal:
+        return await authenticate(keys, credentials(request), needed)
+
+    return dependency

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shared.bus.ports import ConsumedRecord
+from shared.consumer import ConsumerRunner
+from shared.errors import PoisonRecordError
+from tests.fakes.bus import ListConsumer, MemoryPublisher, record
+
+
+async def run(records: list[ConsumedRecord], handler, **kwargs: object):  # type: ignore[no-untyped-def]
+    consumer = ListConsumer(records)
+    dlq = MemoryPublisher()
+    runner = ConsumerRunner(
+        group="g",
+        consumer=consumer,
+        handler=handler,
+        dead_letters=dlq,
+        retry_base_delay=0.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    consumer.on_drained = runner.stop
+    await runner.run()
+    return consumer, dlq, runner
+
+
+async def test_batches_are_handled_then_committed() -> None:
+    seen: list[list[int]] = []
+
+    async def handler(batch: Sequence[ConsumedRecord]) -> None:
+        seen.append([r.offset for r in batch])
+
+    consumer, dlq, runner = await run([record(i) for i in range(5)], handler, max_records=2)
+    assert seen == [[0, 1], [2, 3], [4]]
+    assert [r.offset for r in consumer.committed] == [0, 1, 2, 3, 4]
+    assert consumer.started and consumer.stopped
+    assert runner.processed == 5
+    assert dlq.published == []
+
+
+async def test_poison_record_is_dead_lettered_and_the_rest_still_processed() -> None:
+    handled: list[int] = []
+
+    async def handler(batch: Sequence[ConsumedRecord]) -> None:
+        if any(r.value == b"bad" for r in batch):
+            raise PoisonRecordError("not json")
+        handled.extend(r.offset for r in batch)
+
+    records = [record(0), record(1, b"bad"), record(2)]
+    consumer, dlq, _ = await run(records, handler)
+    assert handled == [0, 2]
+    assert [r.offset for r in consumer.committed] == [0, 1, 2]
+    [dead] = dlq.published
+    assert dead.topic == "ciclo.dlq.g"
+    assert dead.value == b"bad"
+    assert dead.headers["dlq_reason"] == "poison: not json"
+    assert dead.headers["dlq_offset"] == "1"
+
+
+async def test_transient_failure_is_retried_before_dead_lettering() -> None:
+    calls = {"n": 0}
+
+    async def flaky(batch: Sequence[ConsumedRecord]) -> None:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise RuntimeError("database hiccup")
+
+    _, dlq, _ = await run([record(0)], flaky, max_attempts=5)
+    assert calls["n"] == 3
+    assert dlq.published == []
+
+
+async def test_a_record_that_keeps_failing_goes_to_the_dead_letter_topic() -> None:
+    async def broken(batch: Sequence[ConsumedRecord]) -> None:
+        raise RuntimeError("always")
+
+    consumer, dlq, _ = await run([record(0)], broken, max_attempts=3)
+    [dead] = dlq.published
+    assert dead.headers["dlq_reason"].startswith("failed 3 times: RuntimeError('always')")
+    assert [r.offset for r in consumer.committed] == [0]
