@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
-from collections.abc import Coroutine
+import threading
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 import click
@@ -20,6 +23,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     except CicloError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would end "killed by
+    signal". SIGTERM is how Ciclo is meant to stop: drain, commit, exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _serve(services: tuple[str, ...]) -> None:
@@ -42,7 +64,7 @@ def _serve(services: tuple[str, ...]) -> None:
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run()
+    _Server(config).run()
 
 
 @click.group(help="Ciclo: event-driven marketing automation for e-commerce.")
@@ -70,6 +92,13 @@ def migrate() -> None:
     settings = CommonSettings()
     _run(upgrade(settings.resolved_database_url(), components_for(ALL)))
     click.echo("database is up to date", err=True)
+
+
+@main.command(help="Print the configuration table (every CICLO_* variable) as Markdown.")
+def config() -> None:
+    from services.config_table import markdown
+
+    click.echo(markdown())
 
 
 @main.group(help="Bus topics.")

@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
-from shared.bus.factory import ensure_standard_topics, open_bus
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -26,6 +25,7 @@ from services.ingest.api import events_router
 from services.ingest.settings import IngestSettings
 from services.journey.bootstrap import JourneyWorker
 from services.journey.settings import JourneySettings
+from shared.bus.factory import ensure_standard_topics, open_bus
 from shared.bus.ports import Bus
 from shared.clock import Clock, SystemClock
 from shared.db.engine import create_engine, session_factory
@@ -119,13 +119,14 @@ class Runtime:
             summary="Event-driven marketing automation for e-commerce",
             lifespan=lifespan,
         )
+        app.state.keys = self.keys
         install_error_handlers(app)
         app.add_middleware(RequestIdMiddleware)
         app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
         if "ingest" in self.services:
-            app.include_router(events_router(keys=self.keys, publisher=self.bus.publisher()))
+            app.include_router(events_router(publisher=self.bus.publisher()))
         if "dispatch" in self.services:
-            app.include_router(sink_router(keys=self.keys, uow=self._dispatch_uow))
+            app.include_router(sink_router(uow=self._dispatch_uow))
         return app
 
     def _dispatch_uow(self) -> DispatchUnitOfWork:

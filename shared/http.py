@@ -8,13 +8,14 @@ the same shape with every offending field.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,18 @@ from shared.errors import CicloError
 from shared.logging import request_id
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+
+HTTP_REQUESTS = Counter(
+    "ciclo_http_requests_total",
+    "HTTP requests by route template and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "ciclo_http_request_seconds",
+    "HTTP request latency by route template",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 class HTTPProblem(CicloError):
@@ -146,7 +159,9 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
 
 class RequestIdMiddleware:
     """Gives every request an id (or keeps the caller's ``X-Request-Id``), logs carry it, the
-    response echoes it. Pure ASGI: the BaseHTTPMiddleware costs a task per request."""
+    response echoes it; counts and times the request by route template (never the raw path, which
+    would make a metric label per customer). Pure ASGI: BaseHTTPMiddleware costs a task per
+    request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -162,9 +177,13 @@ class RequestIdMiddleware:
                 break
         rid = rid or secrets.token_hex(8)
         token = request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
@@ -172,3 +191,8 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - started)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 OUTBOX_PUBLISHED = Counter(
     "ciclo_outbox_published_total", "Records relayed from an outbox to the bus", ["outbox"]
 )
+OUTBOX_DEPTH = Gauge("ciclo_outbox_depth", "Records waiting in an outbox", ["outbox"])
+_DEPTH_EVERY = 5.0  # seconds between depth counts: a count(*) per relay tick would cost too much
 
 
 def outbox_table(metadata: MetaData, name: str) -> Table:
@@ -127,7 +130,12 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self) -> None:
+        measured = 0.0
         while not self._stopping:
+            if time.monotonic() - measured > _DEPTH_EVERY:
+                measured = time.monotonic()
+                with contextlib.suppress(Exception):  # a gauge must never stop the relay
+                    OUTBOX_DEPTH.labels(self._table.name).set(await self.depth())
             try:
                 moved = await self.relay_once()
             except BusError:

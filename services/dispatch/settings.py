@@ -41,4 +41,8 @@ class DispatchSettings(CommonSettings):
             raise ConfigurationError(
                 "CICLO_SENDGRID_API_KEY is required when CICLO_EMAIL_PROVIDER=sendgrid"
             )
+        if self.env == "production" and self.email_provider == "sink":
+            raise ConfigurationError(
+                "CICLO_ENV=production needs a real CICLO_EMAIL_PROVIDER, not the local sink"
+            )
         return self

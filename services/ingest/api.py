@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 
-from services.ingest.schemas import Accepted, EventIn
+from services.ingest.schemas import Accepted, BatchIn, BatchResult, EventIn, ItemResult
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
-from shared.tenancy.http import require
-from shared.tenancy.keys import KeyStore, Principal, Scope
+from shared.tenancy.http import IngestPrincipal
 
 
 def to_envelope(event: EventIn, *, workspace_id: str, received_at: datetime) -> EventEnvelope:
@@ -41,9 +41,8 @@ def to_record(envelope: EventEnvelope) -> OutgoingRecord:
     )
 
 
-def events_router(*, keys: KeyStore, publisher: Publisher) -> APIRouter:
+def events_router(*, publisher: Publisher) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events"])
-    WriteKey = Annotated[Principal, Depends(require(keys, Scope.INGEST))]
 
     @router.post(
         "/events",
@@ -52,7 +51,7 @@ def events_router(*, keys: KeyStore, publisher: Publisher) -> APIRouter:
         summary="Send one event",
         responses={401: {"description": "no valid key"}, 403: {"description": "wrong scope"}},
     )
-    async def post_event(event: EventIn, principal: WriteKey) -> Accepted:
+    async def post_event(event: EventIn, principal: IngestPrincipal) -> Accepted:
         envelope = to_envelope(
             event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
         )
@@ -60,4 +59,43 @@ def events_router(*, keys: KeyStore, publisher: Publisher) -> APIRouter:
         await publisher.publish([to_record(envelope)])
         return Accepted(event_id=envelope.event_id)
 
+    @router.post(
+        "/events/batch",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=BatchResult,
+        summary="Send up to 1,000 events; each is accepted or rejected on its own",
+        responses={422: {"model": BatchResult, "description": "every item was rejected"}},
+    )
+    async def post_batch(batch: BatchIn, principal: IngestPrincipal) -> BatchResult | JSONResponse:
+        received_at = datetime.now(UTC)
+        results: list[ItemResult] = []
+        envelopes: list[EventEnvelope] = []
+        for index, item in enumerate(batch.events):
+            try:
+                event = _EVENT.validate_python(item)
+            except ValidationError as exc:
+                errors = [
+                    {"field": ".".join(str(p) for p in e["loc"]) or "$", "message": e["msg"]}
+                    for e in exc.errors()
+                ]
+                results.append(ItemResult(index=index, status="rejected", errors=errors))
+                continue
+            envelope = to_envelope(
+                event, workspace_id=principal.workspace_id, received_at=received_at
+            )
+            envelopes.append(envelope)
+            results.append(ItemResult(index=index, status="accepted", event_id=envelope.event_id))
+        if envelopes:
+            # One durable publish for the whole batch; 202 only once all of it is on the bus.
+            await publisher.publish([to_record(e) for e in envelopes])
+        result = BatchResult(
+            accepted=len(envelopes), rejected=len(results) - len(envelopes), results=results
+        )
+        if not envelopes:
+            return JSONResponse(result.model_dump(mode="json", exclude_none=True), status_code=422)
+        return result
+
     return router
+
+
+_EVENT: TypeAdapter[EventIn] = TypeAdapter(EventIn)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -46,3 +46,44 @@ class EventIn(BaseModel):
 class Accepted(BaseModel):
     event_id: str
     status: str = "accepted"
+
+
+class ItemResult(BaseModel):
+    index: int
+    status: Literal["accepted", "rejected"]
+    event_id: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[ItemResult]
+
+
+class BatchIn(BaseModel):
+    """Up to ``MAX_BATCH`` events. Items are validated one by one: a bad item is reported in the
+    results and never drops the good ones."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "events": [
+                        {
+                            "type": "signup",
+                            "customer_id": "c1",
+                            "traits": {"email": "a@example.com"},
+                        },
+                        {
+                            "type": "page_viewed",
+                            "anonymous_id": "a-77",
+                            "properties": {"path": "/"},
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)

@@ -7,11 +7,11 @@ dispatch alike — is an :class:`EventEnvelope` serialised as JSON, keyed ``work
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -38,6 +38,12 @@ class EventEnvelope(BaseModel):
     historical: bool = Field(
         False, description="Backfilled: builds state but never triggers messages."
     )
+
+    @field_validator("occurred_at", "received_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # One canonical zone on the wire; a customer's own zone is a trait, not an offset.
+        return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _needs_identity(self) -> EventEnvelope:

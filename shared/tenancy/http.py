@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from shared.http import Forbidden, Unauthorized
 from shared.tenancy.keys import KeyStore, Principal, Scope
@@ -57,8 +57,19 @@ async def authenticate(keys: KeyStore, plaintext: str | None, needed: Scope) -> 
     return principal
 
 
-def require(keys: KeyStore, needed: Scope) -> Callable[[Request], Awaitable[Principal]]:
-    async def dependency(request: Request) -> Principal:
-        return await authenticate(keys, credentials(request), needed)
+def keystore(request: Request) -> KeyStore:
+    """The app's key store (``app.state.keys``, set by the runtime that builds the app)."""
+    keys: KeyStore = request.app.state.keys
+    return keys
 
-    return dependency
+
+async def ingest_principal(request: Request) -> Principal:
+    return await authenticate(keystore(request), credentials(request), Scope.INGEST)
+
+
+async def admin_principal(request: Request) -> Principal:
+    return await authenticate(keystore(request), credentials(request), Scope.ADMIN)
+
+
+IngestPrincipal = Annotated[Principal, Depends(ingest_principal)]
+AdminPrincipal = Annotated[Principal, Depends(admin_principal)]

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
-from shared.tenancy.http import require
-from shared.tenancy.keys import KeyStore, Principal, Scope
+from shared.tenancy.http import AdminPrincipal
 
 
 class SinkMessage(BaseModel):
@@ -30,13 +29,12 @@ class SinkPage(BaseModel):
     next_after: int | None
 
 
-def sink_router(*, keys: KeyStore, uow: Callable[[], DispatchUnitOfWork]) -> APIRouter:
+def sink_router(*, uow: Callable[[], DispatchUnitOfWork]) -> APIRouter:
     router = APIRouter(prefix="/v1/sink", tags=["sink"])
-    Admin = Annotated[Principal, Depends(require(keys, Scope.ADMIN))]
 
     @router.get("/messages", response_model=SinkPage, summary="Messages the local sink received")
     async def list_messages(
-        principal: Admin,
+        principal: AdminPrincipal,
         after: Annotated[int, Query(ge=0, description="Only messages with a larger id")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> SinkPage:

@@ -60,6 +60,10 @@ def is_transactional(
     return hasattr(provider, "send_within")
 
 
+def is_http(provider: Provider | TransactionalProvider) -> TypeGuard[Provider]:
+    return hasattr(provider, "send")
+
+
 @dataclass(frozen=True, slots=True)
 class Sender:
     email: str
@@ -182,7 +186,7 @@ class Dispatcher:
 
     async def _send(self, message: Outbound, attempts: int) -> Outcome:
         provider = self._provider
-        assert not is_transactional(provider)
+        assert is_http(provider)
         async with self._limit:
             while True:
                 attempts += 1

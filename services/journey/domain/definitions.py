@@ -38,8 +38,9 @@ class ExitStep(_Strict):
 
 
 def _step_kind(value: Any) -> str | None:
+    keys: set[str]
     if isinstance(value, dict):
-        keys = value.keys()
+        keys = set(value)
     else:
         keys = {k for k in ("send", "exit") if getattr(value, k, None) is not None}
     for kind in ("send", "exit"):

@@ -1,0 +1,177 @@
+"""The ingest API over HTTP (httpx against the ASGI app), on the embedded bus."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.runtime import Runtime
+from shared.contracts.events import EventEnvelope
+from shared.contracts.topics import EVENTS
+from shared.settings import ServerSettings
+from shared.tenancy.keys import Scope
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, dict[str, str]]]:
+    runtime = Runtime(services=("ingest",), server=ServerSettings(data_dir=tmp_path))
+    await runtime.start()
+    await runtime.keys.ensure_workspace("shop")
+    keys = {scope.value: (await runtime.keys.create_key("shop", scope))[1] for scope in Scope}
+    transport = httpx.ASGITransport(app=runtime.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
+        yield client, runtime, keys
+    await runtime.stop()
+
+
+async def published(runtime: Runtime, count: int) -> list[EventEnvelope]:
+    consumer = runtime.bus.consumer(group="test", topics=[EVENTS])
+    await consumer.start()
+    try:
+        records = await consumer.poll(max_records=1000, timeout=2 if count else 0.3)
+    finally:
+        await consumer.stop()
+    assert len(records) == count
+    return [EventEnvelope.from_json(r.value) for r in records]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_event_is_published_with_the_keys_workspace(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={
+            "type": "signup",
+            "customer_id": "c1",
+            "workspace_id": "someone-else",
+            "occurred_at": "2026-11-20T10:00:00+01:00",
+            "traits": {"email": "ana@example.com"},
+        },
+    )
+    assert answer.status_code == 202
+    assert answer.headers["x-request-id"]
+    [event] = await published(runtime, 1)
+    assert event.event_id == answer.json()["event_id"]
+    assert event.workspace_id == "shop"  # the key decides, never the body
+    assert event.context["extra"] == {"workspace_id": "someone-else"}  # kept, not dropped
+    assert event.occurred_at.isoformat() == "2026-11-20T09:00:00+00:00"
+
+
+async def test_basic_auth_with_the_key_as_user_works(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, keys = api
+    answer = await client.post(
+        "/v1/events", auth=(keys["ingest"], ""), json={"type": "page_viewed", "anonymous_id": "a1"}
+    )
+    assert answer.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "message"),
+    [
+        ({}, 401, "missing API key"),
+        ({"Authorization": "Bearer ciclo_ingest_" + "x" * 40}, 401, "unknown or revoked"),
+        ({"Authorization": "Token abc"}, 401, "unsupported authorization scheme"),
+    ],
+)
+async def test_bad_credentials_are_401(api, headers, status, message) -> None:  # type: ignore[no-untyped-def]
+    client, _, _ = api
+    answer = await client.post(
+        "/v1/events", headers=headers, json={"type": "x", "customer_id": "c"}
+    )
+    assert answer.status_code == status
+    assert message in answer.json()["error"]["message"]
+    assert answer.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_admin_key_may_post_but_write_key_may_not_read(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, keys = api
+    ok = await client.post(
+        "/v1/events", headers=auth(keys["admin"]), json={"type": "x", "customer_id": "c"}
+    )
+    assert ok.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"customer_id": "c1"}, "type", "Field required"),
+        ({"type": "signup"}, "body", "customer_id or anonymous_id is required"),
+        (
+            {"type": "signup", "customer_id": "c1", "occurred_at": "2026-11-20T10:00:00"},
+            "occurred_at",
+            "timezone",
+        ),
+        ({"type": "bad type!", "customer_id": "c1"}, "type", "should match pattern"),
+        ({"type": "signup", "customer_id": "c1", "traits": []}, "traits", "valid dictionary"),
+    ],
+)
+async def test_invalid_events_get_422_naming_the_field(api, body, field, message) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post("/v1/events", headers=auth(keys["ingest"]), json=body)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["field"] == field
+    assert message in error["message"]
+    await published(runtime, 0)
+
+
+async def test_batch_accepts_good_items_and_reports_bad_ones(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events/batch",
+        headers=auth(keys["ingest"]),
+        json={
+            "events": [
+                {"type": "signup", "customer_id": "c1"},
+                {"type": "signup"},
+                {"type": "page_viewed", "anonymous_id": "a1", "event_id": "mine-1"},
+            ]
+        },
+    )
+    assert answer.status_code == 202
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (2, 1)
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted"]
+    assert body["results"][2]["event_id"] == "mine-1"
+    assert "customer_id or anonymous_id" in body["results"][1]["errors"][0]["message"]
+    events = await published(runtime, 2)
+    assert {e.type for e in events} == {"signup", "page_viewed"}
+
+
+async def test_batch_with_only_bad_items_is_422(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, keys = api
+    answer = await client.post(
+        "/v1/events/batch", headers=auth(keys["ingest"]), json={"events": [{"x": 1}]}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["rejected"] == 1
+
+
+async def test_batch_limit_is_1000(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, keys = api
+    events = [{"type": "x", "customer_id": "c"}] * 1001
+    answer = await client.post(
+        "/v1/events/batch", headers=auth(keys["ingest"]), json={"events": events}
+    )
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "events"
+
+
+async def test_health_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
+    client, _, keys = api
+    assert (await client.get("/livez")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "bus": "ok"}
+    await client.post(
+        "/v1/events", headers=auth(keys["ingest"]), json={"type": "x", "customer_id": "c"}
+    )
+    metrics = (await client.get("/metrics")).text
+    assert 'ciclo_http_requests_total{method="POST",route="/v1/events",status="202"}' in metrics

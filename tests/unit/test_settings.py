@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.config_table import markdown
+from services.dispatch.settings import DispatchSettings
+from shared.errors import ConfigurationError
+from shared.settings import CommonSettings
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def test_configuration_table_documents_every_setting() -> None:
+    assert markdown().strip() in DOC.read_text(), (
+        "regenerate: ciclo config >> docs/configuration.md"
+    )
+
+
+def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CICLO_DATA_DIR", str(tmp_path))
+    settings = CommonSettings()
+    assert settings.resolved_database_url() == f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    assert settings.resolved_bus_url() == f"sqlite:///{tmp_path / 'bus.db'}"
+    assert settings.embedded_bus
+
+
+def test_two_urls_switch_to_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CICLO_DATABASE_URL", "postgresql+asyncpg://db/ciclo")
+    monkeypatch.setenv("CICLO_BUS_URL", "kafka://k1:9092,k2:9092")
+    settings = CommonSettings()
+    assert settings.resolved_database_url() == "postgresql+asyncpg://db/ciclo"
+    assert not settings.embedded_bus
+
+
+def test_unknown_bus_scheme_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CICLO_BUS_URL", "amqp://rabbit")
+    with pytest.raises(ConfigurationError, match="CICLO_BUS_URL must start with"):
+        CommonSettings()
+
+
+def test_sendgrid_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CICLO_EMAIL_PROVIDER", "sendgrid")
+    with pytest.raises(ConfigurationError, match="CICLO_SENDGRID_API_KEY is required"):
+        DispatchSettings()
+
+
+def test_production_refuses_the_local_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CICLO_ENV", "production")
+    with pytest.raises(ConfigurationError, match="not the local sink"):
+        DispatchSettings()
