@@ -109,7 +109,6 @@ def topics() -> None:
 @topics.command("create", help="Create Ciclo's topics where missing.")
 def topics_create() -> None:
     from shared.bus.factory import ensure_standard_topics, open_bus
-
     from shared.settings import CommonSettings
 
     settings = CommonSettings()
@@ -126,7 +125,7 @@ def topics_create() -> None:
     click.echo("topics are in place", err=True)
 
 
-async def _keystore_call(fn: str, *args: Any) -> Any:
+async def _keystore_call(fn: str, *args: Any, **kwargs: Any) -> Any:
     from services.components import ALL, components_for
     from shared.db.engine import create_engine
     from shared.db.migrate import upgrade
@@ -138,7 +137,7 @@ async def _keystore_call(fn: str, *args: Any) -> Any:
     await upgrade(url, components_for(ALL))
     engine = create_engine(url)
     try:
-        return await getattr(KeyStore(engine), fn)(*args)
+        return await getattr(KeyStore(engine), fn)(*args, **kwargs)
     finally:
         await engine.dispose()
 
@@ -155,7 +154,7 @@ def workspaces_create(workspace_id: str, name: str | None) -> None:
     from shared.tenancy.keys import WorkspaceError
 
     try:
-        created = _run(_keystore_call("ensure_workspace", workspace_id, name))
+        created = _run(_keystore_call("ensure_workspace", workspace_id, name=name))
     except WorkspaceError as exc:
         raise click.BadParameter(str(exc), param_hint="WORKSPACE_ID") from exc
     click.echo(f"workspace {workspace_id!r} {'created' if created else 'already exists'}", err=True)

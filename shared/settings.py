@@ -49,6 +49,16 @@ class CommonSettings(BaseSettings):
         True, description="Idempotent Kafka producer (needs Apache Kafka; off for the test broker)."
     )
     kafka_client_id: str = Field("ciclo", description="Kafka client id prefix.")
+    kafka_session_timeout_ms: int = Field(
+        10_000,
+        ge=100,
+        description="Kafka consumer session timeout: how soon a dead member is replaced.",
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        3_000,
+        ge=50,
+        description="Kafka consumer heartbeat interval (below a third of the session).",
+    )
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
 

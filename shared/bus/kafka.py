@@ -1,0 +1,335 @@
+"""The Kafka bus: the Bus port on Apache Kafka (or any Kafka-protocol broker) through aiokafka.
+
+:class:`KafkaBus` owns one producer (``acks="all"``, idempotent where the broker supports it) and
+hands out :class:`KafkaConsumer` group members with manual commits. aiokafka and socket errors are
+translated into :class:`~shared.errors.BusError` here, once, and nowhere else.
+
+Rebalances and at-least-once: offsets passed to ``commit`` that Kafka refuses because the group is
+rebalancing are kept and retried when our partitions are revoked (the old generation can still
+commit then) and after the new assignment for partitions we kept. Offsets of partitions that went
+to another member are dropped: that member resumes from the last successful commit, so records
+processed here but not committed are processed again there. Handlers are idempotent for exactly
+this reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    for_code,
+)
+from aiokafka.structs import TopicPartition
+
+from shared.bus.ports import ConsumedRecord, OutgoingRecord, TopicSpec
+from shared.errors import BusClosedError, BusError
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """The one place library errors become BusError."""
+    try:
+        yield
+    except (KafkaError, OSError) as exc:
+        raise BusError(f"kafka: {action} failed: {exc!r}") from exc
+
+
+class KafkaBus:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        idempotence: bool,
+        linger_ms: int = 5,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+    ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._idempotence = idempotence
+        self._linger_ms = linger_ms
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._producer: Any = None
+        self._consumers: set[KafkaConsumer] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._closed:
+            raise BusClosedError("the kafka bus is closed")
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=f"{self._client_id}-producer",
+            acks="all",
+            enable_idempotence=self._idempotence,
+            linger_ms=self._linger_ms,
+        )
+        try:
+            with _translated("starting the producer"):
+                await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._producer is not None:
+            with _translated("stopping the producer"):
+                await self._producer.stop()
+
+    async def ensure_topics(self, topics: Sequence[TopicSpec]) -> None:
+        self._live_producer()
+        if not topics:
+            return
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap_servers, client_id=f"{self._client_id}-admin"
+        )
+        try:
+            with _translated("creating topics"):
+                await admin.start()
+                response = await admin.create_topics(
+                    [NewTopic(t.name, t.partitions, t.replication_factor) for t in topics]
+                )
+                for topic, code, *_ in response.topic_errors:
+                    if code not in (0, TopicAlreadyExistsError.errno):
+                        raise for_code(code)(f"topic {topic!r}")
+        finally:
+            await admin.close()
+
+    def publisher(self) -> KafkaBus:
+        return self
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        producer = self._live_producer()
+        # Send everything first so records batch together, then wait for every ack: the call
+        # returns only once the broker has all of them (acks="all").
+        pending: list[asyncio.Future[Any]] = []
+        try:
+            with _translated("publish"):
+                for record in records:
+                    pending.append(
+                        await producer.send(
+                            record.topic,
+                            record.value,
+                            key=record.key.encode(),
+                            headers=[(k, v.encode()) for k, v in record.headers.items()],
+                        )
+                    )
+        finally:
+            # Even when a send failed, wait for the ones already queued so no future is left
+            # with an unretrieved exception.
+            results = await asyncio.gather(*pending, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                with _translated("publish"):
+                    raise result
+
+    def consumer(self, *, group: str, topics: Sequence[str]) -> KafkaConsumer:
+        self._live_producer()
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=f"{self._client_id}-{group}",
+            group=group,
+            topics=topics,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
+            on_stop=self._consumers.discard,
+        )
+        self._consumers.add(consumer)
+        return consumer
+
+    async def ping(self) -> None:
+        producer = self._live_producer()
+        with _translated("fetching metadata"):
+            await producer.client.fetch_all_metadata()
+
+    def _live_producer(self) -> Any:
+        if self._closed:
+            raise BusClosedError("the kafka bus is closed")
+        if self._producer is None:
+            raise BusError("the kafka bus has not been started")
+        return self._producer
+
+
+class KafkaConsumer:
+    """A group member with manual commits; implements the Consumer port."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        client_id: str,
+        group: str,
+        topics: Sequence[str],
+        session_timeout_ms: int,
+        heartbeat_interval_ms: int,
+        on_stop: Callable[[KafkaConsumer], None] | None = None,
+    ) -> None:
+        self._group = group
+        self._topics = list(topics)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+        )
+        # Offsets handed to commit() that Kafka has not accepted yet (see the module docstring).
+        self._pending: dict[TopicPartition, int] = {}
+        self._on_stop = on_stop
+        self._started = False
+        self._stopped = False
+
+    @property
+    def group(self) -> str:
+        return self._group
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        try:
+            with _translated(f"starting consumer of group {self._group!r}"):
+                await self._consumer.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def poll(
+        self,
+        *,
+        max_records: int,
+        timeout: float,
+    ) -> list[ConsumedRecord]:
+        self._check_live()
+        with _translated(f"poll of group {self._group!r}"):
+            batches = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        return [
+            ConsumedRecord(
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=message.offset,
+                key=message.key.decode() if message.key is not None else "",
+                value=message.value if message.value is not None else b"",
+                headers={k: bytes(v).decode() for k, v in message.headers},
+                timestamp_ms=message.timestamp,
+            )
+            for tp in sorted(batches)
+            for message in batches[tp]
+        ]
+
+    async def commit(self, records: Sequence[ConsumedRecord]) -> None:
+        self._check_live()
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        if not offsets:
+            return
+        self._pending.update(offsets)
+        lost = set(offsets) - self._assignment()
+        await self._flush(offsets.keys())
+        if lost:
+            raise BusError(
+                f"group {self._group!r}: {sorted(lost)} are not assigned to this member now "
+                "(rebalance); kept for a retry if they come back, else their next owner "
+                "delivers those records again"
+            )
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self._started and self._pending:
+                with contextlib.suppress(BusError):
+                    await self._flush(None)
+        finally:
+            if self._on_stop is not None:
+                self._on_stop(self)
+            with _translated(f"stopping consumer of group {self._group!r}"):
+                await self._consumer.stop()
+
+    def _check_live(self) -> None:
+        if self._stopped:
+            raise BusClosedError(f"consumer of group {self._group!r} is stopped")
+        if not self._started:
+            raise BusError(f"consumer of group {self._group!r} has not been started")
+
+    def _assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    async def _flush(self, only: Collection[TopicPartition] | None) -> None:
+        """Commit pending offsets of partitions we still own; keep them when Kafka refuses
+        because of a rebalance."""
+        assigned = self._assignment()
+        offsets = {
+            tp: offset
+            for tp, offset in self._pending.items()
+            if tp in assigned and (only is None or tp in only)
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            raise BusError(
+                f"group {self._group!r} is rebalancing; the commit will be retried on "
+                f"revoke/assign: {exc!r}"
+            ) from exc
+        except KafkaError as exc:
+            raise BusError(f"kafka: commit of group {self._group!r} failed: {exc!r}") from exc
+        for tp, offset in offsets.items():
+            if self._pending.get(tp) == offset:
+                del self._pending[tp]
+
+    async def _on_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        # The old generation may still commit here, so this is the last chance for our offsets.
+        try:
+            await self._flush(revoked)
+        except BusError:
+            logger.warning("group %r: commit on revoke failed", self._group, exc_info=True)
+
+    async def _on_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        for tp in set(self._pending) - set(assigned):
+            del self._pending[tp]  # its new owner redelivers from the last commit
+        try:
+            await self._flush(assigned)
+        except BusError:
+            logger.warning("group %r: commit after assignment failed", self._group, exc_info=True)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, member: KafkaConsumer) -> None:
+        self._member = member
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._member._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self._member._on_assigned(assigned)

@@ -1,0 +1,65 @@
+"""The Kafka adapter in a consumer group: partitions split between members and move on a stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from shared.bus.kafka import KafkaBus
+from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, TopicSpec
+from shared.errors import BusError
+
+pytestmark = pytest.mark.kafka
+
+
+def _records(topic: str, start: int, end: int) -> list[OutgoingRecord]:
+    return [OutgoingRecord(topic, f"k{i % 40}", f"v{i}".encode()) for i in range(start, end)]
+
+
+async def _poll_and_commit(member: Consumer, received: list[ConsumedRecord]) -> None:
+    batch = await member.poll(max_records=10, timeout=0.2)
+    received += batch
+    # Refused during a rebalance: the partition's next owner gets these again, which is allowed.
+    with contextlib.suppress(BusError):
+        await member.commit(batch)
+
+
+async def test_members_split_partitions_and_take_over_on_stop(
+    kafka_bus: KafkaBus, topic_name: str
+) -> None:
+    await kafka_bus.ensure_topics([TopicSpec(topic_name, partitions=4)])
+    first_half = _records(topic_name, 0, 200)
+    await kafka_bus.publish(first_half)
+    a = kafka_bus.consumer(group="g", topics=[topic_name])
+    b = kafka_bus.consumer(group="g", topics=[topic_name])
+    await asyncio.gather(a.start(), b.start())
+
+    got_a: list[ConsumedRecord] = []
+    got_b: list[ConsumedRecord] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while {r.value for r in got_a + got_b} < {r.value for r in first_half}:
+        assert loop.time() < deadline, "the group did not deliver every record"
+        await asyncio.gather(_poll_and_commit(a, got_a), _poll_and_commit(b, got_b))
+    assert got_a, "member a got no partition"
+    assert got_b, "member b got no partition"
+
+    # b takes one more batch and stops without committing it: a must get those records again.
+    second_half = _records(topic_name, 200, 400)
+    await kafka_bus.publish(second_half)
+    uncommitted: list[ConsumedRecord] = []
+    while not uncommitted:
+        assert loop.time() < deadline + 10
+        uncommitted = await b.poll(max_records=10, timeout=0.5)
+    await b.stop()
+
+    got_a_after: list[ConsumedRecord] = []
+    deadline = loop.time() + 20
+    while {r.value for r in got_a_after} < {r.value for r in second_half}:
+        assert loop.time() < deadline, "a did not take over b's partitions"
+        await _poll_and_commit(a, got_a_after)
+
+    assert {r.partition for r in got_a_after} == {0, 1, 2, 3}
+    assert {r.value for r in uncommitted} <= {r.value for r in got_a_after}
