@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, Publisher
 from shared.contracts.topics import dead_letter
@@ -31,6 +31,10 @@ BATCH_SECONDS = Histogram(
     "ciclo_consumer_batch_seconds", "Time to handle and commit one batch", ["group"]
 )
 DEAD_LETTERS = Counter("ciclo_dead_letters_total", "Records sent to a dead-letter topic", ["group"])
+LAG = Gauge(
+    "ciclo_consumer_lag", "Records not yet consumed, by group and topic", ["group", "topic"]
+)
+_LAG_EVERY = 5.0  # seconds between lag readings
 
 
 class ConsumerRunner:
@@ -63,8 +67,12 @@ class ConsumerRunner:
 
     async def run(self) -> None:
         await self._consumer.start()
+        measured = 0.0
         try:
             while not self._stopping.is_set():
+                if time.monotonic() - measured > _LAG_EVERY:
+                    measured = time.monotonic()
+                    await self._measure_lag()
                 records = await self._consumer.poll(
                     max_records=self._max_records, timeout=self._poll_timeout
                 )
@@ -77,6 +85,15 @@ class ConsumerRunner:
                 BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
         finally:
             await self._consumer.stop()
+
+    async def _measure_lag(self) -> None:
+        try:
+            lag = await self._consumer.lag()
+        except Exception:  # a metric must never stop consumption
+            log.debug("could not read consumer lag", exc_info=True)
+            return
+        for topic, behind in lag.items():
+            LAG.labels(self.group, topic).set(behind)
 
     async def _handle(self, records: Sequence[ConsumedRecord]) -> None:
         try:

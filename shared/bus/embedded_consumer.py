@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sqlite3
 import time
 import uuid
@@ -34,6 +36,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
+
+
+def _holder_is_dead(owner: str) -> bool:
+    """True when the lease holder is a process on this host that no longer exists."""
+    parts = owner.rsplit(":", 3)
+    if len(parts) != 4 or parts[1] != socket.gethostname() or not parts[2].isdigit():
+        return False
+    pid = int(parts[2])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # exists, owned by someone else
+    return False
 
 
 def _now_ms() -> int:
@@ -86,7 +105,9 @@ class EmbeddedConsumer:
         self._bus = bus
         self._group = group
         self._topics = tuple(dict.fromkeys(topics))
-        self._owner = f"{group}:{uuid.uuid4().hex}"
+        # host and pid let a restarted process see that the previous holder is dead (kill -9)
+        # and take over at once instead of waiting out the lease.
+        self._owner = f"{group}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._ttl_ms = int(bus.lease_ttl * 1000)
         self._reader: LogReader | None = None
         self._closed = False
@@ -180,6 +201,16 @@ class EmbeddedConsumer:
             )
         self._lease_until_ms = now + self._ttl_ms
 
+    async def lag(self) -> dict[str, int]:
+        if not self._holding or self._reader is None:
+            return {}
+        ends = await self._reader.run(partial(log.log_ends, topics=self._topics))
+        behind: dict[str, int] = {}
+        for (topic, partition), end in ends.items():
+            position = self._positions.get((topic, partition), 0)
+            behind[topic] = behind.get(topic, 0) + max(0, end - position)
+        return behind
+
     async def stop(self) -> None:
         if self._closed:
             return
@@ -226,8 +257,12 @@ class EmbeddedConsumer:
         reader = self._live_reader()
         # A read first: a waiting member should not queue a write every poll_interval.
         holder = await reader.run(partial(log.lease_holder, group=self._group, now_ms=now))
+        dead_holder = None
         if holder is not None and holder != self._owner:
-            return False
+            if not _holder_is_dead(holder):
+                return False
+            dead_holder = holder
+            logger.warning("taking over group %r from dead member %s", self._group, holder)
         acquired = await self._bus.writer.execute(
             partial(
                 log.acquire_lease,
@@ -236,6 +271,7 @@ class EmbeddedConsumer:
                 topics=self._topics,
                 now_ms=now,
                 ttl_ms=self._ttl_ms,
+                dead_owner=dead_holder,
             )
         )
         if not acquired:

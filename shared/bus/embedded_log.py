@@ -299,10 +299,17 @@ def acquire_lease(
     topics: Sequence[str],
     now_ms: int,
     ttl_ms: int,
+    dead_owner: str | None = None,
 ) -> bool:
-    """Take the lease if it is free, expired or already ours. On success the group is registered
-    on every existing partition of ``topics`` (offset 0 where it has none), so that pruning keeps
-    the records it has not consumed yet."""
+    """Take the lease if it is free, expired or already ours — or held by ``dead_owner``, a
+    member the caller knows has died. On success the group is registered on every existing
+    partition of ``topics`` (offset 0 where it has none), so that pruning keeps the records it has
+    not consumed yet."""
+    if dead_owner is not None:
+        conn.execute(
+            'UPDATE group_leases SET owner = ?, expires_ms = ? WHERE "group" = ? AND owner = ?',
+            (owner, now_ms + ttl_ms, group, dead_owner),
+        )
     conn.execute(
         'INSERT INTO group_leases ("group", owner, expires_ms) VALUES (?, ?, ?) '
         'ON CONFLICT ("group") DO UPDATE SET owner = excluded.owner, '

@@ -261,6 +261,20 @@ class KafkaConsumer:
                 "delivers those records again"
             )
 
+    async def lag(self) -> dict[str, int]:
+        if self._stopped or not self._started:
+            return {}
+        behind: dict[str, int] = {}
+        for tp in self._assignment():
+            # The highwater is known once a fetch of the partition has answered.
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            with _translated(f"position of group {self._group!r}"):
+                position = await self._consumer.position(tp)
+            behind[tp.topic] = behind.get(tp.topic, 0) + max(0, highwater - position)
+        return behind
+
     async def stop(self) -> None:
         if self._stopped:
             return

@@ -52,7 +52,16 @@ class Consumer(Protocol):
         ...
 
     async def commit(self, records: Sequence[ConsumedRecord]) -> None:
-        """Commit, per partition, the offset after the highest record given (offset + 1)."""
+        """Commit, per partition, the offset after the highest record given (offset + 1).
+
+        Raises BusError when the member no longer owns a partition (a rebalance, a lost lease):
+        those records will be delivered again to the partition's next owner.
+        """
+        ...
+
+    async def lag(self) -> dict[str, int]:
+        """Records not yet handed out, per topic, over the partitions this member owns
+        (the figure behind ``ciclo_consumer_lag``); empty while it owns none."""
         ...
 
     async def stop(self) -> None:

@@ -39,6 +39,9 @@ class ListConsumer:
     async def commit(self, records: Sequence[ConsumedRecord]) -> None:
         self.committed.extend(records)
 
+    async def lag(self) -> dict[str, int]:
+        return {"t": len(self._pending)}
+
     async def stop(self) -> None:
         self.stopped = True
 

@@ -172,3 +172,20 @@ async def test_ping_answers_until_closed(bus: Bus) -> None:
         await bus.ping()
     with pytest.raises(BusClosedError):
         await bus.publisher().publish([OutgoingRecord("any", "k", b"v")])
+
+
+async def test_lag_counts_what_is_not_handed_out_yet(bus: Bus, topic_name: str) -> None:
+    await bus.ensure_topics([TopicSpec(topic_name, partitions=1)])
+    await bus.publisher().publish(_records(topic_name, 10, keys=1))
+    consumer = bus.consumer(group="g", topics=[topic_name])
+    await consumer.start()
+    try:
+        got = await drain(consumer, 4, max_records=4, seconds=10)
+        assert len(got) >= 4
+        lag = await consumer.lag()
+        assert lag == {topic_name: 10 - len(got)}
+        rest = await drain(consumer, 10 - len(got))
+        assert len(got) + len(rest) == 10
+        assert await consumer.lag() == {topic_name: 0}
+    finally:
+        await consumer.stop()

@@ -166,6 +166,60 @@ async def test_a_second_member_waits_for_the_lease(
     assert values(rest) == values(_records(6, start=4))
 
 
+_LEASE_HOLDER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from pathlib import Path
+    from shared.bus.embedded import EmbeddedBus
+
+    async def main():
+        bus = EmbeddedBus(Path(sys.argv[1]), partitions=2, sync="normal", lease_ttl=60)
+        await bus.start()
+        consumer = bus.consumer(group="g", topics=["t"])
+        await consumer.start()
+        await consumer.poll(max_records=1, timeout=1)
+        print("holding", flush=True)
+        await asyncio.sleep(120)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_killed_holders_lease_is_taken_over_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "bus.db"
+    bus = EmbeddedBus(path, partitions=2, sync="normal", lease_ttl=60)
+    await bus.start()
+    try:
+        await bus.ensure_topics([TopicSpec("t", 2)])
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _LEASE_HOLDER,
+            str(path),
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdout is not None
+        async with asyncio.timeout(20):
+            assert (await child.stdout.readline()).strip() == b"holding"
+        await bus.publish(_records(5))
+        consumer = bus.consumer(group="g", topics=["t"])
+        await consumer.start()
+        assert await consumer.poll(max_records=5, timeout=0.3) == []  # the holder is alive
+
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+        started = time.monotonic()
+        got = await drain(consumer, 5, seconds=5)
+        assert values(got) == values(_records(5))
+        assert time.monotonic() - started < 5  # not the 60 s lease
+        await consumer.stop()
+    finally:
+        await bus.close()
+
+
 def test_the_lease_goes_to_one_member_at_a_time(tmp_path: Path) -> None:
     # The SQL itself decides, so that two processes racing past their "is it free?" reads still
     # cannot both win.
