@@ -46,3 +46,4 @@ def configure_logging(*, level: str = "INFO", fmt: str = "json") -> None:
     # uvicorn's access log duplicates what our middleware knows and costs throughput.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
