@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.server import serve
 from tests.fixtures.processes import CicloProcess
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[tuple[FakeSendGrid, str]]:
+    """A fake SendGrid on a real loopback port."""
+    fake = FakeSendGrid()
+    with serve(fake.app) as url:
+        yield fake, url
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,9 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.fakes.sendgrid import FakeSendGrid
-from tests.fakes.server import serve
 from tests.fixtures.processes import CicloProcess, ciclo, ciclo_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
-
-
-@pytest.fixture
-def sendgrid() -> Iterator[tuple[FakeSendGrid, str]]:
-    fake = FakeSendGrid()
-    with serve(fake.app) as url:
-        yield fake, url
 
 
 async def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
