@@ -5,9 +5,24 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install run test unit integration e2e lint typecheck bench clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench clean
+
+# Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
+# no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
+DEB_TOOLS := docker-compose:docker-compose promtool:prometheus
 
 install: $(STAMP)
+
+system-deps:
+	@missing=""; for pair in $(DEB_TOOLS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # Rebuilt only when the dependency list changes: `make install` is quick when up to date.
 $(STAMP): pyproject.toml
@@ -19,7 +34,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ciclo run
 
-test: install
+test: install system-deps
 	$(PYTEST) -q
 
 unit: install
