@@ -25,6 +25,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """The reason of a settings error (pydantic wraps ours in a ValidationError), on one line."""
+    if hasattr(exc, "errors"):
+        errors = exc.errors()
+        if errors:
+            first = errors[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            return f"{where}: {first.get('msg')}"
+    return str(exc).splitlines()[0]
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would end "killed by
     signal". SIGTERM is how Ciclo is meant to stop: drain, commit, exit 0."""
@@ -52,10 +63,10 @@ def _serve(services: tuple[str, ...]) -> None:
 
     try:
         server = ServerSettings()
+        runtime = Runtime(services=cast(tuple[ServiceName, ...], services), server=server)
     except (CicloError, ValueError) as exc:
-        raise click.ClickException(f"configuration: {exc}") from exc
+        raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
     configure_logging(level=server.log_level, fmt=server.log_format)
-    runtime = Runtime(services=cast(tuple[ServiceName, ...], services), server=server)
     config = uvicorn.Config(
         runtime.app(),
         host=server.host,

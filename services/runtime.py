@@ -42,9 +42,11 @@ class Runtime:
     services: Sequence[ServiceName]
     clock: Clock = field(default_factory=SystemClock)
     server: ServerSettings = field(default_factory=ServerSettings)
-    ingest: IngestSettings = field(default_factory=IngestSettings)
-    journey: JourneySettings = field(default_factory=JourneySettings)
-    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    # Only the hosted services' settings are read (None: read from the environment at start),
+    # so a dispatch misconfiguration cannot stop an ingest process.
+    ingest: IngestSettings | None = None
+    journey: JourneySettings | None = None
+    dispatch: DispatchSettings | None = None
 
     engine: AsyncEngine = field(init=False)
     bus: Bus = field(init=False)
@@ -53,9 +55,17 @@ class Runtime:
     dispatch_worker: DispatchWorker | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.engine = create_engine(self.server.resolved_database_url())
+        if "ingest" in self.services and self.ingest is None:
+            self.ingest = IngestSettings()
+        if "journey" in self.services and self.journey is None:
+            self.journey = JourneySettings()
+        if "dispatch" in self.services and self.dispatch is None:
+            self.dispatch = DispatchSettings()
+        self.engine = create_engine(
+            self.server.resolved_database_url(), pool_size=self.server.database_pool_size
+        )
         self.bus = open_bus(self.server)
-        self.keys = KeyStore(self.engine, cache_seconds=self.ingest.key_cache_seconds)
+        self.keys = KeyStore(self.engine, cache_seconds=self.server.key_cache_seconds)
         self._sessions = session_factory(self.engine)
 
     async def start(self) -> None:
@@ -63,7 +73,7 @@ class Runtime:
             await upgrade(self.server.resolved_database_url(), components_for(self.services))
         await self.bus.start()
         await ensure_standard_topics(self.bus, self.server)
-        if "journey" in self.services:
+        if self.journey is not None:
             self.journey_worker = JourneyWorker(
                 self.journey, engine=self.engine, bus=self.bus, clock=self.clock
             )
@@ -71,7 +81,7 @@ class Runtime:
                 "journeys loaded", extra={"journeys": [j.id for j in self.journey_worker.catalog]}
             )
             await self.journey_worker.start()
-        if "dispatch" in self.services:
+        if self.dispatch is not None:
             self.dispatch_worker = DispatchWorker(
                 self.dispatch, engine=self.engine, bus=self.bus, clock=self.clock
             )

@@ -60,6 +60,12 @@ class ConsumerRunner:
         self._retry_base_delay = retry_base_delay
         self._stopping = asyncio.Event()
         self.processed = 0
+        self._lag_topics: set[str] = set()
+        # Create the labelled series at 0 now: increase() cannot see a counter's first increment
+        # when the series only appears with it, and the first dead letter must alert.
+        DEAD_LETTERS.labels(group)
+        for outcome in ("ok", "dead_letter"):
+            RECORDS.labels(group, outcome)
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand, commit it and return."""
@@ -92,8 +98,11 @@ class ConsumerRunner:
         except Exception:  # a metric must never stop consumption
             log.debug("could not read consumer lag", exc_info=True)
             return
-        for topic, behind in lag.items():
-            LAG.labels(self.group, topic).set(behind)
+        # A topic this member no longer owns (rebalance) reads 0 here, not its last value, so
+        # summed lag across replicas stays true.
+        self._lag_topics |= set(lag)
+        for topic in self._lag_topics:
+            LAG.labels(self.group, topic).set(lag.get(topic, 0))
 
     async def _handle(self, records: Sequence[ConsumedRecord]) -> None:
         try:

@@ -30,6 +30,12 @@ class CommonSettings(BaseSettings):
         "",
         description="SQLAlchemy async URL of the state database. Empty: SQLite in `data_dir`.",
     )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=500,
+        description="PostgreSQL connections per process (as many again may open under bursts).",
+    )
     bus_url: str = Field(
         "",
         description="`sqlite:///path` (embedded log) or `kafka://host:port[,host:port]`. "
@@ -88,6 +94,9 @@ class ServerSettings(CommonSettings):
         "127.0.0.1", description="Address the HTTP server binds (0.0.0.0 in a container)."
     )
     port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP server.")
+    key_cache_seconds: float = Field(
+        10.0, ge=0, description="How long a verified API key is cached (revocation delay)."
+    )
     auto_migrate: bool = Field(
         True, description="Run database migrations at start (off when a migration job does it)."
     )

@@ -8,9 +8,6 @@ from shared.settings import CommonSettings
 
 
 class IngestSettings(CommonSettings):
-    key_cache_seconds: float = Field(
-        10.0, ge=0, description="How long a verified API key is cached (revocation delay)."
-    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body, in bytes."
     )

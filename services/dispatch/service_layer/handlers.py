@@ -91,6 +91,10 @@ class Dispatcher:
         self._ambiguous_policy = ambiguous_policy
         self._limit = asyncio.Semaphore(concurrency)
         self._clock = clock
+        # Series at 0 from the start, so alerts on increase() see the first failure.
+        AMBIGUOUS.labels(provider.name)
+        for outcome in _EVENT_TYPES:
+            SENDS.labels(provider.name, outcome)
 
     async def handle(self, requests: Sequence[MessageRequest]) -> None:
         unique = list({r.message_id: r for r in requests}.values())
