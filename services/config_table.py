@@ -3,6 +3,7 @@ documentation cannot drift from the code."""
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
 from services.dispatch.settings import DispatchSettings
@@ -20,6 +21,8 @@ SECTIONS: list[tuple[str, type[BaseSettings]]] = [
 
 
 def _default(value: object) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
     if value == "" or value is None:
         return "(empty)"
     if isinstance(value, bool):

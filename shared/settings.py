@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigurationError
@@ -65,11 +65,31 @@ class CommonSettings(BaseSettings):
         ge=50,
         description="Kafka consumer heartbeat interval (below a third of the session).",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How Ciclo talks to Kafka (TLS and/or SASL for managed clusters)."
+    )
+    kafka_ssl_cafile: str = Field(
+        "", description="CA bundle to verify the brokers (empty: the system's trust store)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user when the protocol is SASL_*.")
+    kafka_sasl_password: SecretStr = Field(
+        SecretStr(""), description="SASL password when the protocol is SASL_*."
+    )
     log_level: str = Field("INFO", description="Python log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
 
     @model_validator(mode="after")
     def _check(self) -> CommonSettings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ConfigurationError(
+                "CICLO_KAFKA_SASL_USERNAME and CICLO_KAFKA_SASL_PASSWORD are required with "
+                f"CICLO_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
         if self.resolved_bus_url().split(":", 1)[0] not in {"sqlite", "kafka"}:
             raise ConfigurationError(
                 f"CICLO_BUS_URL must start with sqlite:// or kafka://, got {self.bus_url!r}"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from shared.bus.ports import Bus, TopicSpec
 from shared.contracts.topics import all_topics
@@ -40,8 +41,26 @@ def open_bus(settings: CommonSettings) -> Bus:
             idempotence=settings.kafka_idempotence,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            connection=kafka_connection(settings),
         )
     raise ConfigurationError(f"CICLO_BUS_URL must start with sqlite:// or kafka://: {url!r}")
+
+
+def kafka_connection(settings: CommonSettings) -> dict[str, Any]:
+    """aiokafka's TLS/SASL keyword arguments from the settings."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context(cafile=settings.kafka_ssl_cafile or None)
+    if protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password.get_secret_value(),
+        )
+    return options
 
 
 async def ensure_standard_topics(bus: Bus, settings: CommonSettings) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -56,7 +56,10 @@ class KafkaBus:
         linger_ms: int = 5,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        connection: Mapping[str, Any] | None = None,
     ) -> None:
+        # TLS/SASL options (security_protocol, ssl_context, sasl_*) shared by every client.
+        self._connection = dict(connection or {})
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._idempotence = idempotence
@@ -78,6 +81,7 @@ class KafkaBus:
             acks="all",
             enable_idempotence=self._idempotence,
             linger_ms=self._linger_ms,
+            **self._connection,
         )
         try:
             with _translated("starting the producer"):
@@ -102,7 +106,9 @@ class KafkaBus:
         if not topics:
             return
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap_servers, client_id=f"{self._client_id}-admin"
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=f"{self._client_id}-admin",
+            **self._connection,
         )
         try:
             with _translated("creating topics"):
@@ -154,6 +160,7 @@ class KafkaBus:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
             on_stop=self._consumers.discard,
+            connection=self._connection,
         )
         self._consumers.add(consumer)
         return consumer
@@ -184,6 +191,7 @@ class KafkaConsumer:
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
         on_stop: Callable[[KafkaConsumer], None] | None = None,
+        connection: Mapping[str, Any] | None = None,
     ) -> None:
         self._group = group
         self._topics = list(topics)
@@ -195,6 +203,7 @@ class KafkaConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            **(connection or {}),
         )
         # Offsets handed to commit() that Kafka has not accepted yet (see the module docstring).
         self._pending: dict[TopicPartition, int] = {}

@@ -50,3 +50,36 @@ def test_production_refuses_the_local_sink(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("CICLO_ENV", "production")
     with pytest.raises(ConfigurationError, match="not the local sink"):
         DispatchSettings()
+
+
+def test_kafka_plaintext_by_default() -> None:
+    from shared.bus.factory import kafka_connection
+
+    assert kafka_connection(CommonSettings()) == {"security_protocol": "PLAINTEXT"}
+
+
+def test_kafka_sasl_ssl_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from shared.bus.factory import kafka_connection
+
+    monkeypatch.setenv("CICLO_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CICLO_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CICLO_KAFKA_SASL_USERNAME", "ciclo")
+    monkeypatch.setenv("CICLO_KAFKA_SASL_PASSWORD", "s3cret")
+    settings = CommonSettings()
+    assert "s3cret" not in repr(settings)
+    options = kafka_connection(settings)
+    assert isinstance(options.pop("ssl_context"), ssl.SSLContext)
+    assert options == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "ciclo",
+        "sasl_plain_password": "s3cret",
+    }
+
+
+def test_sasl_needs_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CICLO_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    with pytest.raises(ConfigurationError, match="CICLO_KAFKA_SASL_USERNAME"):
+        CommonSettings()
