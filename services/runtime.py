@@ -22,6 +22,7 @@ from services.dispatch.entrypoints.http import sink_router
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
+from services.ingest.catalogue import UNION_TAGS
 from services.ingest.settings import IngestSettings
 from services.journey.bootstrap import JourneyWorker
 from services.journey.settings import JourneySettings
@@ -130,7 +131,7 @@ class Runtime:
             lifespan=lifespan,
         )
         app.state.keys = self.keys
-        install_error_handlers(app)
+        install_error_handlers(app, union_tags=UNION_TAGS)
         app.add_middleware(RequestIdMiddleware)
         app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
         if "ingest" in self.services:

@@ -94,12 +94,19 @@ def problem(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def _field_path(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body",)]
+def _field_path(loc: Sequence[Any], union_tags: frozenset[str]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        # A tagged union puts its tag first (body.order_completed.properties.total): not a field.
+        if parts and parts[0] in union_tags:
+            parts = parts[1:]
+        if not parts:
+            return "body"
     return ".".join(parts) or "body"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozenset()) -> None:
     @app.exception_handler(HTTPProblem)
     async def _problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
         return problem(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
@@ -107,7 +114,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_path(e["loc"]), "message": e["msg"], "type": e["type"]}
+            {"field": _field_path(e["loc"], union_tags), "message": e["msg"], "type": e["type"]}
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid"}

@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Body, status
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
-from services.ingest.schemas import Accepted, BatchIn, BatchResult, EventIn, ItemResult
+from services.ingest.catalogue import Event, EventBase, error_field, parse_event, sent_fields
+from services.ingest.schemas import EXAMPLES, Accepted, BatchIn, BatchResult, ItemResult
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
 from shared.tenancy.http import IngestPrincipal
 
 
-def to_envelope(event: EventIn, *, workspace_id: str, received_at: datetime) -> EventEnvelope:
+def to_envelope(
+    event: EventBase,
+    *,
+    workspace_id: str,
+    received_at: datetime,
+    source: str = "api",
+    historical: bool = False,
+) -> EventEnvelope:
+    """The canonical envelope of a validated event. Money travels as decimal strings."""
     context = dict(event.context)
     if event.model_extra:
         context["extra"] = dict(event.model_extra)
@@ -25,13 +35,14 @@ def to_envelope(event: EventIn, *, workspace_id: str, received_at: datetime) -> 
         workspace_id=workspace_id,
         customer_id=event.customer_id,
         anonymous_id=event.anonymous_id,
-        type=event.type,
+        type=event.type,  # type: ignore[attr-defined]
         occurred_at=event.occurred_at or received_at,
         received_at=received_at,
-        source="api",
-        properties=event.properties,
-        traits=event.traits,
+        source=source,
+        properties=sent_fields(event.properties),  # type: ignore[attr-defined]
+        traits=sent_fields(event.traits),
         context=context,
+        historical=historical,
     )
 
 
@@ -51,7 +62,9 @@ def events_router(*, publisher: Publisher) -> APIRouter:
         summary="Send one event",
         responses={401: {"description": "no valid key"}, 403: {"description": "wrong scope"}},
     )
-    async def post_event(event: EventIn, principal: IngestPrincipal) -> Accepted:
+    async def post_event(
+        event: Annotated[Event, Body(openapi_examples=EXAMPLES)], principal: IngestPrincipal
+    ) -> Accepted:
         envelope = to_envelope(
             event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
         )
@@ -72,11 +85,10 @@ def events_router(*, publisher: Publisher) -> APIRouter:
         envelopes: list[EventEnvelope] = []
         for index, item in enumerate(batch.events):
             try:
-                event = _EVENT.validate_python(item)
+                event = parse_event(item)
             except ValidationError as exc:
                 errors = [
-                    {"field": ".".join(str(p) for p in e["loc"]) or "$", "message": e["msg"]}
-                    for e in exc.errors()
+                    {"field": error_field(e["loc"]), "message": e["msg"]} for e in exc.errors()
                 ]
                 results.append(ItemResult(index=index, status="rejected", errors=errors))
                 continue
@@ -96,6 +108,3 @@ def events_router(*, publisher: Publisher) -> APIRouter:
         return result
 
     return router
-
-
-_EVENT: TypeAdapter[EventIn] = TypeAdapter(EventIn)

@@ -4,43 +4,47 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-
-class EventIn(BaseModel):
-    """One storefront event. Unknown top-level fields are kept under ``context.extra``."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "signup",
-                    "customer_id": "c1",
-                    "traits": {"email": "ana@example.com", "first_name": "Ana"},
-                }
-            ]
+EXAMPLES: dict[str, Any] = {
+    "signup": {
+        "summary": "A newsletter signup",
+        "value": {
+            "type": "signup",
+            "customer_id": "c1",
+            "traits": {
+                "email": "ana@example.com",
+                "first_name": "Ana",
+                "timezone": "Europe/Berlin",
+            },
         },
-    )
-
-    type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]+$")
-    event_id: str | None = Field(
-        None, min_length=1, max_length=200, description="Your id for the event; retries reuse it."
-    )
-    customer_id: str | None = Field(None, min_length=1, max_length=200)
-    anonymous_id: str | None = Field(None, min_length=1, max_length=200)
-    occurred_at: AwareDatetime | None = Field(
-        None, description="RFC 3339 with a zone; defaults to the time of receipt."
-    )
-    properties: dict[str, Any] = Field(default_factory=dict)
-    traits: dict[str, Any] = Field(default_factory=dict)
-    context: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _needs_identity(self) -> EventIn:
-        if not self.customer_id and not self.anonymous_id:
-            raise ValueError("customer_id or anonymous_id is required")
-        return self
+    },
+    "order": {
+        "summary": "An order",
+        "value": {
+            "type": "order_completed",
+            "event_id": "order-1001",
+            "customer_id": "c1",
+            "occurred_at": "2026-11-23T09:30:00+01:00",
+            "properties": {
+                "order_id": "1001",
+                "total": "59.90",
+                "currency": "EUR",
+                "coupon": "WELCOME10",
+                "discount": "6.00",
+                "items": [{"product_id": "sku-1", "name": "Mug", "price": "29.95", "quantity": 2}],
+            },
+        },
+    },
+    "custom": {
+        "summary": "A custom event",
+        "value": {
+            "type": "wishlist_shared",
+            "anonymous_id": "a-77",
+            "properties": {"list": "xmas"},
+        },
+    },
+}
 
 
 class Accepted(BaseModel):
