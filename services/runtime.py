@@ -31,7 +31,13 @@ from shared.bus.ports import Bus
 from shared.clock import Clock, SystemClock
 from shared.db.engine import create_engine, session_factory
 from shared.db.migrate import upgrade
-from shared.http import RequestIdMiddleware, health_router, install_error_handlers
+from shared.http import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    health_router,
+    install_error_handlers,
+)
+from shared.ratelimit import RateLimiter
 from shared.settings import ServerSettings
 from shared.tenancy.keys import KeyStore, Scope
 
@@ -131,7 +137,12 @@ class Runtime:
             lifespan=lifespan,
         )
         app.state.keys = self.keys
+        if self.server.rate_limit > 0:
+            app.state.rate_limiter = RateLimiter(
+                rate=self.server.rate_limit, burst=self.server.rate_limit_burst
+            )
         install_error_handlers(app, union_tags=UNION_TAGS)
+        app.add_middleware(BodyLimitMiddleware, max_bytes=self.server.max_body_bytes)
         app.add_middleware(RequestIdMiddleware)
         app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
         if "ingest" in self.services:

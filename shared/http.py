@@ -72,9 +72,42 @@ class Conflict(HTTPProblem):
     code = "conflict"
 
 
+class Unprocessable(HTTPProblem):
+    status = 422
+    code = "validation_failed"
+
+
+class PayloadTooLarge(HTTPProblem):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(HTTPProblem):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(HTTPProblem):
+    status = 429
+    code = "rate_limited"
+
+
 class ServiceUnavailable(HTTPProblem):
     status = 503
     code = "unavailable"
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is JSON (``application/json`` or ``application/*+json``)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"send JSON with Content-Type: application/json, not {content_type or 'nothing'!r}",
+            field="Content-Type",
+        )
 
 
 def problem(
@@ -162,6 +195,68 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over ``max_bytes``: at once from Content-Length; a body without one
+    (chunked) is read up to the limit here and replayed to the app, so an oversized upload is
+    refused without ever being held whole in memory."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = int(value) if value.isdigit() else None
+                break
+        if declared is not None:
+            if declared > self.max_bytes:
+                await self._reject(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        response = problem(
+            413,
+            "payload_too_large",
+            f"request body is larger than {self.max_bytes} bytes",
+            field="body",
+        )
+        await send(
+            {"type": "http.response.start", "status": 413, "headers": response.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": response.body})
 
 
 class RequestIdMiddleware:

@@ -117,6 +117,17 @@ class ServerSettings(CommonSettings):
     key_cache_seconds: float = Field(
         10.0, ge=0, description="How long a verified API key is cached (revocation delay)."
     )
+    rate_limit: float = Field(
+        1000.0,
+        ge=0,
+        description="Requests per second per API key and process (0: no limit); 429 beyond.",
+    )
+    rate_limit_burst: float = Field(
+        2000.0, ge=1, description="Requests a key may send at once before the rate applies."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest accepted request body in bytes (413 beyond)."
+    )
     auto_migrate: bool = Field(
         True, description="Run database migrations at start (off when a migration job does it)."
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, status
+from fastapi import APIRouter, Body, Depends, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -15,6 +15,7 @@ from services.ingest.schemas import EXAMPLES, Accepted, BatchIn, BatchResult, It
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
+from shared.http import Unprocessable, require_json
 from shared.tenancy.http import IngestPrincipal
 
 
@@ -47,20 +48,34 @@ def to_envelope(
 
 
 def to_record(envelope: EventEnvelope) -> OutgoingRecord:
-    return OutgoingRecord(
-        topic=EVENTS, key=envelope.key, value=envelope.to_json(), headers=envelope.headers()
-    )
+    """The bus record of an envelope; 422 for what JSON on the wire cannot carry (integers
+    beyond 64 bits, lone UTF-16 surrogates), which Python's JSON parser lets through."""
+    try:
+        value = envelope.to_json()
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise Unprocessable(f"the event cannot be encoded: {exc}", field="body") from exc
+    return OutgoingRecord(topic=EVENTS, key=envelope.key, value=value, headers=envelope.headers())
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No API key, or an unknown or revoked one"},
+    403: {"description": "The key's scope does not allow this"},
+    413: {"description": "Body larger than CICLO_MAX_BODY_BYTES"},
+    415: {"description": "Body is not JSON"},
+    422: {"description": "Invalid event: `error.field` names the field, `error.errors` all"},
+    429: {"description": "Rate limit of the key exceeded; see Retry-After"},
+}
 
 
 def events_router(*, publisher: Publisher) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["events"])
+    router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_json)])
 
     @router.post(
         "/events",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=Accepted,
         summary="Send one event",
-        responses={401: {"description": "no valid key"}, 403: {"description": "wrong scope"}},
+        responses=ERRORS,
     )
     async def post_event(
         event: Annotated[Event, Body(openapi_examples=EXAMPLES)], principal: IngestPrincipal
@@ -77,12 +92,12 @@ def events_router(*, publisher: Publisher) -> APIRouter:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=BatchResult,
         summary="Send up to 1,000 events; each is accepted or rejected on its own",
-        responses={422: {"model": BatchResult, "description": "every item was rejected"}},
+        responses={**ERRORS, 422: {"model": BatchResult, "description": "every item was rejected"}},
     )
     async def post_batch(batch: BatchIn, principal: IngestPrincipal) -> BatchResult | JSONResponse:
         received_at = datetime.now(UTC)
         results: list[ItemResult] = []
-        envelopes: list[EventEnvelope] = []
+        records: list[OutgoingRecord] = []
         for index, item in enumerate(batch.events):
             try:
                 event = parse_event(item)
@@ -95,15 +110,20 @@ def events_router(*, publisher: Publisher) -> APIRouter:
             envelope = to_envelope(
                 event, workspace_id=principal.workspace_id, received_at=received_at
             )
-            envelopes.append(envelope)
+            try:
+                records.append(to_record(envelope))
+            except Unprocessable as exc:
+                errors = [{"field": exc.field or "$", "message": exc.message}]
+                results.append(ItemResult(index=index, status="rejected", errors=errors))
+                continue
             results.append(ItemResult(index=index, status="accepted", event_id=envelope.event_id))
-        if envelopes:
+        if records:
             # One durable publish for the whole batch; 202 only once all of it is on the bus.
-            await publisher.publish([to_record(e) for e in envelopes])
+            await publisher.publish(records)
         result = BatchResult(
-            accepted=len(envelopes), rejected=len(results) - len(envelopes), results=results
+            accepted=len(records), rejected=len(results) - len(records), results=results
         )
-        if not envelopes:
+        if not records:
             return JSONResponse(result.model_dump(mode="json", exclude_none=True), status_code=422)
         return result
 

@@ -1,13 +1,13 @@
-"""Settings of the ingest service."""
+"""Settings of the ingest service.
+
+Authentication, rate limits and body limits are server settings (every HTTP process has them,
+see shared.settings.ServerSettings); what is ingest's alone goes here.
+"""
 
 from __future__ import annotations
-
-from pydantic import Field
 
 from shared.settings import CommonSettings
 
 
 class IngestSettings(CommonSettings):
-    max_body_bytes: int = Field(
-        1_048_576, ge=1024, description="Largest accepted request body, in bytes."
-    )
+    """The ingest service's settings (currently only the common ones)."""

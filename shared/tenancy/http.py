@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from shared.http import Forbidden, Unauthorized
+from shared.http import Forbidden, TooManyRequests, Unauthorized
+from shared.ratelimit import RateLimiter, retry_after_header
 from shared.tenancy.keys import KeyStore, Principal, Scope
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ciclo"'}
@@ -63,12 +64,28 @@ def keystore(request: Request) -> KeyStore:
     return keys
 
 
+def limit(request: Request, principal: Principal) -> Principal:
+    """Apply the app's per-key rate limit (``app.state.rate_limiter``; absent: no limit)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        wait = limiter.acquire(principal.key_id)
+        if wait:
+            raise TooManyRequests(
+                f"rate limit of {limiter.rate:g} requests/s for this key exceeded; retry later",
+                field="Authorization",
+                headers={"Retry-After": retry_after_header(wait)},
+            )
+    return principal
+
+
 async def ingest_principal(request: Request) -> Principal:
-    return await authenticate(keystore(request), credentials(request), Scope.INGEST)
+    principal = await authenticate(keystore(request), credentials(request), Scope.INGEST)
+    return limit(request, principal)
 
 
 async def admin_principal(request: Request) -> Principal:
-    return await authenticate(keystore(request), credentials(request), Scope.ADMIN)
+    principal = await authenticate(keystore(request), credentials(request), Scope.ADMIN)
+    return limit(request, principal)
 
 
 IngestPrincipal = Annotated[Principal, Depends(ingest_principal)]
