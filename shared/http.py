@@ -7,7 +7,8 @@ the same shape with every offending field.
 
 from __future__ import annotations
 
-import secrets
+import functools
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -97,7 +98,7 @@ class ServiceUnavailable(HTTPProblem):
     code = "unavailable"
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """415 unless the body is JSON (``application/json`` or ``application/*+json``)."""
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
@@ -197,6 +198,13 @@ def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
     return router
 
 
+@functools.cache
+def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """Labelled metric children, looked up once per (method, route, status) rather than per
+    request; the set is bounded by the route templates."""
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
+
+
 class BodyLimitMiddleware:
     """413 for request bodies over ``max_bytes``: at once from Content-Length; a body without one
     (chunked) is read up to the limit here and replayed to the app, so an oversized upload is
@@ -253,9 +261,7 @@ class BodyLimitMiddleware:
             f"request body is larger than {self.max_bytes} bytes",
             field="body",
         )
-        await send(
-            {"type": "http.response.start", "status": 413, "headers": response.raw_headers}
-        )
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
 
 
@@ -277,7 +283,9 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 rid = value.decode("latin-1")[:100]
                 break
-        rid = rid or secrets.token_hex(8)
+        # Not secrets.token_hex: os.urandom costs ~50 µs a call on some VMs, and a request id
+        # needs uniqueness, not unpredictability.
+        rid = rid or f"{random.getrandbits(64):016x}"
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()
@@ -295,6 +303,5 @@ class RequestIdMiddleware:
             request_id.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - started)
+            _children(scope["method"], template, status)[0].inc()
+            _children(scope["method"], template, status)[1].observe(time.perf_counter() - started)

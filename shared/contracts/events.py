@@ -61,7 +61,10 @@ class EventEnvelope(BaseModel):
         return f"{self.workspace_id}:{self.subject}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        # Straight from the validated fields: orjson writes datetimes itself (UTC as "Z", as
+        # pydantic does), and model_dump would copy every nested dict first. A value JSON cannot
+        # carry (a Decimal, an int beyond 64 bits) raises TypeError.
+        return orjson.dumps(self.__dict__, option=orjson.OPT_UTC_Z)
 
     @classmethod
     def from_json(cls, data: bytes) -> EventEnvelope:
