@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import httpx
@@ -26,6 +25,7 @@ from shared.db.engine import session_factory
 from shared.errors import PoisonRecordError
 from shared.outbox import OutboxRelay
 from shared.retry import RetryPolicy
+from shared.worker import ConsumerWorker
 
 GROUP = "dispatch"
 
@@ -40,7 +40,7 @@ def build_provider(
     return SinkProvider()
 
 
-class DispatchWorker:
+class DispatchWorker(ConsumerWorker):
     def __init__(
         self, settings: DispatchSettings, *, engine: AsyncEngine, bus: Bus, clock: Clock
     ) -> None:
@@ -62,16 +62,18 @@ class DispatchWorker:
             clock=clock,
         )
         publisher = bus.publisher()
-        self.relay = OutboxRelay(engine=engine, table=outbox, publisher=publisher)
-        self.runner = ConsumerRunner(
-            group=GROUP,
-            consumer=bus.consumer(group=GROUP, topics=[MESSAGES]),
-            handler=self.handle,
-            dead_letters=publisher,
-            max_records=settings.dispatch_batch_size,
-            poll_timeout=settings.dispatch_poll_timeout,
+        super().__init__(
+            name=GROUP,
+            relay=OutboxRelay(engine=engine, table=outbox, publisher=publisher),
+            runner=ConsumerRunner(
+                group=GROUP,
+                consumer=bus.consumer(group=GROUP, topics=[MESSAGES]),
+                handler=self.handle,
+                dead_letters=publisher,
+                max_records=settings.dispatch_batch_size,
+                poll_timeout=settings.dispatch_poll_timeout,
+            ),
         )
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         requests = []
@@ -83,17 +85,7 @@ class DispatchWorker:
         await self.dispatcher.handle(requests)
         self.relay.notify()
 
-    async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.runner.run(), name="dispatch-consumer"),
-            asyncio.create_task(self.relay.run(), name="dispatch-outbox"),
-        ]
-
     async def stop(self) -> None:
-        """Finish the sends in hand, record them, publish the outbox, stop."""
-        self.runner.stop()
-        await self._tasks[0]
-        self.relay.stop()
-        await self._tasks[1]
-        await self.relay.drain()
+        """Finish the sends in hand and record them (ConsumerWorker.stop), then close HTTP."""
+        await super().stop()
         await self.client.aclose()

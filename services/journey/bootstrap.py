@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -22,6 +21,7 @@ from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
 from shared.errors import PoisonRecordError
 from shared.outbox import OutboxRelay
+from shared.worker import ConsumerWorker
 
 GROUP = "journey"
 
@@ -36,7 +36,7 @@ def decode_events(records: Sequence[ConsumedRecord]) -> list[EventEnvelope]:
     return events
 
 
-class JourneyWorker:
+class JourneyWorker(ConsumerWorker):
     def __init__(
         self,
         settings: JourneySettings,
@@ -51,34 +51,22 @@ class JourneyWorker:
         self._sessions = session_factory(engine)
         self._clock = clock
         publisher = bus.publisher()
-        self.relay = OutboxRelay(engine=engine, table=outbox, publisher=publisher)
-        self.runner = ConsumerRunner(
-            group=GROUP,
-            consumer=bus.consumer(group=GROUP, topics=[EVENTS]),
-            handler=self.handle,
-            dead_letters=publisher,
-            max_records=settings.journey_batch_size,
-            poll_timeout=settings.journey_poll_timeout,
-            max_attempts=settings.journey_max_attempts,
+        super().__init__(
+            name=GROUP,
+            relay=OutboxRelay(engine=engine, table=outbox, publisher=publisher),
+            runner=ConsumerRunner(
+                group=GROUP,
+                consumer=bus.consumer(group=GROUP, topics=[EVENTS]),
+                handler=self.handle,
+                dead_letters=publisher,
+                max_records=settings.journey_batch_size,
+                poll_timeout=settings.journey_poll_timeout,
+                max_attempts=settings.journey_max_attempts,
+            ),
         )
-        self._tasks: list[asyncio.Task[None]] = []
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         events = decode_events(records)
         async with JourneyUnitOfWork(self._sessions) as uow:
             await handle_events(uow, events, catalog=self.catalog, now=self._clock.now())
         self.relay.notify()
-
-    async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.runner.run(), name="journey-consumer"),
-            asyncio.create_task(self.relay.run(), name="journey-outbox"),
-        ]
-
-    async def stop(self) -> None:
-        """Finish the batch in hand, commit it, publish the outbox, stop."""
-        self.runner.stop()
-        await self._tasks[0]
-        self.relay.stop()
-        await self._tasks[1]
-        await self.relay.drain()

@@ -4,33 +4,18 @@ through a fake SendGrid over real HTTP — the distributed mode, set up the way 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import time
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.e2e.helpers import post_signups, wait_for
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess, ciclo, ciclo_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
-
-
-async def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
-    """Poll a plain or async predicate without blocking the loop."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def count(url: str, sql: str) -> int:
@@ -127,24 +112,7 @@ async def test_journey_killed_mid_stream_loses_nothing_and_sends_nothing_twice(
         await asyncio.to_thread(process.start)
     total = 300
 
-    def post(i: int) -> int:
-        return httpx.post(
-            f"{ingest.url}/v1/events",
-            headers={"Authorization": f"Bearer {write_key}"},
-            json={
-                "type": "signup",
-                "event_id": f"ev-{i}",
-                "customer_id": f"c{i}",
-                "traits": {"email": f"c{i}@example.com"},
-            },
-            timeout=30,
-        ).status_code
-
-    def post_all() -> list[int]:
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            return list(pool.map(post, range(total)))
-
-    assert await asyncio.to_thread(post_all) == [202] * total
+    assert await asyncio.to_thread(post_signups, ingest.url, write_key, total) == [202] * total
     journey.kill()
     entered = await count(postgres_url, "SELECT count(*) FROM journey_instances")
     assert entered < total, "the kill came after everything was processed: nothing proven"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import sqlite3
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.helpers import post_signups
 from tests.fixtures.processes import CicloProcess, ciclo, ciclo_env
 
 pytestmark = pytest.mark.slow
@@ -108,21 +108,7 @@ def test_acknowledged_events_survive_kill_9_exactly_once(
     keys = app.demo_keys()
     total = 400
 
-    def post(i: int) -> int:
-        return httpx.post(
-            f"{app.url}/v1/events",
-            headers={"Authorization": f"Bearer {keys['ingest']}"},
-            json={
-                "type": "signup",
-                "event_id": f"ev-{i}",
-                "customer_id": f"c{i}",
-                "traits": {"email": f"c{i}@example.com"},
-            },
-            timeout=30,
-        ).status_code
-
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        statuses = list(pool.map(post, range(total)))
+    statuses = post_signups(app.url, keys["ingest"], total)
     assert statuses == [202] * total
     app.kill()
 

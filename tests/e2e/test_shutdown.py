@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_distributed import distributed_env, setup_stack, wait_for
+from tests.e2e.helpers import signup, wait_for
+from tests.e2e.test_distributed import distributed_env, setup_stack
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess
 
@@ -32,12 +33,7 @@ class Load:
         self._lock = threading.Lock()
 
     def post(self, i: int) -> None:
-        body = {
-            "type": "signup",
-            "event_id": f"ev-{i}",
-            "customer_id": f"c{i}",
-            "traits": {"email": f"c{i}@example.com"},
-        }
+        body = signup(i)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:

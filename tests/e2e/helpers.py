@@ -1,0 +1,48 @@
+"""What the end-to-end tests do again and again: post numbered signups, wait for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from typing import Any
+
+import httpx
+
+
+def signup(i: int) -> dict[str, Any]:
+    """Signup number ``i``: its own event id, customer and address, so each must yield one email."""
+    return {
+        "type": "signup",
+        "event_id": f"ev-{i}",
+        "customer_id": f"c{i}",
+        "traits": {"email": f"c{i}@example.com"},
+    }
+
+
+def post_signups(url: str, key: str, total: int, *, clients: int = 16) -> list[int]:
+    """POST signups 0..total-1 concurrently; return the HTTP statuses in order."""
+
+    def post(i: int) -> int:
+        return httpx.post(
+            f"{url}/v1/events",
+            headers={"Authorization": f"Bearer {key}"},
+            json=signup(i),
+            timeout=30,
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(post, range(total)))
+
+
+async def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
+    """Poll a plain or async predicate without blocking the loop; its first truthy value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
