@@ -211,5 +211,14 @@ def keys_revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}", err=True)
 
 
+def _register() -> None:
+    # Imported here: each group keeps its heavy imports inside its commands.
+    from services.ingest.webhooks.cli import webhooks
+
+    main.add_command(webhooks)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

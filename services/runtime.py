@@ -24,6 +24,7 @@ from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
 from services.ingest.catalogue import UNION_TAGS
 from services.ingest.settings import IngestSettings
+from services.ingest.webhooks.routes import webhooks_router
 from services.journey.bootstrap import JourneyWorker
 from services.journey.settings import JourneySettings
 from shared.bus.factory import ensure_standard_topics, open_bus
@@ -147,6 +148,11 @@ class Runtime:
         app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
         if "ingest" in self.services:
             app.include_router(events_router(publisher=self.bus.publisher()))
+            app.include_router(
+                webhooks_router(
+                    publisher=self.bus.publisher(), engine=self.engine, clock=self.clock
+                )
+            )
         if "dispatch" in self.services:
             app.include_router(sink_router(uow=self._dispatch_uow))
         return app

@@ -24,6 +24,9 @@ async def test_every_component_migrates_and_is_idempotent(
         "dispatch_sink",
         "alembic_version_journey",
         "alembic_version_dispatch",
+        "ingest_webhook_secrets",
+        "ingest_webhook_deliveries",
+        "ingest_webhook_orders",
     } <= tables
 
 

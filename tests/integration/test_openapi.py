@@ -55,7 +55,13 @@ def test_no_request_makes_the_server_fail(server: tuple[str, str]) -> None:
 def test_openapi_documents_every_public_route(server: tuple[str, str]) -> None:
     url, _ = server
     document = httpx.get(f"{url}/openapi.json").json()
-    assert {"/v1/events", "/v1/events/batch", "/v1/sink/messages"} <= set(document["paths"])
+    assert {
+        "/v1/events",
+        "/v1/events/batch",
+        "/v1/sink/messages",
+        "/v1/webhooks/shopify/{workspace_id}",
+        "/v1/webhooks/woocommerce/{workspace_id}",
+    } <= set(document["paths"])
     post = document["paths"]["/v1/events"]["post"]
     assert {"401", "403", "413", "415", "422", "429"} <= set(post["responses"])
     examples = post["requestBody"]["content"]["application/json"]["examples"]
