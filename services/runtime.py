@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,6 +24,7 @@ from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
 from services.ingest.catalogue import UNION_TAGS
+from services.ingest.segment import segment_router
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks.routes import webhooks_router
 from services.journey.bootstrap import JourneyWorker
@@ -145,9 +147,19 @@ class Runtime:
         install_error_handlers(app, union_tags=UNION_TAGS)
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.server.max_body_bytes)
         app.add_middleware(RequestIdMiddleware)
+        origins = [o.strip() for o in self.server.cors_origins.split(",") if o.strip()]
+        if origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["POST", "GET", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-Id"],
+                max_age=600,
+            )
         app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
         if "ingest" in self.services:
             app.include_router(events_router(publisher=self.bus.publisher()))
+            app.include_router(segment_router(publisher=self.bus.publisher(), clock=self.clock))
             app.include_router(
                 webhooks_router(
                     publisher=self.bus.publisher(), engine=self.engine, clock=self.clock

@@ -8,6 +8,7 @@ the same shape with every offending field.
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,8 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import CicloError
+from shared.errors import BusError, CicloError
 from shared.logging import request_id
+
+log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
 
@@ -158,6 +161,17 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
             f"{first['field']}: {first['message']}",
             field=str(first["field"]),
             extra={"errors": errors},
+        )
+
+    @app.exception_handler(BusError)
+    async def _bus_down(_request: Request, exc: BusError) -> JSONResponse:
+        # Nothing was acknowledged: a 503 tells clients (Segment's libraries too) to retry.
+        log.error("bus refused a request: %s", exc)
+        return problem(
+            503,
+            "unavailable",
+            "the event bus is not accepting events right now; retry",
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -125,6 +125,11 @@ class ServerSettings(CommonSettings):
     rate_limit_burst: float = Field(
         2000.0, ge=1, description="Requests a key may send at once before the rate applies."
     )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed to call the API from a browser "
+        "(storefront pages posting events); empty: none, `*`: any.",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest accepted request body in bytes (413 beyond)."
     )

@@ -38,7 +38,10 @@ def to_envelope(
     """The canonical envelope of a validated event. Money travels as decimal strings."""
     context = dict(event.context)
     if event.model_extra:
-        context["extra"] = dict(event.model_extra)
+        extras = dict(event.model_extra)
+        if "extra" in context:
+            extras["context_extra"] = context["extra"]  # the client's own context.extra, kept
+        context["extra"] = extras
     return EventEnvelope(
         event_id=event.event_id or new_event_id(),
         workspace_id=workspace_id,

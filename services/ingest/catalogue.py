@@ -9,6 +9,7 @@ must be an IANA name.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,7 @@ from pydantic import (
 )
 
 from services.ingest.currencies import ISO_4217
+from shared.contracts.events import EARLIEST, LATEST
 
 
 def _currency(value: str) -> str:
@@ -217,6 +219,13 @@ class _EventBase(BaseModel):
     )
     traits: Traits = Field(default_factory=Traits)
     context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not EARLIEST <= value <= LATEST:
+            raise ValueError(f"must lie between {EARLIEST:%Y} and {LATEST:%Y}")
+        return value
 
     @model_validator(mode="after")
     def _needs_identity(self) -> _EventBase:

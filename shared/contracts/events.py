@@ -16,6 +16,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 EVENT_TYPE_PREFIX = "ciclo.event."
+# Commerce happens in this window; outside it a timestamp is a bug (and year 1 with an offset
+# cannot even be converted to UTC).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 class EventEnvelope(BaseModel):
@@ -43,6 +47,8 @@ class EventEnvelope(BaseModel):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         # One canonical zone on the wire; a customer's own zone is a trait, not an offset.
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError(f"must lie between {EARLIEST:%Y} and {LATEST:%Y}")
         return value.astimezone(UTC)
 
     @model_validator(mode="after")

@@ -296,3 +296,65 @@ async def test_what_json_on_the_wire_cannot_carry_is_422_not_500(api, raw: bytes
     assert batch.status_code == 202
     assert [r["status"] for r in batch.json()["results"]] == ["rejected", "accepted"]
     await published(runtime, 1)
+
+
+async def test_implausible_timestamps_are_422_not_500(api) -> None:  # type: ignore[no-untyped-def]
+    # Year 1 with an offset cannot even be converted to UTC (found through the Segment routes).
+    client, runtime, keys = api
+    for when in ("0001-01-01T00:00:00+05:00", "1969-12-31T23:59:59Z", "2999-01-01T00:00:00Z"):
+        answer = await client.post(
+            "/v1/events",
+            headers=auth(keys["ingest"]),
+            json={"type": "x", "customer_id": "c", "occurred_at": when},
+        )
+        assert answer.status_code == 422, when
+        assert answer.json()["error"]["field"] == "occurred_at"
+    await published(runtime, 0)
+
+
+async def test_a_clients_own_context_extra_is_kept(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "x", "customer_id": "c", "odd": 1, "context": {"extra": {"mine": True}}},
+    )
+    [event] = await published(runtime, 1)
+    assert event.context["extra"] == {"odd": 1, "context_extra": {"mine": True}}
+
+
+async def test_a_bus_that_refuses_gives_503_so_clients_retry(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    await runtime.bus.close()
+    answer = await client.post(
+        "/v1/events", headers=auth(keys["ingest"]), json={"type": "x", "customer_id": "c"}
+    )
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert answer.json()["error"]["code"] == "unavailable"
+
+
+async def test_cors_preflight_for_storefront_pages(tmp_path: Path) -> None:
+    settings = ServerSettings(data_dir=tmp_path, cors_origins="https://shop.example.com")
+    runtime = Runtime(services=("ingest",), server=settings)
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=runtime.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
+            preflight = await client.options(
+                "/v1/events",
+                headers={
+                    "Origin": "https://shop.example.com",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "authorization,content-type",
+                },
+            )
+            assert preflight.status_code == 200
+            assert preflight.headers["access-control-allow-origin"] == "https://shop.example.com"
+            other = await client.options(
+                "/v1/events",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
+            assert "access-control-allow-origin" not in other.headers
+    finally:
+        await runtime.stop()
