@@ -65,6 +65,13 @@ class CommonSettings(BaseSettings):
         ge=50,
         description="Kafka consumer heartbeat interval (below a third of the session).",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="How long a Kafka fetch waits for data: an upper bound on the latency a "
+        "broker that does not answer early adds per hop.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How Ciclo talks to Kafka (TLS and/or SASL for managed clusters)."
     )

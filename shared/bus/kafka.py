@@ -56,8 +56,10 @@ class KafkaBus:
         linger_ms: int = 5,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        fetch_max_wait_ms: int = 500,
         connection: Mapping[str, Any] | None = None,
     ) -> None:
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         # TLS/SASL options (security_protocol, ssl_context, sasl_*) shared by every client.
         self._connection = dict(connection or {})
         self._bootstrap_servers = bootstrap_servers
@@ -159,6 +161,7 @@ class KafkaBus:
             topics=topics,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             on_stop=self._consumers.discard,
             connection=self._connection,
         )
@@ -190,6 +193,7 @@ class KafkaConsumer:
         topics: Sequence[str],
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
+        fetch_max_wait_ms: int = 500,
         on_stop: Callable[[KafkaConsumer], None] | None = None,
         connection: Mapping[str, Any] | None = None,
     ) -> None:
@@ -203,6 +207,7 @@ class KafkaConsumer:
             auto_offset_reset="earliest",
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             **(connection or {}),
         )
         # Offsets handed to commit() that Kafka has not accepted yet (see the module docstring).

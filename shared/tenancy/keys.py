@@ -7,6 +7,7 @@ cache so authentication costs no query per request; revocation is seen within th
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -68,6 +69,9 @@ class KeyStore:
         self._engine = engine
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # One database lookup per key at a time: when a cached key expires under load, every
+        # request in flight would otherwise query at once (a stall of seconds every TTL).
+        self._lookups: dict[str, asyncio.Future[Principal | None]] = {}
 
     async def ensure_workspace(self, workspace_id: str, *, name: str | None = None) -> bool:
         """Create the workspace if missing; True when it was created."""
@@ -152,10 +156,19 @@ class KeyStore:
         if not looks_like_key(plaintext):
             return None
         digest = hash_key(plaintext)
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
+        lookup = self._lookups.get(digest)
+        if lookup is None:
+            # A task of its own: a request that is cancelled (client gone) must not cancel the
+            # lookup the other requests wait for.
+            lookup = asyncio.ensure_future(self._lookup(digest))
+            self._lookups[digest] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(digest, None))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, digest: str) -> Principal | None:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -167,5 +180,5 @@ class KeyStore:
         principal = Principal(row.workspace_id, Scope(row.scope), row.id) if row else None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now + self._cache_seconds, principal)
+        self._cache[digest] = (time.monotonic() + self._cache_seconds, principal)
         return principal

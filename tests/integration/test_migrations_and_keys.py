@@ -69,3 +69,27 @@ async def test_keys_need_an_existing_valid_workspace(engine: AsyncEngine) -> Non
         await store.create_key("nobody", Scope.ADMIN)
     with pytest.raises(WorkspaceError, match="workspace id must be"):
         await store.ensure_workspace("Bad Name!")
+
+
+async def test_concurrent_requests_share_one_key_lookup(engine: AsyncEngine) -> None:
+    # An expired cache entry under load must cost one query, not one per request in flight.
+    import asyncio
+
+    store = KeyStore(engine, cache_seconds=60)
+    await store.ensure_workspace("shop-1")
+    _, plaintext = await store.create_key("shop-1", Scope.INGEST)
+    queries = 0
+    original = store._lookup
+
+    async def counted(digest: str):  # type: ignore[no-untyped-def]
+        nonlocal queries
+        queries += 1
+        await asyncio.sleep(0.05)
+        return await original(digest)
+
+    store._lookup = counted  # type: ignore[method-assign]
+    principals = await asyncio.gather(*(store.authenticate(plaintext) for _ in range(50)))
+    assert queries == 1
+    assert {p.workspace_id for p in principals if p} == {"shop-1"}
+    assert await store.authenticate(plaintext) is not None
+    assert queries == 1  # cached now

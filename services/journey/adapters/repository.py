@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.adapters.tables import customers, instances, processed_events
@@ -14,21 +14,28 @@ from services.journey.domain.engine import Instance
 from services.journey.domain.profile import Profile
 
 
+def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """Group (workspace, id) pairs. Queries then read ``workspace_id = w AND id IN (...)``, which
+    PostgreSQL answers from the primary key; a row-value IN list makes it scan the workspace."""
+    groups: dict[str, set[str]] = {}
+    for workspace, item in keys:
+        groups.setdefault(workspace, set()).add(item)
+    return {workspace: sorted(items) for workspace, items in groups.items()}
+
+
 class ProcessedEvents:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
     async def seen(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        keys = list(keys)
-        if not keys:
-            return set()
         t = processed_events
-        rows = await self._session.execute(
-            select(t.c.workspace_id, t.c.event_id).where(
-                tuple_(t.c.workspace_id, t.c.event_id).in_(keys)
+        found: set[tuple[str, str]] = set()
+        for workspace, ids in by_workspace(keys).items():
+            rows = await self._session.execute(
+                select(t.c.event_id).where(t.c.workspace_id == workspace, t.c.event_id.in_(ids))
             )
-        )
-        return {(r.workspace_id, r.event_id) for r in rows}
+            found.update((workspace, r.event_id) for r in rows)
+        return found
 
     async def mark(self, keys: Iterable[tuple[str, str]], *, at: datetime) -> None:
         rows = [{"workspace_id": w, "event_id": e, "processed_at": at} for w, e in keys]
@@ -41,49 +48,62 @@ class Profiles:
         self._session = session
 
     async def load(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Profile]:
-        keys = list(set(keys))
-        if not keys:
-            return {}
         t = customers
-        rows = await self._session.execute(
-            select(t).where(tuple_(t.c.workspace_id, t.c.customer_id).in_(keys))
-        )
-        return {
-            (r.workspace_id, r.customer_id): Profile(
-                workspace_id=r.workspace_id,
-                customer_id=r.customer_id,
-                traits=dict(r.traits),
-                first_seen_at=r.first_seen_at,
-                last_seen_at=r.last_seen_at,
-                stored=True,
+        loaded: dict[tuple[str, str], Profile] = {}
+        for workspace, ids in by_workspace(keys).items():
+            rows = await self._session.execute(
+                select(t).where(t.c.workspace_id == workspace, t.c.customer_id.in_(ids))
             )
-            for r in rows
-        }
+            for r in rows:
+                loaded[(workspace, r.customer_id)] = Profile(
+                    workspace_id=workspace,
+                    customer_id=r.customer_id,
+                    traits=dict(r.traits),
+                    first_seen_at=r.first_seen_at,
+                    last_seen_at=r.last_seen_at,
+                    stored=True,
+                )
+        return loaded
 
     async def save(self, profiles: Iterable[Profile]) -> None:
+        """Insert new profiles and update known ones: two statements per batch, not one per
+        customer (executemany on a prepared statement)."""
         new: list[dict[str, Any]] = []
+        known: list[dict[str, Any]] = []
         for p in profiles:
-            values = {"traits": p.traits, "last_seen_at": p.last_seen_at}
+            row = {
+                "w": p.workspace_id,
+                "c": p.customer_id,
+                "traits": p.traits,
+                "last_seen_at": p.last_seen_at,
+            }
             if p.stored:
-                await self._session.execute(
-                    update(customers)
-                    .where(
-                        customers.c.workspace_id == p.workspace_id,
-                        customers.c.customer_id == p.customer_id,
-                    )
-                    .values(**values)
-                )
+                known.append(row)
             else:
-                new.append(
-                    {
-                        "workspace_id": p.workspace_id,
-                        "customer_id": p.customer_id,
-                        "first_seen_at": p.first_seen_at,
-                        **values,
-                    }
-                )
+                new.append({**row, "first_seen_at": p.first_seen_at})
+        if known:
+            await self._session.execute(_UPDATE_PROFILE, known)
         if new:
-            await self._session.execute(insert(customers), new)
+            await self._session.execute(
+                insert(customers),
+                [
+                    {
+                        "workspace_id": r["w"],
+                        "customer_id": r["c"],
+                        "traits": r["traits"],
+                        "first_seen_at": r["first_seen_at"],
+                        "last_seen_at": r["last_seen_at"],
+                    }
+                    for r in new
+                ],
+            )
+
+
+_UPDATE_PROFILE = (
+    update(customers)
+    .where(customers.c.workspace_id == bindparam("w"), customers.c.customer_id == bindparam("c"))
+    .values(traits=bindparam("traits"), last_seen_at=bindparam("last_seen_at"))
+)
 
 
 class Instances:
@@ -92,16 +112,16 @@ class Instances:
 
     async def entered(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str, str]]:
         """(workspace, customer, journey_id) for every journey those customers ever entered."""
-        keys = list(set(keys))
-        if not keys:
-            return set()
         t = instances
-        rows = await self._session.execute(
-            select(t.c.workspace_id, t.c.customer_id, t.c.journey_id)
-            .where(tuple_(t.c.workspace_id, t.c.customer_id).in_(keys))
-            .distinct()
-        )
-        return {(r.workspace_id, r.customer_id, r.journey_id) for r in rows}
+        found: set[tuple[str, str, str]] = set()
+        for workspace, ids in by_workspace(keys).items():
+            rows = await self._session.execute(
+                select(t.c.customer_id, t.c.journey_id)
+                .where(t.c.workspace_id == workspace, t.c.customer_id.in_(ids))
+                .distinct()
+            )
+            found.update((workspace, r.customer_id, r.journey_id) for r in rows)
+        return found
 
     async def add(self, new: Iterable[Instance]) -> None:
         rows = [

@@ -1,0 +1,309 @@
+"""``python -m bench``: run the benchmarks and write ``bench/results.md`` and ``results.json``.
+
+Order: physical baselines (bare FastAPI, raw SQLite, raw aiokafka → Tansu), then Ciclo embedded
+(`ciclo run` defaults), then Ciclo distributed (Tansu + a fresh PostgreSQL database). Per mode, on
+a fresh server: end-to-end latency while idle, then single-event throughput with wrk; then one
+fresh server per batch size. A section that fails is recorded in the report and the run goes on;
+the exit code is 1 then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from bench import baselines, load, machine, report
+from bench.machine import ForeignCpu, wait_quiet
+from bench.processes import (
+    DEFAULT_POSTGRES,
+    KEY_CACHE_SECONDS,
+    PINNING,
+    RATE_LIMIT,
+    CicloServer,
+    start_ciclo,
+    start_tansu,
+    temporary_database,
+)
+
+OUT_DIR = Path(__file__).resolve().parent
+PINNING_NOTE = "server on CPU 0, wrk on CPU 1 (taskset)" if PINNING else "none"
+JOURNEY_GROUP = "journey"
+
+
+@dataclass(frozen=True)
+class Plan:
+    seconds: float = 6.0
+    warmup: float = 2.0
+    connections: int = 64
+    batch_connections: int = 4
+    batch_sizes: tuple[int, ...] = (100, 500)
+    e2e_rate: float = 50.0
+    e2e_seconds: float = 10.0
+    poll_ms: float = 20.0
+    observe: float = 10.0
+    modes: tuple[str, ...] = ("embedded", "distributed")
+    postgres: str = os.environ.get("CICLO_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, plan: Plan, work_dir: Path) -> None:
+        self.plan = plan
+        self.work_dir = work_dir
+        self.log_dir = work_dir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.results: dict[str, Any] = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine.describe() | {"load_generator": "none", "pinning": PINNING_NOTE},
+            "plan": asdict(plan)
+            | {"ciclo_rate_limit": RATE_LIMIT, "key_cache_seconds": KEY_CACHE_SECONDS},
+            "baselines": {},
+            "modes": {},
+            "errors": {},
+        }
+
+    def section(self, name: str, body: Callable[[], None]) -> None:
+        """Run one part of the benchmark; record its failure and go on."""
+        log(f"{name} …")
+        begin = time.monotonic()
+        try:
+            body()
+        except Exception as exc:
+            log(f"{name} FAILED: {exc}")
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            self.results["errors"][name] = detail
+        log(f"{name} done in {time.monotonic() - begin:.1f}s")
+
+    # --- baselines ----------------------------------------------------------------------------
+
+    def fastapi_baseline(self) -> None:
+        runs = baselines.fastapi(
+            self.log_dir,
+            seconds=self.plan.seconds,
+            warmup=self.plan.warmup,
+            connections=self.plan.connections,
+        )
+        self.results["baselines"]["fastapi"] = {k: v.as_dict() for k, v in runs.items()}
+
+    def sqlite_baseline(self) -> None:
+        seconds = min(self.plan.seconds, 3.0)
+        wait_quiet()
+        rates = baselines.sqlite_upsert(self.work_dir, seconds=seconds)
+        self.results["baselines"]["sqlite_upsert"] = rates
+
+    def kafka_baseline(self) -> None:
+        proc, bootstrap = start_tansu(self.log_dir)
+        with proc:
+            wait_quiet()
+            figures = asyncio.run(
+                baselines.kafka_produce(bootstrap, seconds=min(self.plan.seconds, 5.0))
+            )
+        self.results["baselines"]["kafka_produce"] = figures
+
+    # --- Ciclo --------------------------------------------------------------------------------
+
+    @contextmanager
+    def ciclo(self, mode: str, tag: str) -> Iterator[CicloServer]:
+        """A fresh ``ciclo run``: new data dir (embedded) or new Tansu and database (distributed),
+        so no run inherits another's backlog."""
+        name = f"ciclo-{mode}-{tag}"
+        data_dir = self.work_dir / name
+        try:
+            if mode == "embedded":
+                server = start_ciclo(name, data_dir=data_dir, log_dir=self.log_dir)
+                with server.proc:
+                    yield server
+                return
+            with temporary_database(self.plan.postgres) as database_url:
+                tansu, bootstrap = start_tansu(self.log_dir)
+                with tansu:
+                    server = start_ciclo(
+                        name,
+                        data_dir=data_dir,
+                        log_dir=self.log_dir,
+                        database_url=database_url,
+                        bus_url=f"kafka://{bootstrap}",
+                    )
+                    with server.proc:
+                        yield server
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+    def measure(self, mode: str) -> None:
+        plan = self.plan
+        out: dict[str, Any] = self.results["modes"].setdefault(mode, {})
+        url = ""
+        with self.ciclo(mode, "e2e-single") as server:
+            url = f"{server.url}/v1/events"
+            out["e2e"] = self.end_to_end(mode, server)
+            self._settle(server)
+            out["single"] = self.throughput(mode, server, url, 0, plan.connections)
+        for n in plan.batch_sizes:
+            with self.ciclo(mode, f"batch-{n}") as server:
+                batch_url = f"{server.url}/v1/events/batch"
+                out[f"batch_{n}"] = self.throughput(
+                    mode, server, batch_url, n, plan.batch_connections
+                )
+
+    def end_to_end(self, mode: str, server: CicloServer) -> dict[str, Any]:
+        """Signups at a fixed rate on the idle server, after a short run that warms it up."""
+        plan = self.plan
+        warm = asyncio.run(
+            load.end_to_end(server, rate=plan.e2e_rate, seconds=1.0, prefix=f"{mode}-e2e-warm")
+        )
+        if warm.delivered == 0:
+            raise RuntimeError(f"no signup reached the sink during the warm-up: {warm.errors}")
+        wait_quiet()
+        meter = ForeignCpu()
+        meter.start()
+        e2e = asyncio.run(
+            load.end_to_end(
+                server,
+                rate=plan.e2e_rate,
+                seconds=plan.e2e_seconds,
+                prefix=f"{mode}-e2e",
+                poll_interval=plan.poll_ms / 1000,
+            )
+        )
+        e2e.foreign_cpu = meter.stop()
+        log(f"{mode} e2e: POST→sink {e2e.post_to_sink_ms}, errors {e2e.errors[:3]}")
+        return e2e.as_dict()
+
+    def throughput(
+        self, mode: str, server: CicloServer, url: str, batch: int, connections: int
+    ) -> dict[str, Any]:
+        """wrk warm-up, then the measured run; then up to ``observe`` seconds for the journey
+        consumer to handle every accepted event (it runs in the same process)."""
+        plan = self.plan
+        name = f"batch_{batch}" if batch else "single"
+        body = {"events": [baselines.SINGLE_BODY]} if batch else baselines.SINGLE_BODY
+        expected = load.consumed(server, JOURNEY_GROUP)
+        load.check_post(url, body, key=server.ingest_key)
+        expected += 1
+        key = server.ingest_key
+        wrk = partial(load.run_wrk, url, key=key, batch=batch, connections=connections)
+        warm = wrk(seconds=plan.warmup, prefix=f"{mode}-{name}-warm", quiet=False)
+        expected += warm.ok_requests * warm.events_per_request
+        before = load.consumed(server, JOURNEY_GROUP)
+        # Verified API keys are cached KEY_CACHE_SECONDS; every expiry costs a lookup under load,
+        # so the single-event run spans one expiry and its p99 always includes one.
+        seconds = plan.seconds if batch else max(plan.seconds, KEY_CACHE_SECONDS + 1.0)
+        result = wrk(seconds=seconds, prefix=f"{mode}-{name}")
+        ended, at_end = time.monotonic(), load.consumed(server, JOURNEY_GROUP)
+        events = result.ok_requests * result.events_per_request
+        expected += events
+        caught_up, handled = load.wait_consumed(
+            server, JOURNEY_GROUP, expected, timeout=plan.observe
+        )
+        waited = time.monotonic() - ended
+        if result.failed:
+            self.results["errors"][f"{mode}.{name}"] = (
+                f"{result.failed} failed requests: {result.errors}, statuses {result.statuses}, "
+                f"first: {result.first_error[:300]}"
+            )
+        log(
+            f"{mode} {name}: {result.req_per_s:,.0f} req/s, {result.events_per_s:,.0f} events/s, "
+            f"p50 {result.latency_ms['p50']} ms, p99 {result.latency_ms['p99']} ms, errors "
+            f"{result.errors}; journey {'caught up' if caught_up else 'behind'} after "
+            f"{waited:.1f}s; other processes used {result.foreign_cpu} cores"
+        )
+        return result.as_dict() | {
+            "journey": {
+                "events": events,
+                "caught_up": caught_up,
+                "backlog": max(0, round(expected - handled)),
+                "waited_s": round(waited, 2),
+                # While ingest runs, the journey shares the event loop; after, it runs alone.
+                "events_per_s_during": round((at_end - before) / result.seconds, 1),
+                "events_per_s_after": round((handled - at_end) / waited, 1) if waited else None,
+            }
+        }
+
+    def _settle(self, server: CicloServer, *, quiet: float = 2.0) -> None:
+        """Wait until the journey group has handled nothing new for ``quiet`` seconds."""
+        deadline = time.monotonic() + self.plan.observe
+        last, since = load.consumed(server, JOURNEY_GROUP), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = load.consumed(server, JOURNEY_GROUP)
+            if now != last:
+                last, since = now, time.monotonic()
+
+    def run(self) -> dict[str, Any]:
+        try:
+            self.results["machine"]["load_generator"] = f"wrk ({load.ensure_wrk()})"
+        except load.LoadGeneratorMissing as exc:
+            log(f"NO LOAD GENERATOR: {exc}")
+            self.results["errors"]["wrk"] = str(exc)
+            return self.results
+        self.section("baselines.fastapi", self.fastapi_baseline)
+        self.section("baselines.sqlite_upsert", self.sqlite_baseline)
+        self.section("baselines.kafka_produce", self.kafka_baseline)
+        for mode in self.plan.modes:
+            self.section(mode, partial(self.measure, mode))
+        return self.results
+
+
+def parse_args(argv: list[str] | None) -> Plan:
+    default = Plan()
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=default.seconds)
+    parser.add_argument("--warmup", type=float, default=default.warmup)
+    parser.add_argument("--connections", type=int, default=default.connections)
+    parser.add_argument("--batch-connections", type=int, default=default.batch_connections)
+    parser.add_argument(
+        "--batch-sizes", default=",".join(map(str, default.batch_sizes)), help="e.g. 100,500"
+    )
+    parser.add_argument("--e2e-rate", type=float, default=default.e2e_rate)
+    parser.add_argument("--e2e-seconds", type=float, default=default.e2e_seconds)
+    parser.add_argument(
+        "--observe", type=float, default=default.observe, help="s to wait for the journey"
+    )
+    parser.add_argument("--modes", default=",".join(default.modes), help="embedded,distributed")
+    args = parser.parse_args(argv)
+    return Plan(
+        seconds=args.seconds,
+        warmup=args.warmup,
+        connections=args.connections,
+        batch_connections=args.batch_connections,
+        batch_sizes=tuple(int(n) for n in args.batch_sizes.split(",") if n),
+        e2e_rate=args.e2e_rate,
+        e2e_seconds=args.e2e_seconds,
+        observe=args.observe,
+        modes=tuple(m for m in args.modes.split(",") if m),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    plan = parse_args(argv)
+    work_dir = Path(tempfile.mkdtemp(prefix="ciclo-bench-"))
+    begin = time.monotonic()
+    results = Bench(plan, work_dir).run()
+    results["elapsed_s"] = round(time.monotonic() - begin, 1)
+    json_path, md_path = report.write(results, OUT_DIR)
+    log(f"wrote {md_path} and {json_path} in {results['elapsed_s']}s")
+    if results["errors"]:
+        log(f"errors in: {', '.join(results['errors'])}; logs kept in {work_dir / 'logs'}")
+        return 1
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
