@@ -9,6 +9,7 @@ must be an IANA name.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -51,6 +52,7 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
 
 
+@functools.lru_cache(maxsize=65_536)  # addresses repeat per customer; validation is costly
 def normalise_email(value: str) -> str:
     try:
         return validate_email(value, check_deliverability=False).normalized
@@ -58,6 +60,7 @@ def normalise_email(value: str) -> str:
         raise ValueError(f"not a valid email address: {exc}") from None
 
 
+@functools.lru_cache(maxsize=65_536)
 def normalise_phone(value: str, region: str | None = None) -> str:
     try:
         number = phonenumbers.parse(value, region)
@@ -361,6 +364,8 @@ def error_field(loc: tuple[int | str, ...]) -> str:
 def sent_fields(model: BaseModel | dict[str, Any]) -> dict[str, Any]:
     """JSON-ready fields the client actually sent (an explicit null stays: it clears a trait)."""
     if isinstance(model, BaseModel):
+        if not model.model_fields_set and not model.model_extra:
+            return {}  # most events send no traits: skip the serializer
         return model.model_dump(mode="json", exclude_unset=True)
     return dict(model)
 
