@@ -213,9 +213,11 @@ def keys_revoke(key_id: str) -> None:
 
 def _register() -> None:
     # Imported here: each group keeps its heavy imports inside its commands.
+    from services.ingest.import_cli import import_events
     from services.ingest.webhooks.cli import webhooks
 
     main.add_command(webhooks)
+    main.add_command(import_events)
 
 
 _register()
