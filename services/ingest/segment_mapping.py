@@ -10,74 +10,34 @@ docs/ingest-segment.md.
 Nothing a client sent is dropped: fields the mapping does not use travel in the event's
 ``context.extra.segment`` (via the catalogue's ``extra="allow"``), except ``writeKey``, which is a
 credential and is never stored.
+
+The six message types and the entry points live here; the primitives they share are in
+:mod:`services.ingest.segment_common`, the e-commerce spec v2 events in
+:mod:`services.ingest.segment_commerce`.
 """
 
 from __future__ import annotations
 
-import math
 import re
-import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from services.ingest.catalogue import TYPED, EventBase, error_field, parse_event
+from services.ingest.segment_commerce import _COMMERCE, _products_to_items
+from services.ingest.segment_common import Builder, Native, _identifier, _object, _reject
+from services.ingest.segment_common import Problem as Problem  # re-exported
+from services.ingest.segment_common import Rejected as Rejected  # re-exported
+from services.ingest.segment_common import snake_case as snake_case  # re-exported
 
 KINDS = ("identify", "track", "page", "screen", "group", "alias")
 MAX_MESSAGE_ID = 100  # Segment's dedupe key is "less than 100 characters"
 CREDENTIAL = "writeKey"
 
-# The catalogue types money as Decimal with at most 6 places; Segment sends JSON numbers, and a
-# float computed in a browser (0.1 + 0.2) would otherwise be rejected for its 17th decimal.
-_MONEY_PLACES = Decimal("0.000001")
-_MONEY = ("total", "subtotal", "shipping", "tax", "discount", "price")
 _PAGE_FIELDS = ("url", "path", "title", "referrer", "search")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    field: str
-    message: str
-
-
-class Rejected(ValueError):
-    """A message that cannot become a native event; each problem names a Segment field."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
-        self.problems = problems
-
-
-def _reject(where: str, message: str) -> Rejected:
-    return Rejected([Problem(where, message)])
-
-
-@dataclass(slots=True)
-class Native:
-    """A native event under construction, and the Segment field each native field came from."""
-
-    event: dict[str, Any] = field(default_factory=dict)
-    origins: dict[str, str] = field(
-        default_factory=lambda: {
-            "customer_id": "userId",
-            "anonymous_id": "anonymousId",
-            "event_id": "messageId",
-            "occurred_at": "timestamp",
-        }
-    )
-
-    def segment_field(self, native_field: str) -> str:
-        """``properties.items.0.price`` → ``properties.products.0.price`` (longest known prefix)."""
-        parts = native_field.split(".")
-        for end in range(len(parts), 0, -1):
-            origin = self.origins.get(".".join(parts[:end]))
-            if origin is not None:
-                return ".".join([origin, *parts[end:]])
-        return native_field
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,53 +149,7 @@ def parse_timestamp(value: Any, where: str) -> datetime:
         raise _reject(where, f"{value[:64]!r} is not an ISO-8601 timestamp") from None
 
 
-def snake_case(name: str) -> str:
-    """``Coupon Applied`` → ``coupon_applied``, ``addToCart`` → ``add_to_cart``, ``Café`` →
-    ``cafe``; empty when the name holds no ASCII letter or digit."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", ascii_name)
-    words = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", words)
-    return re.sub(r"[^A-Za-z0-9]+", "_", words).strip("_").lower()
-
-
-def _identifier(value: Any, where: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value
-    # Segment accepts numeric ids (its libraries stringify them); a bool is never an id.
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise _reject(where, "must be a string")
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _reject(where, "must be a JSON object")
-    return dict(value)
-
-
-def _money(value: Any) -> Any:
-    if not isinstance(value, float) or not math.isfinite(value):
-        return value  # strings, ints and nonsense are the catalogue's to judge
-    amount = Decimal(repr(value))
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -6:
-        amount = Decimal(format(amount.quantize(_MONEY_PLACES), "f").rstrip("0").rstrip("."))
-    return amount
-
-
-def _round_money(props: dict[str, Any]) -> None:
-    for name in _MONEY:
-        if name in props:
-            props[name] = _money(props[name])
-
-
 # --- the six message types -------------------------------------------------------------------
-
-Builder = Callable[[dict[str, Any], "Native"], None]
 
 
 def _identify(rest: dict[str, Any], native: Native) -> None:
@@ -341,136 +255,4 @@ _BUILDERS: dict[str, Builder] = {
     "screen": _screen,
     "group": _group,
     "alias": _alias,
-}
-
-
-# --- e-commerce spec v2 ------------------------------------------------------------------------
-
-
-def _item(product: dict[str, Any], native: Native, origin: str, target: str) -> dict[str, Any]:
-    item = dict(product)
-    if "product_id" not in item:
-        # Spec v1 called it ``id``; a catalogue that only knows SKUs sends ``sku``.
-        if "id" in item:
-            item["product_id"] = item.pop("id")
-            native.origins[f"{target}.product_id"] = f"{origin}.id"
-        elif "sku" in item:
-            item["product_id"] = item["sku"]
-        else:
-            raise _reject(f"{origin}.product_id", "product_id (or sku) is required")
-    _round_money(item)
-    return item
-
-
-def _products_to_items(props: dict[str, Any], native: Native) -> None:
-    if "products" not in props or "items" in props:
-        return  # a client that already sends native ``items`` means them as they are
-    products = props.pop("products")
-    if not isinstance(products, list):
-        raise _reject("properties.products", "must be an array of products")
-    items = []
-    for index, product in enumerate(products):
-        origin = f"properties.products.{index}"
-        if not isinstance(product, dict):
-            raise _reject(origin, "must be a JSON object")
-        items.append(_item(product, native, origin, f"properties.items.{index}"))
-    props["items"] = items
-    native.origins["properties.items"] = "properties.products"
-
-
-def _order(
-    type_: str, *, totals: tuple[str, ...], needs_total: bool, currency_with_total: bool = True
-) -> Builder:
-    """Order Completed/Refunded/Cancelled and Checkout Started: ``products`` become ``items``,
-    ``total`` falls back to the given fields, money is rounded."""
-    names = " or ".join(totals)
-
-    def build(props: dict[str, Any], native: Native) -> None:
-        _products_to_items(props, native)
-        for name in totals:
-            if props.get(name) is not None:
-                props["total"] = props[name]
-                native.origins["properties.total"] = f"properties.{name}"
-                break
-        if needs_total and props.get("total") is None:
-            raise _reject("properties.total", f"{names} is required for {type_}")
-        if currency_with_total and props.get("total") is not None and not props.get("currency"):
-            raise _reject(
-                "properties.currency",
-                'currency is required with an amount (an ISO 4217 code such as "EUR"): Segment '
-                "assumes USD when it is missing; Ciclo does not guess the currency of money",
-            )
-        # Spec v2 identifies a checkout by the order id it will become.
-        checkout = type_ == "checkout_started" and props.get("checkout_id") is None
-        if checkout and props.get("order_id") is not None:
-            props["checkout_id"] = props["order_id"]
-            native.origins["properties.checkout_id"] = "properties.order_id"
-        _round_money(props)
-        native.event.update(type=type_, properties=props)
-
-    return build
-
-
-def _product_viewed(props: dict[str, Any], native: Native) -> None:
-    item = _item(props, native, "properties", "properties")
-    native.event.update(type="product_viewed", properties=item)
-
-
-def _cart_id(props: dict[str, Any], native: Native) -> Any:
-    cart_id = props.pop("cart_id", None)
-    if cart_id is not None and cart_id != "":
-        native.origins["properties.cart_id"] = "properties.cart_id"
-        return cart_id  # the catalogue turns a number into a string and refuses the rest
-    # Segment makes cart_id optional; the catalogue needs one. The browser's anonymous id
-    # outlives a mid-session login, so it names the cart before the user id does.
-    person = native.event["anonymous_id"] or native.event["customer_id"]
-    native.origins["properties.cart_id"] = (
-        "anonymousId" if native.event["anonymous_id"] else "userId"
-    )
-    return f"cart:{person}"
-
-
-def _cart_action(action: str) -> Builder:
-    def build(props: dict[str, Any], native: Native) -> None:
-        cart: dict[str, Any] = {"cart_id": _cart_id(props, native), "action": action}
-        if "currency" in props:
-            cart["currency"] = props.pop("currency")
-        # Every other property describes the product added or removed: the item is the change,
-        # not the whole cart (``action`` says so).
-        cart["items"] = [_item(props, native, "properties", "properties.items.0")]
-        native.origins["properties.items.0"] = "properties"
-        native.event.update(type="cart_updated", properties=cart)
-
-    return build
-
-
-def _cart_viewed(props: dict[str, Any], native: Native) -> None:
-    props["cart_id"] = _cart_id(props, native)
-    _products_to_items(props, native)
-    _round_money(props)
-    # The products of Cart Viewed are the whole cart: ``viewed`` marks a full snapshot.
-    props.setdefault("action", "viewed")
-    native.event.update(type="cart_updated", properties=props)
-
-
-def _signed_up(props: dict[str, Any], native: Native) -> None:
-    native.event.update(type="signup", properties=props)
-
-
-# Keyed by the snake_case of the name, so "Order Completed", "order completed" and
-# "OrderCompleted" all map alike.
-_COMMERCE: dict[str, Builder] = {
-    "order_completed": _order("order_completed", totals=("total", "revenue"), needs_total=True),
-    "order_refunded": _order("order_refunded", totals=("total", "revenue"), needs_total=False),
-    "order_cancelled": _order(
-        "order_cancelled", totals=(), needs_total=False, currency_with_total=False
-    ),
-    "checkout_started": _order(
-        "checkout_started", totals=("total", "revenue", "value"), needs_total=True
-    ),
-    "product_viewed": _product_viewed,
-    "product_added": _cart_action("added"),
-    "product_removed": _cart_action("removed"),
-    "cart_viewed": _cart_viewed,
-    "signed_up": _signed_up,
 }
