@@ -505,7 +505,7 @@ def _send_everything(client: Client) -> None:
     client.flush()
 
 
-def _assert_everything(events: list[EventEnvelope]) -> None:
+def assert_everything(events: list[EventEnvelope]) -> None:
     by_type = {e.type: e for e in events}
     assert set(by_type) == {"identify", "order_completed", "page_viewed", "alias", "coupon_applied"}
     assert all(
@@ -531,7 +531,7 @@ async def test_the_segment_library_in_sync_mode(api: Api, compress: bool) -> Non
     async with serving(api.app) as url:
         client = Client(api.keys["ingest"], host=url, sync_mode=True, gzip=compress)
         await asyncio.to_thread(_send_everything, client)
-    _assert_everything(await published(api.runtime, 5))
+    assert_everything(await published(api.runtime, 5))
 
 
 async def test_the_segment_library_batching_in_its_own_thread(api: Api) -> None:
@@ -541,7 +541,7 @@ async def test_the_segment_library_batching_in_its_own_thread(api: Api) -> None:
             await asyncio.to_thread(_send_everything, client)
         finally:
             await asyncio.to_thread(client.join)
-    _assert_everything(await published(api.runtime, 5))
+    assert_everything(await published(api.runtime, 5))
 
 
 async def test_the_segment_library_sees_our_rejections(api: Api) -> None:
