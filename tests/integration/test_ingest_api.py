@@ -9,10 +9,9 @@ import httpx
 import pytest
 
 from services.runtime import Runtime
-from shared.contracts.events import EventEnvelope
-from shared.contracts.topics import EVENTS
 from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
+from tests.fixtures.events import published
 
 
 @pytest.fixture
@@ -25,17 +24,6 @@ async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime,
     async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
         yield client, runtime, keys
     await runtime.stop()
-
-
-async def published(runtime: Runtime, count: int) -> list[EventEnvelope]:
-    consumer = runtime.bus.consumer(group="test", topics=[EVENTS])
-    await consumer.start()
-    try:
-        records = await consumer.poll(max_records=1000, timeout=2 if count else 0.3)
-    finally:
-        await consumer.stop()
-    assert len(records) == count
-    return [EventEnvelope.from_json(r.value) for r in records]
 
 
 def auth(key: str) -> dict[str, str]:

@@ -29,11 +29,11 @@ from segment.analytics.request import APIError
 from services.ingest.segment import MAX_BATCH_BYTES, gunzip
 from services.runtime import Runtime
 from shared.contracts.events import EventEnvelope
-from shared.contracts.topics import EVENTS
 from shared.http import PayloadTooLarge
 from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
 from tests.fakes.server import free_port
+from tests.fixtures.events import published
 
 
 @dataclass
@@ -59,17 +59,6 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
         yield Api(client, runtime, app, keys)
     await runtime.stop()
-
-
-async def published(runtime: Runtime, count: int) -> list[EventEnvelope]:
-    consumer = runtime.bus.consumer(group="test", topics=[EVENTS])
-    await consumer.start()
-    try:
-        records = await consumer.poll(max_records=5000, timeout=2 if count else 0.3)
-    finally:
-        await consumer.stop()
-    assert len(records) == count
-    return [EventEnvelope.from_json(r.value) for r in records]
 
 
 def gzipped(body: Any) -> bytes:

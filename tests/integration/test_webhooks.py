@@ -34,11 +34,10 @@ from services.ingest.webhooks.store import WebhookStore
 from services.runtime import Runtime
 from shared.bus.ports import OutgoingRecord
 from shared.clock import SystemClock
-from shared.contracts.events import EventEnvelope
-from shared.contracts.topics import EVENTS
 from shared.db.engine import create_engine
 from shared.errors import BusError
 from shared.settings import ServerSettings
+from tests.fixtures.events import published
 
 PAYLOADS = Path(__file__).parents[1] / "fixtures" / "webhook_payloads"
 SHOPIFY_SECRET = "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"
@@ -116,23 +115,6 @@ def woo(body: bytes, *, topic: str, delivery_id: str = "") -> dict[str, str]:
         "X-WC-Webhook-ID": "12",
         "X-WC-Webhook-Delivery-ID": delivery_id or uuid.uuid4().hex,
     }
-
-
-async def published(runtime: Runtime, count: int) -> list[EventEnvelope]:
-    """Every event on the bus (a fresh group reads from the start); exactly ``count`` of them."""
-    consumer = runtime.bus.consumer(group=f"test-{uuid.uuid4().hex}", topics=[EVENTS])
-    await consumer.start()
-    records = []
-    try:
-        while batch := await consumer.poll(max_records=1000, timeout=1 if count else 0.3):
-            records.extend(batch)
-            if len(records) >= count:
-                records.extend(await consumer.poll(max_records=1000, timeout=0.1))
-                break
-    finally:
-        await consumer.stop()
-    assert len(records) == count
-    return [EventEnvelope.from_json(r.value) for r in records]
 
 
 def counted(source: str, outcome: str) -> float:
