@@ -35,7 +35,10 @@ def sink_router(*, uow: Callable[[], DispatchUnitOfWork]) -> APIRouter:
     @router.get("/messages", response_model=SinkPage, summary="Messages the local sink received")
     async def list_messages(
         principal: AdminPrincipal,
-        after: Annotated[int, Query(ge=0, description="Only messages with a larger id")] = 0,
+        # Bounded to what a database integer holds: a larger value is a 422, not an overflow.
+        after: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="Only messages with a larger id")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> SinkPage:
         async with uow() as u:
