@@ -43,6 +43,7 @@ from shared.http import (
 from shared.ratelimit import RateLimiter
 from shared.settings import ServerSettings
 from shared.tenancy.keys import KeyStore, Scope
+from shared.worker import ConsumerWorker
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,12 @@ class Runtime:
         _, admin_key = await self.keys.create_key("demo", Scope.ADMIN)
         return {"ingest": ingest_key, "admin": admin_key}
 
+    @staticmethod
+    async def _worker_ready(worker: ConsumerWorker | None) -> None:
+        if worker is None:
+            raise RuntimeError("not started")
+        await worker.check()
+
     async def _database_ready(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -156,7 +163,12 @@ class Runtime:
                 allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-Id"],
                 max_age=600,
             )
-        app.include_router(health_router({"database": self._database_ready, "bus": self.bus.ping}))
+        checks = {"database": self._database_ready, "bus": self.bus.ping}
+        if "journey" in self.services:
+            checks["journey"] = lambda: self._worker_ready(self.journey_worker)
+        if "dispatch" in self.services:
+            checks["dispatch"] = lambda: self._worker_ready(self.dispatch_worker)
+        app.include_router(health_router(checks))
         if "ingest" in self.services:
             app.include_router(events_router(publisher=self.bus.publisher()))
             app.include_router(segment_router(publisher=self.bus.publisher(), clock=self.clock))

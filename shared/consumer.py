@@ -9,16 +9,19 @@ reason, after ``max_attempts`` (at once for :class:`~shared.errors.PoisonRecordE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, Publisher
 from shared.contracts.topics import dead_letter
-from shared.errors import PoisonRecordError
+from shared.errors import BusError, PoisonRecordError
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +77,42 @@ class ConsumerRunner:
     async def run(self) -> None:
         await self._consumer.start()
         measured = 0.0
+        outage = 0
         try:
             while not self._stopping.is_set():
                 if time.monotonic() - measured > _LAG_EVERY:
                     measured = time.monotonic()
                     await self._measure_lag()
-                records = await self._consumer.poll(
-                    max_records=self._max_records, timeout=self._poll_timeout
-                )
+                try:
+                    records = await self._consumer.poll(
+                        max_records=self._max_records, timeout=self._poll_timeout
+                    )
+                except BusError:
+                    outage += 1
+                    log.warning("poll failed; retrying", exc_info=True, extra={"group": self.group})
+                    await self._pause(outage)
+                    continue
+                outage = 0
                 if not records:
                     continue
                 started = time.perf_counter()
                 await self._handle(records)
-                await self._consumer.commit(records)
+                try:
+                    await self._consumer.commit(records)
+                except BusError:
+                    # A rebalance moved a partition, or a lost lease: the new owner gets these
+                    # records again and the handlers are idempotent. Not a reason to stop.
+                    log.warning("commit refused; records will be redelivered", exc_info=True)
                 self.processed += len(records)
                 BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
         finally:
             await self._consumer.stop()
+
+    async def _pause(self, attempt: int) -> None:
+        """Back off during an outage (capped at 30 s), waking early when asked to stop."""
+        delay = min(30.0, self._retry_base_delay * 2 ** min(attempt, 8)) * random.uniform(0.5, 1.5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _measure_lag(self) -> None:
         try:
@@ -118,7 +140,9 @@ class ConsumerRunner:
             await self._handle_one(record)
 
     async def _handle_one(self, record: ConsumedRecord) -> None:
-        for attempt in range(1, self._max_attempts + 1):
+        attempt = 0
+        outage = 0
+        while True:
             try:
                 await self._handler([record])
                 RECORDS.labels(self.group, "ok").inc()
@@ -127,7 +151,17 @@ class ConsumerRunner:
                 await self._dead_letter(record, f"poison: {exc}")
                 return
             except Exception as exc:
-                if attempt == self._max_attempts:
+                if is_outage(exc):
+                    # The database or bus is down: every record would fail the same way. Wait
+                    # it out; dead-lettering would empty the stream into the DLQ.
+                    outage += 1
+                    log.warning("outage while handling; waiting", exc_info=True)
+                    if self._stopping.is_set():
+                        raise
+                    await self._pause(outage)
+                    continue
+                attempt += 1
+                if attempt >= self._max_attempts:
                     await self._dead_letter(record, f"failed {attempt} times: {exc!r}")
                     return
                 delay = self._retry_base_delay * 2 ** (attempt - 1)
@@ -157,6 +191,17 @@ class ConsumerRunner:
         )
         RECORDS.labels(self.group, "dead_letter").inc()
         DEAD_LETTERS.labels(self.group).inc()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Errors of the infrastructure rather than of the record: retried without limit."""
+    if isinstance(exc, BusError | ConnectionError | TimeoutError):
+        return True
+    # Connection-level database errors (server gone, pool timeout); constraint or data errors
+    # are about the record and count towards max_attempts.
+    return isinstance(exc, OperationalError | InterfaceError | SqlTimeoutError) or bool(
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 def _where(record: ConsumedRecord) -> dict[str, object]:

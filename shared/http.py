@@ -11,7 +11,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -181,7 +181,7 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
         )
 
 
-def health_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+def health_router(checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     """``/livez`` (up, no dependency checks), ``/readyz`` (every check passes), ``/metrics``."""
     router = APIRouter(include_in_schema=False)
 

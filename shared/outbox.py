@@ -33,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.db.types import UtcDateTime
-from shared.errors import BusError
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +137,8 @@ class OutboxRelay:
                     OUTBOX_DEPTH.labels(self._table.name).set(await self.depth())
             try:
                 moved = await self.relay_once()
-            except BusError:
-                log.exception(
-                    "outbox relay could not publish; retrying", extra={"outbox": self._table.name}
-                )
+            except Exception:  # bus or database down: the rows stay in the outbox; try again
+                log.exception("outbox relay failed; retrying", extra={"outbox": self._table.name})
                 moved = 0
                 await asyncio.sleep(1.0)
             if moved == self._batch_size:

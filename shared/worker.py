@@ -24,6 +24,13 @@ class ConsumerWorker:
         self._consuming = asyncio.create_task(self.runner.run(), name=f"{self.name}-consumer")
         self._relaying = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox")
 
+    async def check(self) -> None:
+        """For /readyz: raise when the consumer loop or the relay has died."""
+        for task in (self._consuming, self._relaying):
+            if task is not None and task.done():
+                error = None if task.cancelled() else task.exception()
+                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
+
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, publish the outbox, stop."""
         self.runner.stop()

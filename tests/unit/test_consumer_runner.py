@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from shared.bus.ports import ConsumedRecord
@@ -78,3 +79,99 @@ async def test_a_record_that_keeps_failing_goes_to_the_dead_letter_topic() -> No
     [dead] = dlq.published
     assert dead.headers["dlq_reason"].startswith("failed 3 times: RuntimeError('always')")
     assert [r.offset for r in consumer.committed] == [0]
+
+
+async def test_a_refused_commit_does_not_stop_the_loop() -> None:
+    from shared.errors import BusError
+
+    class RefusingOnce(ListConsumer):
+        refused = False
+
+        async def commit(self, records: Sequence[ConsumedRecord]) -> None:
+            if not self.refused:
+                self.refused = True
+                raise BusError("partition moved (rebalance)")
+            await super().commit(records)
+
+    consumer = RefusingOnce([record(0), record(1)])
+    runner = ConsumerRunner(
+        group="g", consumer=consumer, handler=_ok, dead_letters=MemoryPublisher(), max_records=1
+    )
+    consumer.on_drained = runner.stop
+    await runner.run()
+    assert runner.processed == 2
+    assert [r.offset for r in consumer.committed] == [1]
+
+
+async def test_an_outage_is_waited_out_not_dead_lettered() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    calls = {"n": 0}
+
+    async def database_down_for_a_while(batch: Sequence[ConsumedRecord]) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 8:  # more failures than max_attempts allows for a bad record
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
+
+    _, dlq, runner = await run([record(0)], database_down_for_a_while, max_attempts=3)
+    assert dlq.published == []
+    assert calls["n"] == 9
+    assert runner.processed == 1
+
+
+async def test_a_failing_poll_is_retried() -> None:
+    from shared.errors import BusError
+
+    class FlakyPoll(ListConsumer):
+        failures = 2
+
+        async def poll(self, *, max_records: int, timeout: float) -> list[ConsumedRecord]:
+            if self.failures:
+                self.failures -= 1
+                raise BusError("broker unreachable")
+            return await super().poll(max_records=max_records, timeout=timeout)
+
+    consumer = FlakyPoll([record(0)])
+    runner = ConsumerRunner(
+        group="g",
+        consumer=consumer,
+        handler=_ok,
+        dead_letters=MemoryPublisher(),
+        retry_base_delay=0.0,
+    )
+    consumer.on_drained = runner.stop
+    await runner.run()
+    assert runner.processed == 1
+
+
+async def test_worker_check_reports_a_dead_loop() -> None:
+    import pytest
+
+    from shared.worker import ConsumerWorker
+
+    class Broken(ListConsumer):
+        async def poll(self, *, max_records: int, timeout: float) -> list[ConsumedRecord]:
+            raise RuntimeError("bug")
+
+    class IdleRelay:
+        async def run(self) -> None:
+            await asyncio.sleep(3600)
+
+        def stop(self) -> None: ...
+
+        async def drain(self) -> None: ...
+
+    runner = ConsumerRunner(
+        group="g", consumer=Broken([]), handler=_ok, dead_letters=MemoryPublisher()
+    )
+    worker = ConsumerWorker(name="g", runner=runner, relay=IdleRelay())  # type: ignore[arg-type]
+    await worker.start()
+    await asyncio.sleep(0.01)
+    with pytest.raises(RuntimeError, match="g-consumer stopped: RuntimeError"):
+        await worker.check()
+    assert worker._relaying is not None
+    worker._relaying.cancel()
+
+
+async def _ok(batch: Sequence[ConsumedRecord]) -> None:
+    return None
