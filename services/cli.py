@@ -215,9 +215,11 @@ def _register() -> None:
     # Imported here: each group keeps its heavy imports inside its commands.
     from services.ingest.import_cli import import_events
     from services.ingest.webhooks.cli import webhooks
+    from services.journey.journeys_cli import journeys
 
     main.add_command(webhooks)
     main.add_command(import_events)
+    main.add_command(journeys)
 
 
 _register()

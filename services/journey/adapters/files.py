@@ -1,24 +1,64 @@
-"""Loading journey definitions from JSON files (journeys/*.json, reviewed in git)."""
+"""Loading journey definitions from JSON files (journeys/*.json, reviewed in git).
+
+A file is checked against the whole language first (so its errors read the same as
+``ciclo journeys validate``), then against what this version of the engine runs: a journey that
+uses anything more is refused at load, by name, instead of running wrongly.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from services.journey.domain.catalog import JourneyCatalog
-from services.journey.domain.definitions import Journey
+from services.journey.domain.definitions import Journey, JourneyDefinition
+from services.journey.domain.validation import (
+    Problem,
+    engine_limits,
+    schema_problems,
+    validate_journey,
+)
 from services.journey.errors import InvalidJourney
 
 
-def load_journey(path: Path) -> Journey:
+def read_document(path: Path) -> Any:
+    """The parsed JSON of a file; InvalidJourney when it cannot be read or parsed."""
     try:
-        return Journey.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '$'}: {e['msg']}" for e in exc.errors()
-        )
-        raise InvalidJourney(f"{path}: {problems}") from exc
+        return json.loads(path.read_bytes())
+    except OSError as exc:
+        raise InvalidJourney(f"{path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InvalidJourney(f"{path}: $: not valid JSON: {exc}") from exc
+
+
+def check_document(document: Any, *, templates: set[str] | None = None) -> list[Problem]:
+    """Every problem of a parsed document against the language (not the engine's limits)."""
+    if not isinstance(document, dict):
+        return [Problem("$", "a journey is a JSON object")]
+    return validate_journey(document, templates=templates)
+
+
+def template_ids(folder: Path) -> set[str]:
+    """Template ids available: the names of the folders under the templates directory."""
+    if not folder.is_dir():
+        return set()
+    return {p.name for p in folder.iterdir() if p.is_dir()}
+
+
+def load_journey(path: Path) -> Journey:
+    document = read_document(path)
+    problems = check_document(document)
+    if not problems:
+        problems = engine_limits(JourneyDefinition.model_validate(document))
+    if not problems:
+        try:
+            return Journey.model_validate(document)
+        except ValidationError as exc:  # pragma: no cover - engine_limits refuses these first
+            problems = schema_problems(exc)
+    raise InvalidJourney(f"{path}: " + "; ".join(str(p) for p in problems))
 
 
 def load_catalog(folder: Path) -> JourneyCatalog:

@@ -1,0 +1,233 @@
+"""Checks on a journey document beyond its schema, reported as (JSON path, message) problems.
+
+``validate_journey`` runs in two passes: the schema (every field error pydantic finds, with its
+path), then, once the document has the right shape, the step graph — unknown step references,
+unreachable steps, loops that pass no wait, unknown templates. Every problem of a pass is
+returned, not just the first. ``engine_limits`` names what a valid journey uses that this
+version of the engine does not run yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from services.journey.domain.definitions import (
+    EventTrigger,
+    ExitStep,
+    JourneyDefinition,
+    SendStep,
+    WaitForStep,
+    WaitStep,
+    step_kind,
+    targets,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    """JSON path of the offending value, e.g. ``$.steps.hello.next``."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    """``$.steps.hello.next`` from ``("steps", "hello", "next")``; odd keys in brackets."""
+    path = "$"
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            path += f".{part}"
+        else:
+            path += f"[{part!r}]"
+    return path
+
+
+def schema_problems(exc: ValidationError) -> list[Problem]:
+    """Translate pydantic's errors into problems with JSON paths."""
+    problems = []
+    for error in exc.errors():
+        # Union tags ("~send") are pydantic's bookkeeping, not part of the document.
+        loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("~"))]
+        message = error["msg"].removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":
+            loc, message = loc[:-1], f"bad name: {message}"
+        problems.append(Problem(json_path(loc), message))
+    return problems
+
+
+def validate_journey(
+    document: Mapping[str, Any], *, templates: Set[str] | None = None
+) -> list[Problem]:
+    """Every problem of a journey document; empty when it is valid.
+
+    ``templates`` is the set of template ids that exist; ``None`` skips that check.
+    """
+    try:
+        journey = JourneyDefinition.model_validate(document)
+    except ValidationError as exc:
+        return schema_problems(exc)
+    return graph_problems(journey, templates=templates)
+
+
+def graph_problems(
+    journey: JourneyDefinition, *, templates: Set[str] | None = None
+) -> list[Problem]:
+    problems: list[Problem] = []
+    steps = journey.steps
+    if journey.start not in steps:
+        problems.append(Problem("$.start", f"unknown step {journey.start!r}"))
+    edges: dict[str, list[str]] = {}
+    for name, step in steps.items():
+        edges[name] = []
+        for field, target in targets(step).items():
+            if target in steps:
+                edges[name].append(target)
+            else:
+                path = json_path(["steps", name, *field.split(".")])
+                problems.append(Problem(path, f"unknown step {target!r}"))
+        if (
+            templates is not None
+            and isinstance(step, SendStep)
+            and step.send.template not in templates
+        ):
+            path = json_path(["steps", name, "send", "template"])
+            problems.append(Problem(path, f"unknown template {step.send.template!r}"))
+    if journey.start in steps:
+        reached = _reachable(journey.start, edges)
+        problems.extend(
+            Problem(json_path(["steps", name]), f"unreachable from start {journey.start!r}")
+            for name in steps
+            if name not in reached
+        )
+    # A wait or wait_for breaks a cycle in time; a cycle of other steps would spin at once.
+    instant = {n: [t for t in ts if not _waits(steps[t])] for n, ts in edges.items()}
+    for cycle in _cycles({n: ts for n, ts in instant.items() if not _waits(steps[n])}):
+        loop = " -> ".join([*cycle, cycle[0]])
+        problems.append(Problem(json_path(["steps", cycle[0]]), f"loop without a wait: {loop}"))
+    return problems
+
+
+def _waits(step: BaseModel) -> bool:
+    return isinstance(step, WaitStep | WaitForStep)
+
+
+def _reachable(start: str, edges: Mapping[str, Sequence[str]]) -> set[str]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for target in edges[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def _cycles(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component that has one (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        work: list[tuple[str, int]] = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            succ = edges[node]
+            if i < len(succ):
+                work.append((node, i + 1))
+                nxt = succ[i]
+                if nxt not in index:
+                    work.append((nxt, 0))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+    cycles = []
+    for component in components:
+        members = set(component)
+        if len(component) > 1 or component[0] in edges[component[0]]:
+            cycles.append(_cycle_in(min(members), members, edges))
+    return sorted(cycles)
+
+
+def _cycle_in(start: str, members: set[str], edges: Mapping[str, Sequence[str]]) -> list[str]:
+    """A cycle through ``start`` inside one strongly connected component (breadth first)."""
+    parent: dict[str, str] = {}
+    todo = [start]
+    while todo:
+        node = todo.pop(0)
+        for nxt in edges[node]:
+            if nxt == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            if nxt in members and nxt not in parent:
+                parent[nxt] = node
+                todo.append(nxt)
+    return [start]  # pragma: no cover - every member of a component lies on a cycle
+
+
+def engine_limits(journey: JourneyDefinition) -> list[Problem]:
+    """What a valid journey uses that this version of the engine does not run yet.
+
+    Refusing these at load keeps the running system honest: the engine runs send and exit steps
+    with an event trigger, and would silently skip or misread anything else.
+    """
+    problems: list[Problem] = []
+    later = "is not run by this version of the engine yet"
+    trigger = journey.trigger
+    if not isinstance(trigger, EventTrigger):
+        kind = next(k for k in ("inactivity", "segment", "date_trait") if hasattr(trigger, k))
+        problems.append(Problem("$.trigger", f"trigger kind {kind!r} {later}"))
+    elif trigger.where is not None:
+        problems.append(Problem("$.trigger.where", f"a trigger filter {later}"))
+    if not isinstance(journey.reentry, str):
+        problems.append(Problem("$.reentry", f"reentry after a duration {later}"))
+    unsupported = {
+        "exit_when": bool(journey.exit_when),
+        "goal": journey.goal is not None,
+        "holdout_percent": journey.holdout_percent != 0,
+        "send_window": journey.send_window is not None,
+        "priority": journey.priority != 0,
+        "frequency_cap": "frequency_cap" in journey.model_fields_set,
+    }
+    problems.extend(Problem(f"$.{f}", f"{f!r} {later}") for f, used in unsupported.items() if used)
+    for name, step in journey.steps.items():
+        if not isinstance(step, SendStep | ExitStep):
+            path = json_path(["steps", name])
+            problems.append(Problem(path, f"step kind {step_kind(step)!r} {later}"))
+        elif isinstance(step, SendStep) and step.send.holdout_percent != 0:
+            path = json_path(["steps", name, "send", "holdout_percent"])
+            problems.append(Problem(path, f"a step holdout {later}"))
+    return problems
