@@ -6,12 +6,22 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import String, any_, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.adapters.tables import customers, instances, processed_events
 from services.journey.domain.engine import Instance
 from services.journey.domain.profile import Profile
+
+
+def one_of(session: AsyncSession, column: Any, values: list[str]) -> Any:
+    """``column IN values``. On PostgreSQL as ``column = ANY(array)``: one parameter, so the
+    prepared statement's plan uses the primary key; ``IN ($1 … $500)`` was planned as a filter
+    over the whole workspace (86 ms instead of a few at 10,000 rows)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(String)))
+    return column.in_(values)
 
 
 def by_workspace(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -32,7 +42,9 @@ class ProcessedEvents:
         found: set[tuple[str, str]] = set()
         for workspace, ids in by_workspace(keys).items():
             rows = await self._session.execute(
-                select(t.c.event_id).where(t.c.workspace_id == workspace, t.c.event_id.in_(ids))
+                select(t.c.event_id).where(
+                    t.c.workspace_id == workspace, one_of(self._session, t.c.event_id, ids)
+                )
             )
             found.update((workspace, r.event_id) for r in rows)
         return found
@@ -52,7 +64,9 @@ class Profiles:
         loaded: dict[tuple[str, str], Profile] = {}
         for workspace, ids in by_workspace(keys).items():
             rows = await self._session.execute(
-                select(t).where(t.c.workspace_id == workspace, t.c.customer_id.in_(ids))
+                select(t).where(
+                    t.c.workspace_id == workspace, one_of(self._session, t.c.customer_id, ids)
+                )
             )
             for r in rows:
                 loaded[(workspace, r.customer_id)] = Profile(
@@ -117,7 +131,7 @@ class Instances:
         for workspace, ids in by_workspace(keys).items():
             rows = await self._session.execute(
                 select(t.c.customer_id, t.c.journey_id)
-                .where(t.c.workspace_id == workspace, t.c.customer_id.in_(ids))
+                .where(t.c.workspace_id == workspace, one_of(self._session, t.c.customer_id, ids))
                 .distinct()
             )
             found.update((workspace, r.customer_id, r.journey_id) for r in rows)
