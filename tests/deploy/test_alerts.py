@@ -28,6 +28,7 @@ METRICS: dict[str, set[str]] = {
     "ciclo_consumer_lag": {"group", "topic"},
     "ciclo_outbox_depth": {"outbox"},
     "ciclo_http_requests_total": {"method", "route", "status"},
+    "ciclo_webhook_deliveries_total": {"source", "outcome"},
     "up": set(),
 }
 HISTOGRAMS: dict[str, set[str]] = {
@@ -39,6 +40,15 @@ TARGET_LABELS = {"job", "instance"}
 LABEL_VALUES = {
     ("ciclo_sends_total", "outcome"): {"sent", "failed", "skipped", "ambiguous"},
     ("ciclo_consumer_records_total", "outcome"): {"ok", "dead_letter"},
+    ("ciclo_webhook_deliveries_total", "outcome"): {
+        "accepted",
+        "duplicate",
+        "unknown_topic",
+        "skipped",
+        "ping",
+        "unauthorized",
+        "invalid",
+    },
 }
 REQUIRED_ALERTS = {
     "CicloTargetDown",
