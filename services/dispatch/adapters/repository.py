@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import messages, sink
@@ -33,18 +33,33 @@ class MessageLedger:
             await self._session.execute(insert(messages), list(rows))
 
     async def record(self, outcomes: Iterable[Outcome], *, at: datetime) -> None:
-        for o in outcomes:
-            await self._session.execute(
-                update(messages)
-                .where(messages.c.message_id == o.message_id)
-                .values(
-                    status=o.status,
-                    attempts=o.attempts,
-                    provider_message_id=o.provider_message_id,
-                    error=o.error,
-                    updated_at=at,
-                )
-            )
+        """Every outcome of a batch in one executemany, not a statement per message."""
+        rows = [
+            {
+                "id": o.message_id,
+                "status": o.status,
+                "attempts": o.attempts,
+                "provider_message_id": o.provider_message_id,
+                "error": o.error,
+                "updated_at": at,
+            }
+            for o in outcomes
+        ]
+        if rows:
+            await self._session.execute(_RECORD_OUTCOME, rows)
+
+
+_RECORD_OUTCOME = (
+    update(messages)
+    .where(messages.c.message_id == bindparam("id"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        provider_message_id=bindparam("provider_message_id"),
+        error=bindparam("error"),
+        updated_at=bindparam("updated_at"),
+    )
+)
 
 
 class SinkMessages:
