@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,65 +10,12 @@ from fastapi import APIRouter, Body, Depends, status
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from services.ingest.catalogue import Event, EventBase, error_field, parse_event, sent_fields
+from services.ingest.catalogue import Event, error_field, parse_event
+from services.ingest.envelope import event_id_of, record_for
 from services.ingest.schemas import EXAMPLES, Accepted, BatchIn, BatchResult, ItemResult
 from shared.bus.ports import OutgoingRecord, Publisher
-from shared.contracts.events import EventEnvelope
-from shared.contracts.topics import EVENTS
 from shared.http import Unprocessable, require_json
 from shared.tenancy.http import IngestPrincipal
-
-
-def new_event_id() -> str:
-    """A random (version 4) UUID from the process's PRNG: uuid4() reads os.urandom, which costs
-    ~50 µs a call on some VMs; an event id needs uniqueness, not unpredictability."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
-
-
-def to_envelope(
-    event: EventBase,
-    *,
-    workspace_id: str,
-    received_at: datetime,
-    source: str = "api",
-    historical: bool = False,
-) -> EventEnvelope:
-    """The canonical envelope of a validated event. Money travels as decimal strings."""
-    context = dict(event.context)
-    if event.model_extra:
-        extras = dict(event.model_extra)
-        if "extra" in context:
-            extras["context_extra"] = context["extra"]  # the client's own context.extra, kept
-        context["extra"] = extras
-    # The catalogue validated every field already: build the envelope without validating it
-    # a second time (it was half the cost of a batch item). Timestamps go to UTC here, as the
-    # envelope's own validator would.
-    return EventEnvelope.model_construct(
-        schema_version=1,
-        event_id=event.event_id or new_event_id(),
-        workspace_id=workspace_id,
-        customer_id=event.customer_id,
-        anonymous_id=event.anonymous_id,
-        type=event.type,  # type: ignore[attr-defined]
-        occurred_at=(event.occurred_at or received_at).astimezone(UTC),
-        received_at=received_at.astimezone(UTC),
-        source=source,
-        properties=sent_fields(event.properties),  # type: ignore[attr-defined]
-        traits=sent_fields(event.traits),
-        context=context,
-        historical=historical,
-    )
-
-
-def to_record(envelope: EventEnvelope) -> OutgoingRecord:
-    """The bus record of an envelope; 422 for what JSON on the wire cannot carry (integers
-    beyond 64 bits, lone UTF-16 surrogates), which Python's JSON parser lets through."""
-    try:
-        value = envelope.to_json()
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise Unprocessable(f"the event cannot be encoded: {exc}", field="body") from exc
-    return OutgoingRecord(topic=EVENTS, key=envelope.key, value=value, headers=envelope.headers())
-
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown or revoked one"},
@@ -95,14 +40,14 @@ def events_router(*, publisher: Publisher) -> APIRouter:
     async def post_event(
         event: Annotated[Event, Body(openapi_examples=EXAMPLES)], principal: IngestPrincipal
     ) -> Response:
-        envelope = to_envelope(
+        record = record_for(
             event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
         )
         # 202 only after the bus has durably accepted the event.
-        await publisher.publish([to_record(envelope)])
+        await publisher.publish([record])
         # Written directly: the response model is for the docs, its validation is per request.
         return Response(
-            orjson.dumps({"event_id": envelope.event_id, "status": "accepted"}),
+            orjson.dumps({"event_id": event_id_of(record), "status": "accepted"}),
             status_code=202,
             media_type="application/json",
         )
@@ -127,16 +72,16 @@ def events_router(*, publisher: Publisher) -> APIRouter:
                 ]
                 results.append(ItemResult(index=index, status="rejected", errors=errors))
                 continue
-            envelope = to_envelope(
-                event, workspace_id=principal.workspace_id, received_at=received_at
-            )
             try:
-                records.append(to_record(envelope))
+                record = record_for(
+                    event, workspace_id=principal.workspace_id, received_at=received_at
+                )
             except Unprocessable as exc:
                 errors = [{"field": exc.field or "$", "message": exc.message}]
                 results.append(ItemResult(index=index, status="rejected", errors=errors))
                 continue
-            results.append(ItemResult(index=index, status="accepted", event_id=envelope.event_id))
+            records.append(record)
+            results.append(ItemResult(index=index, status="accepted", event_id=event_id_of(record)))
         if records:
             # One durable publish for the whole batch; 202 only once all of it is on the bus.
             await publisher.publish(records)

@@ -33,8 +33,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from services.ingest.api import to_envelope, to_record
 from services.ingest.catalogue import EventBase
+from services.ingest.envelope import record_for
 from services.ingest.segment_mapping import (
     CREDENTIAL,
     KINDS,
@@ -306,10 +306,9 @@ def _batch_item(item: Any, defaults: BatchDefaults, *, received_at: datetime) ->
 
 def _record(event: EventBase, principal: Principal, received_at: datetime) -> OutgoingRecord:
     # The key decides the workspace, never the body.
-    envelope = to_envelope(
+    return record_for(
         event, workspace_id=principal.workspace_id, received_at=received_at, source="segment"
     )
-    return to_record(envelope)
 
 
 def _bad_request(

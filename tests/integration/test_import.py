@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from services.components import ALL, components_for
-from services.ingest.api import to_envelope
 from services.ingest.catalogue import parse_event
+from services.ingest.envelope import to_envelope
 from services.ingest.import_cli import import_events
 from services.ingest.import_records import Rules, derive_event_id, encode_envelope, prepare
 from services.ingest.import_sources import Source

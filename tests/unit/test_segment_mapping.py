@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.api import to_envelope
+from services.ingest.envelope import to_envelope
 from services.ingest.segment_mapping import (
     KINDS,
     BatchDefaults,

@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import Headers
 
-from services.ingest.api import to_envelope, to_record
-from services.ingest.catalogue import EventBase
+from services.ingest.catalogue import EventBase, OrderCompletedEvent
+from services.ingest.envelope import event_id_of, record_for
 from services.ingest.webhooks.mapping import (
     Delivery,
     FieldError,
@@ -177,14 +177,14 @@ class WebhookHandler:
     ) -> list[str]:
         """One durable publish, then the delivery record; the published event ids."""
         received_at = self._clock.now()
-        envelopes = [
-            to_envelope(
+        records = [
+            record_for(
                 e, workspace_id=workspace_id, received_at=received_at, source=delivery.source
             )
             for e in events
         ]
         try:
-            await self._publisher.publish([to_record(e) for e in envelopes])
+            await self._publisher.publish(records)
         except BusError as exc:
             raise ServiceUnavailable(
                 "the bus did not accept the events; the delivery may be retried",
@@ -192,11 +192,11 @@ class WebhookHandler:
             ) from exc
         orders = [
             (
-                str(e.properties["order_id"]),
+                e.properties.order_id,
                 Identity(customer_id=e.customer_id, anonymous_id=e.anonymous_id),
             )
-            for e in envelopes
-            if remember_orders and e.type == "order_completed"
+            for e in events
+            if remember_orders and isinstance(e, OrderCompletedEvent)
         ]
         try:
             await self._store.record(workspace_id, delivery, received_at=received_at, orders=orders)
@@ -208,7 +208,7 @@ class WebhookHandler:
                 exc_info=True,
                 extra={"workspace_id": workspace_id, "topic": delivery.topic},
             )
-        return [e.event_id for e in envelopes]
+        return [event_id_of(r) for r in records]
 
     async def _verify(
         self, platform: Platform, workspace_id: str, body: bytes, signature: str | None
