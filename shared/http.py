@@ -317,5 +317,6 @@ class RequestIdMiddleware:
             request_id.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            _children(scope["method"], template, status)[0].inc()
-            _children(scope["method"], template, status)[1].observe(time.perf_counter() - started)
+            requests, seconds = _children(scope["method"], template, status)
+            requests.inc()
+            seconds.observe(time.perf_counter() - started)

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from tests.fakes.sendgrid import FakeSendGrid
+
 
 def signup(i: int) -> dict[str, Any]:
     """Signup number ``i``: its own event id, customer and address, so each must yield one email."""
@@ -46,3 +48,14 @@ async def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
             return value
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def assert_each_signup_sent_once(fake: FakeSendGrid, total: int) -> None:
+    """SendGrid got the welcome email of signups 0..total-1, each exactly once."""
+    await wait_for(lambda: len(fake.accepted) >= total, timeout=120, what=f"{total} emails")
+    await asyncio.sleep(2.0)  # a duplicate would arrive now
+    ids = fake.message_ids()
+    assert len(ids) == total
+    assert len(set(ids)) == total
+    recipients = sorted(m["personalizations"][0]["to"][0]["email"] for m in fake.accepted)
+    assert recipients == sorted(f"c{i}@example.com" for i in range(total))

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import signup, wait_for
+from tests.e2e.helpers import assert_each_signup_sent_once, signup, wait_for
 from tests.e2e.test_distributed import distributed_env, setup_stack
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess
@@ -93,10 +93,4 @@ async def test_sigterm_to_each_service_under_load(
     await running
     assert load.acked == TOTAL
 
-    await wait_for(lambda: len(fake.accepted) >= TOTAL, timeout=120, what=f"{TOTAL} emails")
-    await asyncio.sleep(2.0)  # a duplicate would arrive now
-    ids = fake.message_ids()
-    assert len(ids) == TOTAL
-    assert len(set(ids)) == TOTAL
-    recipients = {m["personalizations"][0]["to"][0]["email"] for m in fake.accepted}
-    assert recipients == {f"c{i}@example.com" for i in range(TOTAL)}
+    await assert_each_signup_sent_once(fake, TOTAL)
