@@ -66,16 +66,6 @@ class Forbidden(HTTPProblem):
     code = "forbidden"
 
 
-class NotFound(HTTPProblem):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(HTTPProblem):
-    status = 409
-    code = "conflict"
-
-
 class Unprocessable(HTTPProblem):
     status = 422
     code = "validation_failed"

@@ -361,13 +361,4 @@ def error_field(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "$"
 
 
-def sent_fields(model: BaseModel | dict[str, Any]) -> dict[str, Any]:
-    """JSON-ready fields the client actually sent (an explicit null stays: it clears a trait)."""
-    if isinstance(model, BaseModel):
-        if not model.model_fields_set and not model.model_extra:
-            return {}  # most events send no traits: skip the serializer
-        return model.model_dump(mode="json", exclude_unset=True)
-    return dict(model)
-
-
 EventBase = _EventBase
