@@ -5,7 +5,18 @@ Prefix ``journey_``; version table ``alembic_version_journey``.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Index, Integer, MetaData, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    text,
+)
 
 from shared.db.types import UtcDateTime
 from shared.outbox import outbox_table
@@ -20,6 +31,10 @@ customers = Table(
     Column("traits", JSON, nullable=False),
     Column("first_seen_at", UtcDateTime(), nullable=False),
     Column("last_seen_at", UtcDateTime(), nullable=False),
+    Column("scores", JSON, nullable=False),
+    Column("entries", JSON, nullable=False, doc="journey id -> last entry (RFC 3339)"),
+    Column("ledger", JSON, nullable=False, doc="recent marketing sends [[at, channel]]"),
+    Column("schedules", JSON, nullable=False, doc="journey id -> trigger due (RFC 3339)"),
 )
 
 instances = Table(
@@ -34,7 +49,64 @@ instances = Table(
     Column("status", String(16), nullable=False),
     Column("entered_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    Column("wake_at", UtcDateTime(), nullable=True),
+    Column("waiting", String(16), nullable=True),
+    Column("key", String(200), nullable=True),
+    Column("trigger", JSON, nullable=False),
+    Column("holdout", Boolean, nullable=False),
+    Column("goal_until", UtcDateTime(), nullable=True),
+    Column("goal_at", UtcDateTime(), nullable=True),
+    Column("exit_reason", String(32), nullable=True),
+    Column("visits", JSON, nullable=False),
     Index("ix_journey_instances_customer", "workspace_id", "customer_id", "journey_id"),
+    Index("ix_journey_instances_journey", "workspace_id", "journey_id", "version", "status"),
+)
+
+# Durable timers: one row per pending timer, named run:<run_id> or trigger:<journey_id>. The
+# poller reads them by due time and leases a batch (leased_until) so that several replicas never
+# fire the same timer; the firing transaction re-reads the customer's state under its lock.
+timers = Table(
+    "journey_timers",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("customer_id", String(210), primary_key=True),
+    Column("name", String(140), primary_key=True),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("leased_until", UtcDateTime(), nullable=True),
+    Index("ix_journey_timers_due", "due_at"),
+)
+
+# Skips and deferrals with their reasons (frequency cap, send window, step holdout, ...).
+activity = Table(
+    "journey_activity",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("customer_id", String(210), nullable=False),
+    Column("journey_id", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("step", String(100), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("reason", String(32), nullable=True),
+    Column("detail", JSON, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index("ix_journey_activity_customer", "workspace_id", "customer_id", "at"),
+    Index("ix_journey_activity_journey", "workspace_id", "journey_id", "version", "at"),
+)
+
+# How many runs did what at each step, per journey version: the stats API reads these counters
+# (one upsert per (version, step, kind, reason) per batch) instead of scanning runs.
+step_counts = Table(
+    "journey_step_counts",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("journey_id", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("step", String(100), primary_key=True, doc="'' for the journey as a whole"),
+    Column("kind", String(16), primary_key=True),
+    Column("reason", String(32), primary_key=True, doc="'' when there is none"),
+    Column("count", BigInteger, nullable=False, server_default=text("0")),
 )
 
 # Idempotency: an event id is recorded in the same transaction as the state it changed.

@@ -1,9 +1,7 @@
 """Journey definitions: the JSON language developers write, as pydantic models.
 
-``JourneyDefinition`` is the whole language (the published JSON Schema is generated from it).
-``Journey`` is the part of it this version of the engine runs: an event trigger, send and exit
-steps. The two meet in ``adapters/files.py``, which validates against the language and refuses,
-by name, what the engine cannot run yet rather than running it wrongly.
+``JourneyDefinition`` (alias ``Journey``) is the whole language; the published JSON Schema is
+generated from it and the engine runs all of it.
 
 A published (id, version) is immutable. A step is one of the kinds below, told apart by its key
 (``send``, ``wait``, ``wait_for``, ``branch``, ``split``, ``update``, ``exit``); so are triggers.
@@ -13,7 +11,6 @@ graph (references, reachability, loops, templates) live in ``validation.py``.
 
 from __future__ import annotations
 
-import re
 from datetime import time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -62,11 +59,21 @@ def _by_key(kinds: tuple[str, ...]) -> Any:
 # ── Triggers ──────────────────────────────────────────────────────────────────────────────────
 
 
+_PROPERTY = r"^[A-Za-z0-9_-]+$"
+Property = Annotated[str, StringConstraints(pattern=_PROPERTY, max_length=100)]
+
+
 class EventTrigger(_Strict):
     """Enter when an event of this type arrives (and matches ``where``, if given)."""
 
     event: EventType
     where: Condition | None = Field(None, description="Filter on the triggering event.")
+    key: Property | None = Field(
+        None,
+        description="Property of the event that keys a run, e.g. cart_id: at most one active "
+        "run per value, so each cart gets its own run and a second update of the same cart "
+        "does not start another.",
+    )
 
 
 class SegmentTrigger(_Strict):
@@ -164,7 +171,7 @@ class WaitStep(_Strict):
 class WaitForSpec(_Strict):
     event: EventType
     where: Condition | None = None
-    match: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")] | None = Field(
+    match: Property | None = Field(
         None,
         description="Property that must equal the same property of the event that started the "
         "run, e.g. cart_id: the journey waits for this cart, not any cart.",
@@ -212,12 +219,19 @@ class AddScore(_Strict):
     by: float
 
 
+class SetScore(_Strict):
+    set_score: Name
+    value: float
+
+
 UpdateSpec = Annotated[
-    Annotated[SetTrait, Tag("~set_trait")] | Annotated[AddScore, Tag("~add_score")],
+    Annotated[SetTrait, Tag("~set_trait")]
+    | Annotated[AddScore, Tag("~add_score")]
+    | Annotated[SetScore, Tag("~set_score")],
     Discriminator(
-        _by_key(("set_trait", "add_score")),
+        _by_key(("set_trait", "add_score", "set_score")),
         custom_error_type="unknown_update",
-        custom_error_message="an update needs one of: set_trait, add_score",
+        custom_error_message="an update needs one of: set_trait, add_score, set_score",
     ),
 ]
 
@@ -249,15 +263,6 @@ Step = Annotated[
     ),
 ]
 
-RunnableStep = Annotated[
-    Annotated[SendStep, Tag("~send")] | Annotated[ExitStep, Tag("~exit")],
-    Discriminator(
-        _by_key(("send", "exit")),
-        custom_error_type="unknown_step_kind",
-        custom_error_message="a step needs one of: send, exit (the engine runs no other kind yet)",
-    ),
-]
-
 
 def step_kind(step: BaseModel) -> str:
     """The kind of a step ("send", "wait", …), as written in JSON."""
@@ -284,6 +289,11 @@ class EventCondition(_Strict):
 
     event: EventType
     where: Condition | None = None
+    match: Property | None = Field(
+        None,
+        description="Property that must equal the same property of the event that started the "
+        "run, e.g. cart_id: only an order of this cart ends the run.",
+    )
 
 
 class Goal(_Strict):
@@ -347,20 +357,5 @@ class JourneyDefinition(_JourneyBase):
     steps: dict[Name, Step] = Field(min_length=1)
 
 
-class Journey(_JourneyBase):
-    """A journey this version of the engine runs: event trigger, send and exit steps."""
-
-    trigger: EventTrigger
-    reentry: Literal["never", "always"] = "never"
-    steps: dict[str, RunnableStep] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _check_graph(self) -> Journey:
-        if self.start not in self.steps:
-            raise ValueError(f"start: unknown step {self.start!r}")
-        for name, step in self.steps.items():
-            if not re.match(_ID, name):
-                raise ValueError(f"steps.{name}: step names are a-z, 0-9, '_' or '-'")
-            if isinstance(step, SendStep) and step.next is not None and step.next not in self.steps:
-                raise ValueError(f"steps.{name}.next: unknown step {step.next!r}")
-        return self
+Journey = JourneyDefinition
+"""The engine runs the whole language; the short name is used throughout the service."""

@@ -1,0 +1,493 @@
+"""Everything the journey service keeps about one customer, and how events and timers change it.
+
+``CustomerState`` is the unit of consistency: profile, entry history, send ledger (for frequency
+caps), the runs still tracked and the trigger schedules (birthdays, inactivity). The database
+handler loads the states of a batch's customers, applies inputs here and saves what changed; the
+simulator keeps the states in memory. Both run this same code, so a simulation shows what
+production will do.
+
+Inputs are an event (``apply_event``) or a due timer (``apply_timer``). Timers are named
+``run:<run_id>`` (a run's wait, wait_for timeout or held send) and ``trigger:<journey_id>`` (a
+date or inactivity trigger); ``CustomerState.timers()`` lists the ones the state needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from services.journey.domain import engine
+from services.journey.domain.catalog import JourneyCatalog, WorkspaceJourneys
+from services.journey.domain.definitions import (
+    DateTrigger,
+    EventTrigger,
+    InactivityTrigger,
+    Journey,
+    ReentryAfter,
+)
+from services.journey.domain.localtime import next_date_trait, resolve_zone
+
+
+class EventLike(Protocol):
+    """What the processor reads of an event (``EventEnvelope`` has it)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+    @property
+    def traits(self) -> dict[str, Any]: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+@dataclass(slots=True)
+class CustomerState:
+    workspace_id: str
+    customer_id: str
+    traits: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    first_seen_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    entries: dict[str, datetime] = field(default_factory=dict)
+    """Journey id → when the customer last entered it (for re-entry rules)."""
+    ledger: engine.Ledger = ()
+    instances: dict[str, engine.Instance] = field(default_factory=dict)
+    """Runs still tracked (active, or goal window open), by run id."""
+    schedules: dict[str, datetime] = field(default_factory=dict)
+    """Journey id → when its date or inactivity trigger fires for this customer."""
+    stored: bool = False
+
+    def customer(self) -> engine.Customer:
+        return engine.Customer(traits=self.traits, scores=self.scores)
+
+    def timers(self) -> dict[str, datetime]:
+        wanted = {
+            f"run:{i.run_id}": i.wake_at
+            for i in self.instances.values()
+            if i.active and i.wake_at is not None
+        }
+        wanted.update({f"trigger:{j}": due for j, due in self.schedules.items()})
+        return wanted
+
+    def recipient(self) -> dict[str, Any]:
+        """The snapshot a message request carries: addresses plus traits for personalisation."""
+        return {
+            "customer_id": self.customer_id,
+            "email": self.traits.get("email"),
+            "phone": self.traits.get("phone"),
+            "traits": dict(self.traits),
+            "scores": dict(self.scores),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One line of a customer's timeline in a journey (what `ciclo simulate` prints)."""
+
+    at: datetime
+    workspace_id: str
+    customer_id: str
+    journey_id: str
+    version: int
+    run_id: str
+    kind: str
+    step: str | None
+    reason: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message request decided by a run."""
+
+    send: engine.Send
+    instance: engine.Instance
+
+
+@dataclass(slots=True)
+class Changes:
+    activity: list[Activity] = field(default_factory=list)
+    messages: list[Outgoing] = field(default_factory=list)
+    instances: dict[str, engine.Instance] = field(default_factory=dict)
+    """Runs created or changed, to save (including ones no longer tracked)."""
+
+    def extend(self, other: Changes) -> None:
+        self.activity.extend(other.activity)
+        self.messages.extend(other.messages)
+        self.instances.update(other.instances)
+
+
+def event_view(event: EventLike) -> dict[str, Any]:
+    """The event as conditions and templates see it."""
+    return {"type": event.type, "id": event.event_id, "properties": event.properties}
+
+
+# ── Inputs ────────────────────────────────────────────────────────────────────────────────────
+
+
+def apply_event(
+    state: CustomerState,
+    event: EventLike,
+    *,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+    live: bool,
+) -> Changes:
+    """Apply one event of the customer.
+
+    Every event updates the profile and the trigger schedules. Only a live event (not
+    backfilled, not older than the workspace's cut-off) moves runs and starts new ones.
+    """
+    changes = Changes()
+    changed = _observe(state, event)
+    journeys = catalog.view(state.workspace_id)
+    _reschedule(state, journeys, event, changed, policy, now)
+    if not live:
+        return changes
+    view = event_view(event)
+    # Runs already under way first: the event that starts a run is not also an input to it.
+    for instance in _by_priority(state, journeys, catalog):
+        journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
+        if journey is None or _archived(journeys, instance):
+            _end(state, changes, journey, instance, now)
+            continue
+        outcome = engine.on_event(
+            instance,
+            journey,
+            view,
+            customer=state.customer(),
+            policy=policy,
+            ledger=state.ledger,
+            now=now,
+        )
+        if outcome is not None:
+            _apply(state, changes, journey, outcome)
+    ctx = engine.context(state.customer(), view)
+    for journey in journeys.entries_for(view, ctx):
+        trigger = journey.trigger
+        key = None
+        if isinstance(trigger, EventTrigger) and trigger.key is not None:
+            value = event.properties.get(trigger.key)
+            if value is None:
+                continue  # a keyed journey needs the key: no cart id, no cart run
+            key = str(value)
+        if not _may_enter(state, journey, key, now):
+            continue
+        _enter(state, changes, journey, view, key, event.event_id, policy, now)
+    return changes
+
+
+def apply_timer(
+    state: CustomerState,
+    timer: str,
+    *,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+) -> Changes:
+    """Fire one of the customer's timers (a name from ``CustomerState.timers()``)."""
+    changes = Changes()
+    kind, _, name = timer.partition(":")
+    journeys = catalog.view(state.workspace_id)
+    if kind == "run":
+        instance = state.instances.get(name)
+        if instance is None:
+            return changes  # ended meanwhile (an exit_when event came first)
+        journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
+        if journey is None or _archived(journeys, instance):
+            _end(state, changes, journey, instance, now)
+            return changes
+        outcome = engine.on_timer(
+            instance,
+            journey,
+            customer=state.customer(),
+            policy=policy,
+            ledger=state.ledger,
+            now=now,
+        )
+        if outcome is not None:
+            _apply(state, changes, journey, outcome)
+        return changes
+    due = state.schedules.get(name)
+    if due is None or due > now:
+        return changes
+    del state.schedules[name]
+    current = journeys.get(name)
+    if current is None or current[1] != "published":
+        return changes
+    journey = current[0]
+    trigger = journey.trigger
+    view: dict[str, Any]
+    if isinstance(trigger, DateTrigger):
+        view = {
+            "type": "date_trait",
+            "id": f"{name}@{due.isoformat()}",
+            "properties": {
+                "trait": trigger.date_trait,
+                "value": state.traits.get(trigger.date_trait),
+            },
+        }
+        if trigger.yearly:
+            tz = resolve_zone(
+                trigger.timezone, state.traits.get("timezone"), policy.default_timezone
+            )
+            following = next_date_trait(
+                now,
+                state.traits.get(trigger.date_trait),
+                offset=trigger.offset,
+                at=trigger.at,
+                tz=tz,
+                yearly=True,
+                after=max(due, now),
+            )
+            if following is not None:
+                state.schedules[name] = following
+    elif isinstance(trigger, InactivityTrigger):
+        view = {
+            "type": "inactivity",
+            "id": f"{name}@{due.isoformat()}",
+            "properties": {
+                "event": trigger.inactivity.event,
+                "since": due - trigger.inactivity.for_,
+            },
+        }
+    else:  # pragma: no cover - only dated and inactivity journeys are scheduled
+        return changes
+    if _may_enter(state, journey, None, now):
+        _enter(state, changes, journey, view, None, view["id"], policy, now)
+    return changes
+
+
+def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
+    """Stop the customer's active runs of a journey at once (archived over HTTP)."""
+    changes = Changes()
+    for instance in list(state.instances.values()):
+        if instance.journey_id == journey_id and instance.active:
+            _apply(state, changes, None, engine.stop(instance, reason="archived", now=now))
+    return changes
+
+
+# ── Internals ─────────────────────────────────────────────────────────────────────────────────
+
+
+def _observe(state: CustomerState, event: EventLike) -> set[str]:
+    """Merge the event's traits (later wins, None clears); the names that changed.
+
+    A consent_updated event also sets ``<channel>_<category>_consent`` to granted or revoked,
+    which the engine reads before every marketing send."""
+    changed = set()
+    traits = event.traits
+    if event.type == "consent_updated":
+        props = event.properties
+        channel, status = props.get("channel"), props.get("status")
+        if isinstance(channel, str) and status in ("granted", "revoked"):
+            category = props.get("category") or "marketing"
+            traits = {**traits, engine.consent_trait(channel, str(category)): status}
+    for key, value in traits.items():
+        if value is None:
+            if state.traits.pop(key, None) is not None:
+                changed.add(key)
+        elif state.traits.get(key) != value:
+            state.traits[key] = value
+            changed.add(key)
+    at = event.occurred_at
+    if state.first_seen_at is None or at < state.first_seen_at:
+        state.first_seen_at = at
+    if state.last_seen_at is None or at > state.last_seen_at:
+        state.last_seen_at = at
+    return changed
+
+
+def _reschedule(
+    state: CustomerState,
+    journeys: WorkspaceJourneys,
+    event: EventLike,
+    changed: set[str],
+    policy: engine.Policy,
+    now: datetime,
+) -> None:
+    for journey in journeys.by_inactive_event.get(event.type, ()):
+        assert isinstance(journey.trigger, InactivityTrigger)
+        due = event.occurred_at + journey.trigger.inactivity.for_
+        # Only the future: a backfilled order from long ago does not start a win-back today.
+        if due > now and (journey.id not in state.schedules or state.schedules[journey.id] < due):
+            state.schedules[journey.id] = due
+    if not journeys.dated or not changed:
+        return
+    for journey in journeys.dated:
+        trigger = journey.trigger
+        assert isinstance(trigger, DateTrigger)
+        if trigger.date_trait not in changed and "timezone" not in changed:
+            continue
+        tz = resolve_zone(trigger.timezone, state.traits.get("timezone"), policy.default_timezone)
+        when = next_date_trait(
+            now,
+            state.traits.get(trigger.date_trait),
+            offset=trigger.offset,
+            at=trigger.at,
+            tz=tz,
+            yearly=trigger.yearly,
+        )
+        if when is None:
+            state.schedules.pop(journey.id, None)
+        else:
+            state.schedules[journey.id] = when
+
+
+def schedule_all(
+    state: CustomerState, catalog: JourneyCatalog, policy: engine.Policy, now: datetime
+) -> None:
+    """Compute the date-trigger schedules from scratch (a dated journey was just published)."""
+    journeys = catalog.view(state.workspace_id)
+    for journey in journeys.dated:
+        trigger = journey.trigger
+        assert isinstance(trigger, DateTrigger)
+        tz = resolve_zone(trigger.timezone, state.traits.get("timezone"), policy.default_timezone)
+        due = next_date_trait(
+            now,
+            state.traits.get(trigger.date_trait),
+            offset=trigger.offset,
+            at=trigger.at,
+            tz=tz,
+            yearly=trigger.yearly,
+        )
+        if due is not None:
+            state.schedules.setdefault(journey.id, due)
+
+
+def _may_enter(state: CustomerState, journey: Journey, key: str | None, now: datetime) -> bool:
+    for instance in state.instances.values():
+        if instance.journey_id == journey.id and instance.active and instance.key == key:
+            return False  # one active run per journey (per key value, for keyed journeys)
+    last = state.entries.get(journey.id)
+    if last is None or journey.reentry == "always":
+        return True
+    if isinstance(journey.reentry, ReentryAfter):
+        return now - last >= journey.reentry.after
+    return False  # never
+
+
+def _enter(
+    state: CustomerState,
+    changes: Changes,
+    journey: Journey,
+    trigger: Mapping[str, Any],
+    key: str | None,
+    cause_id: str,
+    policy: engine.Policy,
+    now: datetime,
+) -> None:
+    run_id = engine.run_id_for(
+        journey, workspace_id=state.workspace_id, customer_id=state.customer_id, event_id=cause_id
+    )
+    if run_id in state.instances:
+        return  # the same cause again (a replayed timer): already entered
+    state.entries[journey.id] = now
+    outcome = engine.enter(
+        journey,
+        workspace_id=state.workspace_id,
+        customer_id=state.customer_id,
+        run_id=run_id,
+        trigger=trigger,
+        key=key,
+        customer=state.customer(),
+        policy=policy,
+        ledger=state.ledger,
+        now=now,
+    )
+    _apply(state, changes, journey, outcome)
+
+
+def _apply(
+    state: CustomerState, changes: Changes, journey: Journey | None, outcome: engine.Outcome
+) -> None:
+    instance = outcome.instance
+    state.ledger = outcome.ledger
+    for effect in outcome.effects:
+        if isinstance(effect, engine.Record):
+            changes.activity.append(
+                Activity(
+                    at=effect.at,
+                    workspace_id=instance.workspace_id,
+                    customer_id=instance.customer_id,
+                    journey_id=instance.journey_id,
+                    version=instance.version,
+                    run_id=instance.run_id,
+                    kind=effect.kind,
+                    step=effect.step,
+                    reason=effect.reason,
+                    detail=effect.detail,
+                )
+            )
+        elif isinstance(effect, engine.Send):
+            changes.messages.append(Outgoing(send=effect, instance=instance))
+        elif isinstance(effect, engine.SetTraitEffect):
+            state.traits[effect.name] = effect.value
+        elif isinstance(effect, engine.AddScoreEffect):
+            state.scores[effect.name] = state.scores.get(effect.name, 0) + effect.by
+        elif isinstance(effect, engine.SetScoreEffect):
+            state.scores[effect.name] = effect.value
+    changes.instances[instance.run_id] = instance
+    if instance.tracked(instance.updated_at):
+        state.instances[instance.run_id] = instance
+    else:
+        state.instances.pop(instance.run_id, None)
+
+
+def _by_priority(
+    state: CustomerState, journeys: WorkspaceJourneys, catalog: JourneyCatalog
+) -> list[engine.Instance]:
+    def rank(instance: engine.Instance) -> tuple[int, datetime, str]:
+        current = journeys.get(instance.journey_id)
+        priority = current[0].priority if current else 0
+        return (-priority, instance.entered_at, instance.run_id)
+
+    return sorted(state.instances.values(), key=rank)
+
+
+def _archived(journeys: WorkspaceJourneys, instance: engine.Instance) -> bool:
+    current = journeys.get(instance.journey_id)
+    return current is not None and current[1] == "archived" and instance.active
+
+
+def _end(
+    state: CustomerState,
+    changes: Changes,
+    journey: Journey | None,
+    instance: engine.Instance,
+    now: datetime,
+) -> None:
+    """A run whose journey was archived, or whose version no longer exists (a file journey
+    deleted): an active run exits at once; a finished one is no longer tracked."""
+    if instance.active:
+        reason = "archived" if journey is not None else "journey_removed"
+        _apply(state, changes, journey, engine.stop(instance, reason=reason, now=now))
+    else:
+        state.instances.pop(instance.run_id, None)
+
+
+def drop_untracked(state: CustomerState, now: datetime) -> None:
+    """Forget runs whose goal window has closed (they stay in the database for stats)."""
+    for run_id, instance in list(state.instances.items()):
+        if not instance.tracked(now):
+            del state.instances[run_id]
+
+
+__all__ = [
+    "Activity",
+    "Changes",
+    "CustomerState",
+    "Outgoing",
+    "apply_event",
+    "apply_timer",
+    "archive",
+    "drop_untracked",
+    "event_view",
+    "schedule_all",
+]

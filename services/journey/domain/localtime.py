@@ -1,0 +1,132 @@
+"""Local-time arithmetic for journeys: next time of day, date traits, send windows.
+
+Every function takes the instant ``now`` (aware, UTC) and a time zone, and answers an instant in
+UTC. Local times that do not exist (the hour skipped when clocks go forward) move forward by the
+gap; local times that happen twice (the hour repeated when clocks go back) take the first.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> zoneinfo.ZoneInfo:
+    return zoneinfo.ZoneInfo(name)
+
+
+def resolve_zone(wanted: str, customer_zone: Any, default: str = "UTC") -> zoneinfo.ZoneInfo:
+    """The zone a journey means: an IANA name as written, or for "customer" the customer's
+    ``timezone`` trait when it names a real zone, else the workspace default."""
+    if wanted != "customer":
+        return zone(wanted)
+    if isinstance(customer_zone, str) and customer_zone:
+        try:
+            return zone(customer_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return zone(default)
+
+
+def at_local(day: date, at: time, tz: zoneinfo.ZoneInfo) -> datetime:
+    """The UTC instant of local ``day`` at ``at`` in ``tz``."""
+    # fold=0 reads a skipped wall time with the offset in force before the change, which lands
+    # after the gap (02:30 on a spring-forward night becomes 03:30), and a repeated wall time as
+    # its first occurrence.
+    naive = datetime.combine(day, at.replace(tzinfo=None))
+    return naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
+
+
+def next_time_of_day(
+    now: datetime, at: time, tz: zoneinfo.ZoneInfo, weekdays: Sequence[str] | None = None
+) -> datetime:
+    """The first instant strictly after ``now`` whose local time is ``at`` (on one of
+    ``weekdays``, if given)."""
+    today = now.astimezone(tz).date()
+    allowed = {WEEKDAYS.index(d) for d in weekdays} if weekdays else None
+    for days in range(0, 9):
+        day = today + timedelta(days=days)
+        if allowed is not None and day.weekday() not in allowed:
+            continue
+        candidate = at_local(day, at, tz)
+        if candidate > now:
+            return candidate
+    raise AssertionError("unreachable: a week always holds an allowed day")  # pragma: no cover
+
+
+def parse_date_trait(value: Any) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) of a date trait: ``1990-05-17``, an RFC 3339 timestamp (its
+    date part) or ``--05-17`` (ISO 8601 without a year). None when it is not a date."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        if text.startswith("--") and len(text) == 7:
+            month, day = int(text[2:4]), int(text[5:7])
+            date(2000, month, day)  # a leap year accepts 02-29
+            return None, month, day
+        parsed = date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+    return parsed.year, parsed.month, parsed.day
+
+
+def _on(year: int, month: int, day: int) -> date:
+    """The date in ``year``; 29 February falls on the 28th in other years."""
+    if month == 2 and day == 29:
+        try:
+            return date(year, 2, 29)
+        except ValueError:
+            return date(year, 2, 28)
+    return date(year, month, day)
+
+
+def next_date_trait(
+    now: datetime,
+    value: Any,
+    *,
+    offset: timedelta,
+    at: time,
+    tz: zoneinfo.ZoneInfo,
+    yearly: bool,
+    after: datetime | None = None,
+) -> datetime | None:
+    """When a date trait comes round: local ``at`` on the date (each year, if ``yearly``) shifted
+    by ``offset``, the first such instant after ``after`` (default ``now``). None when the trait
+    is not a date, or (not yearly) when the date has passed."""
+    parsed = parse_date_trait(value)
+    if parsed is None:
+        return None
+    year, month, day = parsed
+    floor = after if after is not None else now
+    if not yearly:
+        if year is None:
+            return None
+        instant = at_local(_on(year, month, day) + offset, at, tz)
+        return instant if instant > floor else None
+    if year is not None:
+        first = at_local(_on(year, month, day) + offset, at, tz)
+        if first > floor:
+            return first  # a date still ahead (a renewal next year) comes on its own date
+    local_year = floor.astimezone(tz).year
+    for candidate_year in range(local_year - 1, local_year + 3):
+        instant = at_local(_on(candidate_year, month, day) + offset, at, tz)
+        if instant > floor:
+            return instant
+    return None  # pragma: no cover - some year within three always comes after
+
+
+def window_opens(now: datetime, start: time, end: time, tz: zoneinfo.ZoneInfo) -> datetime | None:
+    """None when a send window [start, end) is open at ``now``; otherwise when it next opens.
+    A window whose end is earlier than its start spans midnight."""
+    local = now.astimezone(tz).time().replace(tzinfo=None)
+    inside = start <= local < end if start < end else (local >= start or local < end)
+    if inside:
+        return None
+    return next_time_of_day(now, start, tz)
