@@ -1,7 +1,9 @@
-"""Wires the journey service: catalog, consumer of the events topic, outbox relay."""
+"""Wires the journey service: journeys and workspace policies, the consumer of the events topic,
+the timer poller and the outbox relay."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from pydantic import ValidationError
@@ -11,8 +13,15 @@ from services.journey.adapters.files import load_catalog
 from services.journey.adapters.tables import outbox
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.service_layer.handlers import handle_events
+from services.journey.service_layer.sources import (
+    Catalogs,
+    Policies,
+    StaticCatalogs,
+    StaticPolicies,
+)
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.settings import JourneySettings
+from services.journey.timer_poller import TimerPoller
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
 from shared.consumer import ConsumerRunner
@@ -45,9 +54,13 @@ class JourneyWorker(ConsumerWorker):
         bus: Bus,
         clock: Clock,
         catalog: JourneyCatalog | None = None,
+        catalogs: Catalogs | None = None,
+        policies: Policies | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog if catalog is not None else load_catalog(settings.journeys_dir)
+        self.catalogs = catalogs if catalogs is not None else StaticCatalogs(self.catalog)
+        self.policies = policies if policies is not None else StaticPolicies()
         self._sessions = session_factory(engine)
         self._clock = clock
         publisher = bus.publisher()
@@ -64,9 +77,42 @@ class JourneyWorker(ConsumerWorker):
                 max_attempts=settings.journey_max_attempts,
             ),
         )
+        self.timers = TimerPoller(
+            engine=engine,
+            clock=clock,
+            catalogs=self.catalogs,
+            policies=self.policies,
+            batch_size=settings.journey_timer_batch_size,
+            poll_interval=settings.journey_timer_poll_interval,
+            lease=settings.journey_timer_lease,
+            after_commit=self.relay.notify,
+        )
+        self._timing: asyncio.Task[None] | None = None
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         events = decode_events(records)
+        catalog = await self.catalogs.current()
+        policies = await self.policies.for_workspaces({e.workspace_id for e in events})
         async with JourneyUnitOfWork(self._sessions) as uow:
-            await handle_events(uow, events, catalog=self.catalog, now=self._clock.now())
+            await handle_events(
+                uow, events, catalog=catalog, policies=policies, now=self._clock.now()
+            )
         self.relay.notify()
+        self.timers.notify()
+
+    async def start(self) -> None:
+        await super().start()
+        self._timing = asyncio.create_task(self.timers.run(), name=f"{self.name}-timers")
+
+    async def check(self) -> None:
+        await super().check()
+        if self._timing is not None and self._timing.done():
+            error = None if self._timing.cancelled() else self._timing.exception()
+            raise RuntimeError(f"{self._timing.get_name()} stopped: {error!r}")
+
+    async def stop(self) -> None:
+        """Stop firing timers, then finish the batch in hand and drain the outbox."""
+        self.timers.stop()
+        if self._timing is not None:
+            await self._timing
+        await super().stop()

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.journey.adapters.tables import customers, outbox
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.definitions import Journey
+from services.journey.domain.policy import WorkspacePolicy
 from services.journey.service_layer.handlers import handle_events
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.contracts.events import EventEnvelope
@@ -44,9 +45,22 @@ def event(
     )
 
 
-async def apply(engine: AsyncEngine, events: list[EventEnvelope], journeys: list[Journey]) -> int:
+async def apply(
+    engine: AsyncEngine,
+    events: list[EventEnvelope],
+    journeys: list[Journey],
+    *,
+    now: datetime = NOW,
+    policy: WorkspacePolicy | None = None,
+) -> int:
     async with JourneyUnitOfWork(session_factory(engine)) as uow:
-        return await handle_events(uow, events, catalog=JourneyCatalog(journeys), now=NOW)
+        return await handle_events(
+            uow,
+            events,
+            catalog=JourneyCatalog(journeys),
+            policies={"demo": policy or WorkspacePolicy()},
+            now=now,
+        )
 
 
 async def outbox_requests(engine: AsyncEngine) -> list[MessageRequest]:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, insert, select, update
+from sqlalchemy import String, and_, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.journey.adapters.tables import customers, instances, processed_events
+from services.journey.adapters.tables import (
+    activity,
+    customers,
+    instances,
+    processed_events,
+    step_counts,
+    timers,
+)
+from services.journey.domain.customer import Activity, CustomerState
 from services.journey.domain.engine import Instance
-from services.journey.domain.profile import Profile
 
 
 def one_of(session: AsyncSession, column: Any, values: list[str]) -> Any:
@@ -55,102 +63,369 @@ class ProcessedEvents:
             await self._session.execute(insert(processed_events), rows)
 
 
-class Profiles:
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _json_safe(value: Any) -> Any:
+    """Activity details hold datetimes and durations; JSON columns want text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _upsert(session: AsyncSession, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+# Activity kinds worth a row: decisions someone will ask "why?" about. Everything else is
+# counted per step only.
+RECORDED_KINDS = frozenset({"skipped", "held", "exited", "goal"})
+
+
+class CustomerStates:
+    """Load and save ``CustomerState``: the profile row, the tracked runs and the timers."""
+
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def load(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Profile]:
-        t = customers
-        loaded: dict[tuple[str, str], Profile] = {}
-        for workspace, ids in by_workspace(keys).items():
-            rows = await self._session.execute(
-                select(t).where(
-                    t.c.workspace_id == workspace, one_of(self._session, t.c.customer_id, ids)
-                )
+    async def load(
+        self, keys: Iterable[tuple[str, str]], *, now: datetime, lock: bool
+    ) -> dict[tuple[str, str], CustomerState]:
+        """States of these customers; new customers are absent. ``lock`` takes the customers'
+        rows FOR UPDATE (PostgreSQL), in key order so that two transactions never deadlock:
+        an event and a timer of the same customer then run one after the other."""
+        c, i = customers, instances
+        states: dict[tuple[str, str], CustomerState] = {}
+        for workspace, ids in sorted(by_workspace(keys).items()):
+            query = (
+                select(c)
+                .where(c.c.workspace_id == workspace, one_of(self._session, c.c.customer_id, ids))
+                .order_by(c.c.customer_id)
             )
-            for r in rows:
-                loaded[(workspace, r.customer_id)] = Profile(
+            if lock:
+                query = query.with_for_update()
+            for r in await self._session.execute(query):
+                states[(workspace, r.customer_id)] = CustomerState(
                     workspace_id=workspace,
                     customer_id=r.customer_id,
                     traits=dict(r.traits),
+                    scores=dict(r.scores),
                     first_seen_at=r.first_seen_at,
                     last_seen_at=r.last_seen_at,
+                    entries={j: _when(at) for j, at in r.entries.items()},
+                    ledger=tuple((_when(at), channel) for at, channel in r.ledger),
+                    schedules={j: _when(at) for j, at in r.schedules.items()},
                     stored=True,
                 )
-        return loaded
+            tracked = or_(
+                i.c.status == "active",
+                and_(i.c.goal_at.is_(None), i.c.goal_until >= now),
+            )
+            rows = await self._session.execute(
+                select(i).where(
+                    i.c.workspace_id == workspace,
+                    one_of(self._session, i.c.customer_id, ids),
+                    tracked,
+                )
+            )
+            for r in rows:
+                state = states.get((workspace, r.customer_id))
+                if state is not None:
+                    state.instances[r.run_id] = _instance(r)
+        return states
 
-    async def save(self, profiles: Iterable[Profile]) -> None:
-        """Insert new profiles and update known ones: two statements per batch, not one per
-        customer (executemany on a prepared statement)."""
-        new: list[dict[str, Any]] = []
-        known: list[dict[str, Any]] = []
-        for p in profiles:
+    async def save(
+        self,
+        states: Iterable[CustomerState],
+        *,
+        timers_before: dict[tuple[str, str], dict[str, datetime]],
+        new_runs: Iterable[Instance],
+        changed_runs: Iterable[Instance],
+    ) -> None:
+        """Write profiles, runs and the timers that changed: a few statements per batch."""
+        new_profiles: list[dict[str, Any]] = []
+        known_profiles: list[dict[str, Any]] = []
+        timer_rows: list[dict[str, Any]] = []
+        gone: list[dict[str, Any]] = []
+        for state in states:
             row = {
-                "w": p.workspace_id,
-                "c": p.customer_id,
-                "traits": p.traits,
-                "last_seen_at": p.last_seen_at,
+                "w": state.workspace_id,
+                "c": state.customer_id,
+                "traits": state.traits,
+                "scores": state.scores,
+                "last_seen_at": state.last_seen_at,
+                "entries": {j: _iso(at) for j, at in state.entries.items()},
+                "ledger": [[_iso(at), channel] for at, channel in state.ledger],
+                "schedules": {j: _iso(at) for j, at in state.schedules.items()},
             }
-            if p.stored:
-                known.append(row)
+            if state.stored:
+                known_profiles.append(row)
             else:
-                new.append({**row, "first_seen_at": p.first_seen_at})
-        if known:
-            await self._session.execute(_UPDATE_PROFILE, known)
-        if new:
-            await self._session.execute(
+                new_profiles.append({**row, "first_seen_at": state.first_seen_at})
+                state.stored = True
+            key = (state.workspace_id, state.customer_id)
+            before = timers_before.get(key, {})
+            after = state.timers()
+            for name, due in after.items():
+                if before.get(name) != due:
+                    timer_rows.append(
+                        {
+                            "workspace_id": state.workspace_id,
+                            "customer_id": state.customer_id,
+                            "name": name,
+                            "due_at": due,
+                            "leased_until": None,
+                        }
+                    )
+            gone.extend(
+                {"w": state.workspace_id, "c": state.customer_id, "n": name}
+                for name in before
+                if name not in after
+            )
+        session = self._session
+        if known_profiles:
+            await session.execute(_UPDATE_PROFILE, known_profiles)
+        if new_profiles:
+            await session.execute(
                 insert(customers),
                 [
                     {
                         "workspace_id": r["w"],
                         "customer_id": r["c"],
                         "traits": r["traits"],
+                        "scores": r["scores"],
                         "first_seen_at": r["first_seen_at"],
                         "last_seen_at": r["last_seen_at"],
+                        "entries": r["entries"],
+                        "ledger": r["ledger"],
+                        "schedules": r["schedules"],
                     }
-                    for r in new
+                    for r in new_profiles
                 ],
             )
+        inserts = [_instance_row(i) for i in new_runs]
+        if inserts:
+            await session.execute(insert(instances), inserts)
+        updates = [{**_instance_row(i), "w": i.workspace_id, "r": i.run_id} for i in changed_runs]
+        if updates:
+            await session.execute(_UPDATE_INSTANCE, updates)
+        if gone:
+            await session.execute(_DELETE_TIMER, gone)
+        if timer_rows:
+            stmt = _upsert(session, timers)
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "customer_id", "name"],
+                    set_={"due_at": stmt.excluded.due_at, "leased_until": None},
+                ),
+                timer_rows,
+            )
+
+    async def record(self, lines: Iterable[Activity]) -> None:
+        """Append the activity worth keeping and bump the per-step counters."""
+        rows: list[dict[str, Any]] = []
+        counts: dict[tuple[str, str, int, str, str, str], int] = {}
+        for a in lines:
+            key = (a.workspace_id, a.journey_id, a.version, a.step or "", a.kind, a.reason or "")
+            counts[key] = counts.get(key, 0) + 1
+            if a.kind in RECORDED_KINDS:
+                rows.append(
+                    {
+                        "workspace_id": a.workspace_id,
+                        "customer_id": a.customer_id,
+                        "journey_id": a.journey_id,
+                        "version": a.version,
+                        "run_id": a.run_id,
+                        "step": a.step,
+                        "kind": a.kind,
+                        "reason": a.reason,
+                        "detail": _json_safe(dict(a.detail)),
+                        "at": a.at,
+                    }
+                )
+        if rows:
+            await self._session.execute(insert(activity), rows)
+        if counts:
+            stmt = _upsert(self._session, step_counts)
+            await self._session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[
+                        "workspace_id",
+                        "journey_id",
+                        "version",
+                        "step",
+                        "kind",
+                        "reason",
+                    ],
+                    set_={"count": step_counts.c.count + stmt.excluded.count},
+                ),
+                [
+                    {
+                        "workspace_id": w,
+                        "journey_id": j,
+                        "version": v,
+                        "step": s,
+                        "kind": k,
+                        "reason": r,
+                        "count": n,
+                    }
+                    for (w, j, v, s, k, r), n in sorted(counts.items())
+                ],
+            )
+
+
+class Timers:
+    """The durable timers: due rows are leased in one short transaction, fired in another."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def lease_due(
+        self, *, now: datetime, limit: int, lease: timedelta
+    ) -> list[tuple[str, str, str, datetime]]:
+        """Up to ``limit`` due timers not leased by another poller, oldest first, leased until
+        ``now + lease``. On PostgreSQL rows another poller is leasing are skipped, not waited
+        for; on SQLite the write lock serialises pollers."""
+        t = timers
+        query = (
+            select(t.c.workspace_id, t.c.customer_id, t.c.name, t.c.due_at)
+            .where(
+                t.c.due_at <= now,
+                or_(t.c.leased_until.is_(None), t.c.leased_until < now),
+            )
+            .order_by(t.c.due_at)
+            .limit(limit)
+        )
+        if self._session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        due = [
+            (r.workspace_id, r.customer_id, r.name, r.due_at)
+            for r in await self._session.execute(query)
+        ]
+        if due:
+            await self._session.execute(
+                _LEASE_TIMER,
+                [{"w": w, "c": c, "n": n, "until": now + lease} for w, c, n, _ in due],
+            )
+        return due
+
+    async def count_due(self, *, now: datetime, cap: int = 1_000_000) -> int:
+        """How many timers are due and not yet fired (counted up to ``cap``)."""
+        inner = select(timers.c.due_at).where(timers.c.due_at <= now).limit(cap).subquery()
+        return int(
+            (await self._session.execute(select(func.count()).select_from(inner))).scalar_one()
+        )
+
+    async def next_due(self) -> datetime | None:
+        due: datetime | None = (
+            await self._session.execute(select(func.min(timers.c.due_at)))
+        ).scalar_one()
+        return due
+
+
+def _instance(r: Any) -> Instance:
+    return Instance(
+        workspace_id=r.workspace_id,
+        customer_id=r.customer_id,
+        journey_id=r.journey_id,
+        version=r.version,
+        run_id=r.run_id,
+        step=r.step,
+        status=r.status,
+        entered_at=r.entered_at,
+        updated_at=r.updated_at,
+        wake_at=r.wake_at,
+        waiting=r.waiting,
+        key=r.key,
+        trigger=r.trigger,
+        holdout=r.holdout,
+        goal_until=r.goal_until,
+        goal_at=r.goal_at,
+        exit_reason=r.exit_reason,
+        visits=r.visits,
+    )
+
+
+def _instance_row(i: Instance) -> dict[str, Any]:
+    return {
+        "workspace_id": i.workspace_id,
+        "run_id": i.run_id,
+        "customer_id": i.customer_id,
+        "journey_id": i.journey_id,
+        "version": i.version,
+        "step": i.step,
+        "status": i.status,
+        "entered_at": i.entered_at,
+        "updated_at": i.updated_at,
+        "wake_at": i.wake_at,
+        "waiting": i.waiting,
+        "key": i.key,
+        "trigger": _json_safe(dict(i.trigger)),
+        "holdout": i.holdout,
+        "goal_until": i.goal_until,
+        "goal_at": i.goal_at,
+        "exit_reason": i.exit_reason,
+        "visits": dict(i.visits),
+    }
 
 
 _UPDATE_PROFILE = (
     update(customers)
     .where(customers.c.workspace_id == bindparam("w"), customers.c.customer_id == bindparam("c"))
-    .values(traits=bindparam("traits"), last_seen_at=bindparam("last_seen_at"))
+    .values(
+        traits=bindparam("traits"),
+        scores=bindparam("scores"),
+        last_seen_at=bindparam("last_seen_at"),
+        entries=bindparam("entries"),
+        ledger=bindparam("ledger"),
+        schedules=bindparam("schedules"),
+    )
 )
 
-
-class Instances:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def entered(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str, str]]:
-        """(workspace, customer, journey_id) for every journey those customers ever entered."""
-        t = instances
-        found: set[tuple[str, str, str]] = set()
-        for workspace, ids in by_workspace(keys).items():
-            rows = await self._session.execute(
-                select(t.c.customer_id, t.c.journey_id)
-                .where(t.c.workspace_id == workspace, one_of(self._session, t.c.customer_id, ids))
-                .distinct()
+_UPDATE_INSTANCE = (
+    update(instances)
+    .where(instances.c.workspace_id == bindparam("w"), instances.c.run_id == bindparam("r"))
+    .values(
+        {
+            c: bindparam(c)
+            for c in (
+                "step",
+                "status",
+                "updated_at",
+                "wake_at",
+                "waiting",
+                "goal_at",
+                "exit_reason",
+                "visits",
             )
-            found.update((workspace, r.customer_id, r.journey_id) for r in rows)
-        return found
+        }
+    )
+)
 
-    async def add(self, new: Iterable[Instance]) -> None:
-        rows = [
-            {
-                "workspace_id": i.workspace_id,
-                "run_id": i.run_id,
-                "customer_id": i.customer_id,
-                "journey_id": i.journey_id,
-                "version": i.version,
-                "step": i.step,
-                "status": i.status,
-                "entered_at": i.entered_at,
-                "updated_at": i.updated_at,
-            }
-            for i in new
-        ]
-        if rows:
-            await self._session.execute(insert(instances), rows)
+_DELETE_TIMER = delete(timers).where(
+    timers.c.workspace_id == bindparam("w"),
+    timers.c.customer_id == bindparam("c"),
+    timers.c.name == bindparam("n"),
+)
+
+_LEASE_TIMER = (
+    update(timers)
+    .where(
+        timers.c.workspace_id == bindparam("w"),
+        timers.c.customer_id == bindparam("c"),
+        timers.c.name == bindparam("n"),
+    )
+    .values(leased_until=bindparam("until"))
+)

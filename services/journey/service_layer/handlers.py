@@ -1,14 +1,26 @@
-"""Handlers of the journey service: load through the unit of work, call the domain, write state,
-idempotency marks and outbox records in one transaction. Nothing is published from here."""
+"""Handlers of the journey service: load customer states through the unit of work, apply events
+or due timers with the domain, and write state, timers, activity, idempotency marks and outbox
+records in one transaction. Nothing is published from here.
+
+Query count is constant per batch: duplicates, states and runs are each loaded with one query per
+workspace for the whole batch, and written with one statement per table.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from services.journey.domain import engine
 from services.journey.domain.catalog import JourneyCatalog
-from services.journey.domain.profile import Profile
+from services.journey.domain.customer import (
+    Changes,
+    CustomerState,
+    Outgoing,
+    apply_event,
+    apply_timer,
+)
+from services.journey.domain.policy import WorkspacePolicy
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.bus.ports import OutgoingRecord
 from shared.contracts.events import EventEnvelope
@@ -16,18 +28,25 @@ from shared.contracts.messages import MessageRequest
 from shared.contracts.topics import MESSAGES
 
 
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A timer the poller leased: (workspace, customer, name) and when it was due."""
+
+    workspace_id: str
+    customer_id: str
+    name: str
+    due_at: datetime
+
+
 async def handle_events(
     uow: JourneyUnitOfWork,
     events: Sequence[EventEnvelope],
     *,
     catalog: JourneyCatalog,
+    policies: dict[str, WorkspacePolicy],
     now: datetime,
 ) -> int:
-    """Apply a batch of events; returns how many were new (duplicates are skipped).
-
-    Query count is constant per batch: duplicates, profiles and journey history are each loaded
-    with one query for the whole batch.
-    """
+    """Apply a batch of events; returns how many were new (duplicates are skipped)."""
     seen = await uow.processed.seen((e.workspace_id, e.event_id) for e in events)
     fresh: list[EventEnvelope] = []
     batch_ids: set[tuple[str, str]] = set()
@@ -40,76 +59,110 @@ async def handle_events(
     if not fresh:
         return 0
 
-    subjects = {(e.workspace_id, e.subject) for e in fresh}
-    profiles = await uow.profiles.load(subjects)
-    entered = await uow.instances.entered(subjects)
-    new_instances: list[engine.Instance] = []
-    outgoing: list[OutgoingRecord] = []
-
+    batch = await _Batch.open(uow, {(e.workspace_id, e.subject) for e in fresh}, now)
     for event in fresh:
-        key = (event.workspace_id, event.subject)
-        profile = profiles.get(key)
-        if profile is None:
-            profile = profiles[key] = Profile(
-                workspace_id=event.workspace_id, customer_id=event.subject
-            )
-        profile.observe(traits=event.traits, at=event.occurred_at)
-        if event.historical:
-            continue  # backfilled history builds state but never sends
-        for journey in catalog.triggered_by(event.type):
-            history_key = (event.workspace_id, event.subject, journey.id)
-            if journey.reentry == "never" and history_key in entered:
-                continue
-            entered.add(history_key)
-            run_id = engine.run_id_for(
-                journey,
-                workspace_id=event.workspace_id,
-                customer_id=event.subject,
-                event_id=event.event_id,
-            )
-            instance, effects = engine.enter(
-                journey,
-                workspace_id=event.workspace_id,
-                customer_id=event.subject,
-                run_id=run_id,
-                now=now,
-            )
-            new_instances.append(instance)
-            for effect in effects:
-                if isinstance(effect, engine.RequestMessage):
-                    request = MessageRequest(
-                        message_id=effect.message_id,
-                        workspace_id=event.workspace_id,
-                        customer_id=event.subject,
-                        channel=effect.channel,
-                        template=effect.template,
-                        category=effect.category,
-                        journey_id=journey.id,
-                        journey_version=journey.version,
-                        run_id=run_id,
-                        step=effect.step,
-                        requested_at=now,
-                        recipient=profile.recipient(),
-                        data={
-                            "event": {
-                                "type": event.type,
-                                "id": event.event_id,
-                                "properties": event.properties,
-                            }
-                        },
-                    )
-                    outgoing.append(
-                        OutgoingRecord(
-                            topic=MESSAGES,
-                            key=request.key,
-                            value=request.to_json(),
-                            headers=request.headers(),
-                        )
-                    )
-
-    await uow.profiles.save(profiles[k] for k in subjects)
-    await uow.instances.add(new_instances)
-    await uow.emit(outgoing)
+        state = batch.state(event.workspace_id, event.subject)
+        policy = policies.get(event.workspace_id) or WorkspacePolicy()
+        live = policy.is_live(occurred_at=event.occurred_at, historical=event.historical, now=now)
+        batch.add(
+            apply_event(state, event, catalog=catalog, policy=policy.policy, now=now, live=live)
+        )
+    await batch.close(now)
     await uow.processed.mark(batch_ids, at=now)
     await uow.commit()
     return len(fresh)
+
+
+async def handle_timers(
+    uow: JourneyUnitOfWork,
+    fired: Sequence[Fired],
+    *,
+    catalog: JourneyCatalog,
+    policies: dict[str, WorkspacePolicy],
+    now: datetime,
+) -> int:
+    """Fire leased timers; returns how many fired. A timer that an event moved or removed since
+    it was leased is left alone: the state, read under the customer's lock, is the truth."""
+    batch = await _Batch.open(uow, {(f.workspace_id, f.customer_id) for f in fired}, now)
+    count = 0
+    # Due order, and for timers due together the journey with the higher priority first, so it
+    # takes the frequency cap's one send.
+    for timer in sorted(fired, key=lambda f: (f.due_at, f.workspace_id, f.customer_id, f.name)):
+        state = batch.states.get((timer.workspace_id, timer.customer_id))
+        if state is None:
+            continue
+        due = state.timers().get(timer.name)
+        if due is None or due > now:
+            continue
+        policy = policies.get(timer.workspace_id) or WorkspacePolicy()
+        batch.add(apply_timer(state, timer.name, catalog=catalog, policy=policy.policy, now=now))
+        count += 1
+    await batch.close(now)
+    await uow.commit()
+    return count
+
+
+class _Batch:
+    """The customer states of one transaction, and everything that changed in them."""
+
+    def __init__(
+        self, uow: JourneyUnitOfWork, states: dict[tuple[str, str], CustomerState]
+    ) -> None:
+        self.uow = uow
+        self.states = states
+        self.timers_before = {key: s.timers() for key, s in states.items()}
+        self.stored_runs = {run for s in states.values() for run in s.instances}
+        self.changes = Changes()
+
+    @classmethod
+    async def open(
+        cls, uow: JourneyUnitOfWork, keys: set[tuple[str, str]], now: datetime
+    ) -> _Batch:
+        return cls(uow, await uow.states.load(keys, now=now, lock=True))
+
+    def state(self, workspace_id: str, customer_id: str) -> CustomerState:
+        key = (workspace_id, customer_id)
+        state = self.states.get(key)
+        if state is None:
+            state = self.states[key] = CustomerState(workspace_id, customer_id)
+        return state
+
+    def add(self, changes: Changes) -> None:
+        self.changes.extend(changes)
+
+    async def close(self, now: datetime) -> None:
+        runs = self.changes.instances.values()
+        await self.uow.states.save(
+            self.states.values(),
+            timers_before=self.timers_before,
+            new_runs=[r for r in runs if r.run_id not in self.stored_runs],
+            changed_runs=[r for r in runs if r.run_id in self.stored_runs],
+        )
+        await self.uow.states.record(self.changes.activity)
+        await self.uow.emit(list(_requests(self.changes.messages, self.states, now)))
+
+
+def _requests(
+    messages: Iterable[Outgoing], states: dict[tuple[str, str], CustomerState], now: datetime
+) -> Iterable[OutgoingRecord]:
+    for message in messages:
+        run, send = message.instance, message.send
+        state = states[(run.workspace_id, run.customer_id)]
+        request = MessageRequest(
+            message_id=send.message_id,
+            workspace_id=run.workspace_id,
+            customer_id=run.customer_id,
+            channel=send.channel,
+            template=send.template,
+            category=send.category,
+            journey_id=run.journey_id,
+            journey_version=run.version,
+            run_id=run.run_id,
+            step=send.step,
+            requested_at=now,
+            recipient=state.recipient(),
+            data={"event": dict(run.trigger)},
+        )
+        yield OutgoingRecord(
+            topic=MESSAGES, key=request.key, value=request.to_json(), headers=request.headers()
+        )

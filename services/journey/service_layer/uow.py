@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.journey.adapters.repository import Instances, ProcessedEvents, Profiles
+from services.journey.adapters.repository import CustomerStates, ProcessedEvents, Timers
 from services.journey.adapters.tables import outbox
 from shared.bus.ports import OutgoingRecord
 from shared.db.uow import SqlUnitOfWork
@@ -15,13 +15,13 @@ from shared.outbox import add_to_outbox
 
 class JourneyUnitOfWork(SqlUnitOfWork):
     processed: ProcessedEvents
-    profiles: Profiles
-    instances: Instances
+    states: CustomerStates
+    timers: Timers
 
     def _bind(self, session: AsyncSession) -> None:
         self.processed = ProcessedEvents(session)
-        self.profiles = Profiles(session)
-        self.instances = Instances(session)
+        self.states = CustomerStates(session)
+        self.timers = Timers(session)
 
     async def emit(self, records: Sequence[OutgoingRecord]) -> None:
         """Write records to the outbox; the relay publishes them after commit."""

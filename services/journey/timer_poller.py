@@ -1,0 +1,126 @@
+"""The timer poller: fires the durable timers of journeys (ends of waits, wait_for timeouts,
+held sends, birthdays, inactivity) when they come due.
+
+Each round leases a batch of due timers in one short transaction (``leased_until``; on
+PostgreSQL with SKIP LOCKED, so replicas take different batches), then fires them in a second
+transaction that locks the customers' rows, re-reads their state and fires only the timers that
+are still due there. An event of the same customer handled meanwhile either committed first
+(the timer it moved or cleared is skipped) or waits for the lock. A replica that dies holding a
+lease leaves the timers to the others once the lease passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.journey.service_layer.handlers import Fired, handle_timers
+from services.journey.service_layer.sources import Catalogs, Policies
+from services.journey.service_layer.uow import JourneyUnitOfWork
+from shared.clock import Clock
+from shared.db.engine import session_factory
+
+log = logging.getLogger(__name__)
+
+TIMERS_DUE = Gauge(
+    "ciclo_journey_timers_due", "Journey timers due and not yet fired (backlog of the poller)"
+)
+TIMERS_FIRED = Counter("ciclo_journey_timers_fired_total", "Journey timers fired")
+LATENESS = Histogram(
+    "ciclo_journey_timer_lateness_seconds",
+    "How long after its due time a timer fired",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+class TimerPoller:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        catalogs: Catalogs,
+        policies: Policies,
+        batch_size: int,
+        poll_interval: float,
+        lease: float,
+        after_commit: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = session_factory(engine)
+        self._clock = clock
+        self._catalogs = catalogs
+        self._policies = policies
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._lease = timedelta(seconds=lease)
+        self._after_commit = after_commit
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """A timer may have been set earlier than the poller's next look: look now."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fired = await self.fire_due()
+            except Exception:
+                log.exception("timer round failed; retrying")
+                fired = 0
+                await self._pause(self._poll_interval * 5)
+            if fired == 0:
+                await self._pause(await self._idle_for())
+
+    async def fire_due(self) -> int:
+        """One round: lease due timers and fire them. Returns how many were leased."""
+        now = self._clock.now()
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            leased = await uow.timers.lease_due(now=now, limit=self._batch_size, lease=self._lease)
+            backlog = len(leased)
+            if backlog == self._batch_size:
+                backlog = await uow.timers.count_due(now=now)
+            await uow.commit()
+        TIMERS_DUE.set(max(backlog - len(leased), 0))
+        if not leased:
+            return 0
+        fired = [Fired(*row) for row in leased]
+        catalog = await self._catalogs.current()
+        policies = await self._policies.for_workspaces({f.workspace_id for f in fired})
+        now = self._clock.now()
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            count = await handle_timers(uow, fired, catalog=catalog, policies=policies, now=now)
+        for f in fired:
+            LATENESS.observe(max((now - f.due_at).total_seconds(), 0.0))
+        TIMERS_FIRED.inc(count)
+        self._after_commit()
+        return len(leased)
+
+    async def _idle_for(self) -> float:
+        """Sleep until the next timer is due, but no longer than the poll interval."""
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            due = await uow.timers.next_due()
+        if due is None:
+            return self._poll_interval
+        wait = (due - self._clock.now()).total_seconds()
+        if wait <= 0:
+            return self._poll_interval  # due but leased by another replica
+        return min(wait, self._poll_interval)
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self._wake.clear()
+        waiter: Awaitable[bool] = self._wake.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter, timeout=seconds)

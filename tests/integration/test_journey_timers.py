@@ -1,0 +1,276 @@
+"""Durable timers on SQLite and PostgreSQL: waits fire through the poller, events and timers of
+one customer never race, several pollers never fire a timer twice, the live cut-off holds."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.journey.adapters.tables import (
+    activity,
+    customers,
+    instances,
+    outbox,
+    step_counts,
+    timers,
+)
+from services.journey.domain.catalog import JourneyCatalog
+from services.journey.domain.definitions import Journey
+from services.journey.domain.policy import WorkspacePolicy
+from services.journey.service_layer.handlers import handle_events
+from services.journey.service_layer.sources import StaticCatalogs, StaticPolicies
+from services.journey.service_layer.uow import JourneyUnitOfWork
+from services.journey.timer_poller import TimerPoller
+from shared.clock import VirtualClock
+from shared.contracts.events import EventEnvelope
+from shared.contracts.messages import MessageRequest
+from shared.db.engine import session_factory
+
+START = datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+CART = Journey.model_validate(
+    {
+        "id": "cart",
+        "version": 1,
+        "name": "Cart abandonment",
+        "trigger": {"event": "cart_updated", "key": "cart_id"},
+        "reentry": "always",
+        "exit_when": [{"event": "order_completed", "match": "cart_id"}],
+        "start": "quiet",
+        "steps": {
+            "quiet": {
+                "wait_for": {"event": "cart_updated", "match": "cart_id", "timeout": "PT1H"},
+                "on_event": "quiet",
+                "on_timeout": "remind",
+            },
+            "remind": {"send": {"channel": "email", "template": "cart-1"}, "next": "later"},
+            "later": {"wait": "PT23H", "next": "again"},
+            "again": {"send": {"channel": "email", "template": "cart-2"}},
+        },
+    }
+)
+
+
+def cart_event(
+    event_id: str, customer: str, cart: str, at: datetime, type_: str = "cart_updated"
+) -> EventEnvelope:
+    return EventEnvelope.model_validate(
+        {
+            "event_id": event_id,
+            "workspace_id": "demo",
+            "customer_id": customer,
+            "type": type_,
+            "occurred_at": at,
+            "received_at": at,
+            "properties": {"cart_id": cart},
+            "traits": {"email": f"{customer}@example.com"},
+        }
+    )
+
+
+async def apply(
+    engine: AsyncEngine,
+    events: list[EventEnvelope],
+    now: datetime,
+    policy: WorkspacePolicy | None = None,
+) -> None:
+    async with JourneyUnitOfWork(session_factory(engine)) as uow:
+        await handle_events(
+            uow,
+            events,
+            catalog=JourneyCatalog([CART]),
+            policies={"demo": policy or WorkspacePolicy()},
+            now=now,
+        )
+
+
+def poller(engine: AsyncEngine, clock: VirtualClock, batch_size: int = 100) -> TimerPoller:
+    return TimerPoller(
+        engine=engine,
+        clock=clock,
+        catalogs=StaticCatalogs(JourneyCatalog([CART])),
+        policies=StaticPolicies(),
+        batch_size=batch_size,
+        poll_interval=0.05,
+        lease=30,
+    )
+
+
+async def sent(engine: AsyncEngine) -> list[MessageRequest]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(outbox.c.value).order_by(outbox.c.id))).all()
+    return [MessageRequest.from_json(r.value) for r in rows]
+
+
+async def pending(engine: AsyncEngine) -> list[tuple[str, str, datetime]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(timers.c.customer_id, timers.c.name, timers.c.due_at).order_by(
+                timers.c.customer_id
+            )
+        )
+        return [(r.customer_id, r.name, r.due_at) for r in rows]
+
+
+async def test_a_wait_fires_through_the_poller_and_the_next_wait_is_durable(
+    engine: AsyncEngine,
+) -> None:
+    clock = VirtualClock(START)
+    await apply(engine, [cart_event("e1", "c1", "A", START)], START)
+    [(_, name, due)] = await pending(engine)
+    assert name.startswith("run:") and due == START + timedelta(hours=1)
+
+    timer_poller = poller(engine, clock)
+    assert await timer_poller.fire_due() == 0  # not due yet
+    clock.advance(timedelta(hours=1))
+    assert await timer_poller.fire_due() == 1
+    [first] = await sent(engine)
+    assert (first.template, first.customer_id, first.data["event"]["properties"]) == (
+        "cart-1",
+        "c1",
+        {"cart_id": "A"},
+    )
+    [(_, _, due)] = await pending(engine)  # the 23 h wait, as a new due time on the same timer
+    assert due == START + timedelta(hours=24)
+    clock.advance(timedelta(hours=23))
+    assert await timer_poller.fire_due() == 1
+    assert [m.template for m in await sent(engine)] == ["cart-1", "cart-2"]
+    assert await pending(engine) == []
+    async with engine.connect() as conn:
+        status = (await conn.execute(select(instances.c.status))).scalar_one()
+    assert status == "completed"
+
+
+async def test_a_new_update_of_the_cart_restarts_its_hour(engine: AsyncEngine) -> None:
+    await apply(engine, [cart_event("e1", "c1", "A", START)], START)
+    later = START + timedelta(minutes=40)
+    await apply(engine, [cart_event("e2", "c1", "A", later)], later)
+    [(_, _, due)] = await pending(engine)
+    assert due == later + timedelta(hours=1)
+    async with engine.connect() as conn:
+        runs = (await conn.execute(select(func.count()).select_from(instances))).scalar_one()
+    assert runs == 1  # keyed on the cart: the second update did not start a second run
+
+
+async def test_an_order_of_the_cart_cancels_the_pending_reminder_at_once(
+    engine: AsyncEngine,
+) -> None:
+    clock = VirtualClock(START)
+    await apply(
+        engine, [cart_event("e1", "c1", "A", START), cart_event("e2", "c1", "B", START)], START
+    )
+    assert len(await pending(engine)) == 2
+    at = START + timedelta(minutes=10)
+    await apply(engine, [cart_event("o1", "c1", "A", at, type_="order_completed")], at)
+    assert len(await pending(engine)) == 1  # only cart B's timer is left
+    clock.advance(timedelta(hours=2))
+    await poller(engine, clock).fire_due()
+    [only] = await sent(engine)
+    assert only.data["event"]["properties"]["cart_id"] == "B"
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(activity.c.kind, activity.c.reason).where(activity.c.kind == "exited")
+            )
+        ).all()
+    assert [(r.kind, r.reason) for r in rows] == [("exited", "exit_when")]
+
+
+async def test_a_timer_leased_before_an_exit_event_does_not_send(engine: AsyncEngine) -> None:
+    """The race: a poller leases a due timer, an order of the cart commits, then the poller
+    fires. It re-reads the state under the customer's lock and finds nothing due."""
+    clock = VirtualClock(START + timedelta(hours=2))
+    await apply(engine, [cart_event("e1", "c1", "A", START)], START)
+    async with JourneyUnitOfWork(session_factory(engine)) as uow:
+        leased = await uow.timers.lease_due(now=clock.now(), limit=10, lease=timedelta(seconds=30))
+        await uow.commit()
+    assert len(leased) == 1
+    at = clock.now()
+    await apply(engine, [cart_event("o1", "c1", "A", at, type_="order_completed")], at)
+    from services.journey.service_layer.handlers import Fired, handle_timers
+
+    async with JourneyUnitOfWork(session_factory(engine)) as uow:
+        fired = await handle_timers(
+            uow,
+            [Fired(*row) for row in leased],
+            catalog=JourneyCatalog([CART]),
+            policies={},
+            now=clock.now(),
+        )
+    assert fired == 0
+    assert await sent(engine) == []
+
+
+async def test_pollers_running_side_by_side_fire_each_timer_once(engine: AsyncEngine) -> None:
+    customers_n = 120
+    await apply(
+        engine, [cart_event(f"e{i}", f"c{i}", "A", START) for i in range(customers_n)], START
+    )
+    clock = VirtualClock(START + timedelta(hours=1, seconds=1))
+    pollers = [poller(engine, clock, batch_size=25) for _ in range(3)]
+
+    async def drain(p: TimerPoller) -> int:
+        total = 0
+        while (n := await p.fire_due()) > 0:
+            total += n
+        return total
+
+    await asyncio.gather(*(drain(p) for p in pollers))
+    requests = await sent(engine)
+    assert len(requests) == customers_n
+    assert len({r.message_id for r in requests}) == customers_n
+    # every run now waits its 23 hours
+    assert {name for _, name, _ in await pending(engine)} == {f"run:{r.run_id}" for r in requests}
+
+
+async def test_a_crashed_pollers_lease_passes_to_another(engine: AsyncEngine) -> None:
+    await apply(engine, [cart_event("e1", "c1", "A", START)], START)
+    clock = VirtualClock(START + timedelta(hours=1))
+    async with JourneyUnitOfWork(session_factory(engine)) as uow:  # leases, then "dies"
+        assert (
+            len(await uow.timers.lease_due(now=clock.now(), limit=10, lease=timedelta(seconds=30)))
+            == 1
+        )
+        await uow.commit()
+    other = poller(engine, clock)
+    assert await other.fire_due() == 0
+    clock.advance(timedelta(seconds=31))
+    assert await other.fire_due() == 1
+    assert len(await sent(engine)) == 1
+
+
+async def test_events_past_the_cut_off_build_state_but_never_start_runs(
+    engine: AsyncEngine,
+) -> None:
+    policy = WorkspacePolicy(max_event_age=timedelta(days=1), live_from=START - timedelta(days=30))
+    stale = cart_event("e1", "c1", "A", START - timedelta(days=2))
+    before_live = cart_event("e2", "c2", "A", START - timedelta(days=40))
+    await apply(engine, [stale, before_live], START, policy)
+    assert await pending(engine) == []
+    async with engine.connect() as conn:
+        profiles = (await conn.execute(select(func.count()).select_from(customers))).scalar_one()
+        runs = (await conn.execute(select(func.count()).select_from(instances))).scalar_one()
+    assert (profiles, runs) == (2, 0)
+    live = cart_event("e3", "c1", "B", START - timedelta(hours=2))
+    await apply(engine, [live], START, policy)
+    assert len(await pending(engine)) == 1
+
+
+async def test_step_counters_add_up_across_batches(engine: AsyncEngine) -> None:
+    await apply(engine, [cart_event("e1", "c1", "A", START)], START)
+    await apply(engine, [cart_event("e2", "c2", "A", START)], START)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(step_counts.c.step, step_counts.c.kind, step_counts.c.count).order_by(
+                    step_counts.c.kind
+                )
+            )
+        ).all()
+    assert [(r.step, r.kind, r.count) for r in rows] == [
+        ("quiet", "entered", 2),
+        ("quiet", "waited", 2),
+    ]
