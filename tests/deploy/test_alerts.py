@@ -29,11 +29,14 @@ METRICS: dict[str, set[str]] = {
     "ciclo_outbox_depth": {"outbox"},
     "ciclo_http_requests_total": {"method", "route", "status"},
     "ciclo_webhook_deliveries_total": {"source", "outcome"},
+    "ciclo_journey_timers_due": set(),
+    "ciclo_journey_timers_fired_total": set(),
     "up": set(),
 }
 HISTOGRAMS: dict[str, set[str]] = {
     "ciclo_consumer_batch_seconds": {"group"},
     "ciclo_http_request_seconds": {"method", "route"},
+    "ciclo_journey_timer_lateness_seconds": set(),
 }
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"job", "instance"}
@@ -61,6 +64,7 @@ REQUIRED_ALERTS = {
     "CicloOutboxNotDraining",
     "CicloIngest5xxRatioHigh",
     "CicloHighLatencyP99",
+    "CicloTimersBehind",
 }
 KEYWORDS = {
     "and",
