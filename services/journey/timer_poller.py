@@ -20,7 +20,8 @@ from datetime import timedelta
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.journey.service_layer.handlers import Fired, handle_timers
+from services.journey.domain.catalog import JourneyCatalog
+from services.journey.service_layer.handlers import Fired, backfill_schedules, handle_timers
 from services.journey.service_layer.sources import Catalogs, Policies
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.clock import Clock
@@ -62,6 +63,7 @@ class TimerPoller:
         self._after_commit = after_commit
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._backfilled: JourneyCatalog | None = None
 
     def notify(self) -> None:
         """A timer may have been set earlier than the poller's next look: look now."""
@@ -80,6 +82,11 @@ class TimerPoller:
                 fired = 0
                 await self._pause(self._poll_interval * 5)
             if fired == 0:
+                try:
+                    if await self.backfill_step():
+                        continue
+                except Exception:
+                    log.exception("schedule backfill failed; retrying")
                 await self._pause(await self._idle_for())
 
     async def fire_due(self) -> int:
@@ -105,6 +112,37 @@ class TimerPoller:
         TIMERS_FIRED.inc(count)
         self._after_commit()
         return len(leased)
+
+    async def backfill_step(self) -> bool:
+        """When idle: schedule birthdays (and other date triggers) for one chunk of the
+        customers who were there before a dated journey was published. True when a chunk was
+        done and more may follow."""
+        catalog = await self._catalogs.current()
+        if catalog is self._backfilled:
+            return False
+        wanted = [(scope or "", j.id, j.version) for scope, j in catalog.dated()]
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            unfinished = await uow.backfills.unfinished(wanted)
+            await uow.commit()
+        if not unfinished:
+            self._backfilled = catalog
+            return False
+        key, after = unfinished[0]
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            upcoming = await uow.states.keys_after(key[0] or None, after, self._batch_size)
+            await uow.commit()
+        policies = await self._policies.for_workspaces({w for w, _ in upcoming})
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            await backfill_schedules(
+                uow,
+                key=key,
+                after=after,
+                catalog=catalog,
+                policies=policies,
+                now=self._clock.now(),
+                limit=self._batch_size,
+            )
+        return True
 
     async def _idle_for(self) -> float:
         """Sleep until the next timer is due, but no longer than the poll interval."""

@@ -274,3 +274,68 @@ async def test_step_counters_add_up_across_batches(engine: AsyncEngine) -> None:
         ("quiet", "entered", 2),
         ("quiet", "waited", 2),
     ]
+
+
+BIRTHDAY = Journey.model_validate(
+    {
+        "id": "birthday",
+        "version": 1,
+        "name": "Birthday",
+        "trigger": {"date_trait": "birthday", "at": "09:00:00"},
+        "reentry": "always",
+        "start": "greet",
+        "steps": {"greet": {"send": {"channel": "email", "template": "birthday-1"}}},
+    }
+)
+
+
+async def test_customers_already_there_get_birthday_schedules_when_the_journey_arrives(
+    engine: AsyncEngine,
+) -> None:
+    profiles = [
+        EventEnvelope.model_validate(
+            {
+                "event_id": f"i{i}",
+                "workspace_id": "demo",
+                "customer_id": f"c{i:02d}",
+                "type": "identify",
+                "occurred_at": START,
+                "received_at": START,
+                "traits": {
+                    "email": f"c{i}@example.com",
+                    "birthday": "1990-11-25" if i % 3 else "not a date",
+                    "timezone": "Europe/Madrid",
+                },
+            }
+        )
+        for i in range(12)
+    ]
+    await apply(engine, profiles, START)  # no birthday journey yet: no schedules
+    assert await pending(engine) == []
+
+    clock = VirtualClock(START)
+    catalog = JourneyCatalog([CART, BIRTHDAY])
+    backfiller = TimerPoller(
+        engine=engine,
+        clock=clock,
+        catalogs=StaticCatalogs(catalog),
+        policies=StaticPolicies(),
+        batch_size=5,  # three chunks for twelve customers
+        poll_interval=0.05,
+        lease=30,
+    )
+    chunks = 0
+    while await backfiller.backfill_step():
+        chunks += 1
+    assert chunks == 3
+    assert await backfiller.backfill_step() is False  # finished, remembered
+    due = await pending(engine)
+    assert len(due) == 8  # the four with no real date get none
+    # 09:00 in Madrid (UTC+1 in November) on the 25th
+    assert {d for _, _, d in due} == {datetime(2026, 11, 25, 8, tzinfo=UTC)}
+
+    clock.advance(due[0][2] - START)
+    assert [await backfiller.fire_due() for _ in range(3)] == [5, 3, 0]
+    assert [m.template for m in await sent(engine)] == ["birthday-1"] * 8
+    # and next year's greeting is already scheduled
+    assert {d for _, _, d in await pending(engine)} == {datetime(2027, 11, 25, 8, tzinfo=UTC)}

@@ -6,13 +6,26 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, and_, any_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.journey.adapters.tables import (
     activity,
+    backfills,
     customers,
     instances,
     processed_events,
@@ -145,6 +158,20 @@ class CustomerStates:
                 if state is not None:
                     state.instances[r.run_id] = _instance(r)
         return states
+
+    async def keys_after(
+        self, workspace: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[tuple[str, str]]:
+        """The next ``limit`` customers in key order after ``after`` (in one workspace, or in
+        all of them): keyset paging, so a backfill never holds every customer in memory."""
+        c = customers
+        query = select(c.c.workspace_id, c.c.customer_id)
+        if workspace is not None:
+            query = query.where(c.c.workspace_id == workspace)
+        if after is not None:
+            query = query.where(tuple_(c.c.workspace_id, c.c.customer_id) > tuple_(*after))
+        query = query.order_by(c.c.workspace_id, c.c.customer_id).limit(limit)
+        return [(r.workspace_id, r.customer_id) for r in await self._session.execute(query)]
 
     async def save(
         self,
@@ -284,6 +311,53 @@ class CustomerStates:
                     for (w, j, v, s, k, r), n in sorted(counts.items())
                 ],
             )
+
+
+class Backfills:
+    """Progress of computing schedules for customers already there when a dated journey came."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def unfinished(
+        self, wanted: Iterable[tuple[str, str, int]]
+    ) -> list[tuple[tuple[str, str, int], tuple[str, str] | None]]:
+        """Of the (scope, journey id, version) wanted, those not finished, with the last
+        customer done (None: not started)."""
+        wanted = list(wanted)
+        if not wanted:
+            return []
+        b = backfills
+        rows = await self._session.execute(select(b))
+        known = {(r.scope, r.journey_id, r.version): r for r in rows}
+        out: list[tuple[tuple[str, str, int], tuple[str, str] | None]] = []
+        for key in wanted:
+            row = known.get(key)
+            if row is None:
+                out.append((key, None))
+            elif row.finished_at is None:
+                after = (
+                    (row.after_workspace, row.after_customer)
+                    if row.after_workspace is not None
+                    else None
+                )
+                out.append((key, after))
+        return out
+
+    async def advance(
+        self, key: tuple[str, str, int], after: tuple[str, str] | None, finished_at: datetime | None
+    ) -> None:
+        stmt = _upsert(self._session, backfills)
+        values = {
+            "after_workspace": after[0] if after else None,
+            "after_customer": after[1] if after else None,
+            "finished_at": finished_at,
+        }
+        await self._session.execute(
+            stmt.values(
+                scope=key[0], journey_id=key[1], version=key[2], **values
+            ).on_conflict_do_update(index_elements=["scope", "journey_id", "version"], set_=values)
+        )
 
 
 class Timers:

@@ -118,4 +118,17 @@ processed_events = Table(
     Column("processed_at", UtcDateTime(), nullable=False),
 )
 
+# Progress of computing trigger schedules for customers who were already there when a dated
+# journey (a birthday) was published: resumable, one chunk of customers at a time.
+backfills = Table(
+    "journey_backfills",
+    metadata,
+    Column("scope", String(64), primary_key=True, doc="workspace id; '' for journeys/ files"),
+    Column("journey_id", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("after_workspace", String(64), nullable=True),
+    Column("after_customer", String(210), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+)
+
 outbox = outbox_table(metadata, "journey_outbox")

@@ -112,6 +112,18 @@ class JourneyCatalog:
             view = self._views[workspace] = WorkspaceJourneys(current=merged).index()
         return view
 
+    def dated(self) -> list[tuple[str | None, Journey]]:
+        """Published date-triggered journeys with their scope (None: every workspace)."""
+        return sorted(
+            (
+                (scope, journey)
+                for scope, current in self._current.items()
+                for journey, status in current.values()
+                if status == "published" and isinstance(journey.trigger, DateTrigger)
+            ),
+            key=lambda item: (item[0] or "", item[1].id),
+        )
+
     def workspaces(self) -> set[str]:
         return {w for w in self._current if w is not None}
 

@@ -19,6 +19,7 @@ from services.journey.domain.customer import (
     Outgoing,
     apply_event,
     apply_timer,
+    schedule_all,
 )
 from services.journey.domain.policy import WorkspacePolicy
 from services.journey.service_layer.uow import JourneyUnitOfWork
@@ -100,6 +101,35 @@ async def handle_timers(
     await batch.close(now)
     await uow.commit()
     return count
+
+
+async def backfill_schedules(
+    uow: JourneyUnitOfWork,
+    *,
+    key: tuple[str, str, int],
+    after: tuple[str, str] | None,
+    catalog: JourneyCatalog,
+    policies: dict[str, WorkspacePolicy],
+    now: datetime,
+    limit: int,
+) -> tuple[str, str] | None:
+    """Compute date-trigger schedules for the next ``limit`` customers of a dated journey's
+    scope (``key`` = (scope, journey id, version); scope '' is every workspace). Returns the
+    cursor to go on from, None when finished. Customers added since are scheduled by their own
+    events; computing twice keeps the first schedule."""
+    scope = key[0] or None
+    keys = await uow.states.keys_after(scope, after, limit)
+    if keys:
+        batch = await _Batch.open(uow, set(keys), now)
+        for (workspace, _), state in sorted(batch.states.items()):
+            policy = policies.get(workspace) or WorkspacePolicy()
+            schedule_all(state, catalog, policy.policy, now)
+        await batch.close(now)
+    done = len(keys) < limit
+    cursor = keys[-1] if keys else after
+    await uow.backfills.advance(key, cursor, now if done else None)
+    await uow.commit()
+    return None if done else cursor
 
 
 class _Batch:

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.journey.adapters.repository import CustomerStates, ProcessedEvents, Timers
+from services.journey.adapters.repository import (
+    Backfills,
+    CustomerStates,
+    ProcessedEvents,
+    Timers,
+)
 from services.journey.adapters.tables import outbox
 from shared.bus.ports import OutgoingRecord
 from shared.db.uow import SqlUnitOfWork
@@ -17,11 +22,13 @@ class JourneyUnitOfWork(SqlUnitOfWork):
     processed: ProcessedEvents
     states: CustomerStates
     timers: Timers
+    backfills: Backfills
 
     def _bind(self, session: AsyncSession) -> None:
         self.processed = ProcessedEvents(session)
         self.states = CustomerStates(session)
         self.timers = Timers(session)
+        self.backfills = Backfills(session)
 
     async def emit(self, records: Sequence[OutgoingRecord]) -> None:
         """Write records to the outbox; the relay publishes them after commit."""

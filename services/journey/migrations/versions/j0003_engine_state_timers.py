@@ -1,5 +1,5 @@
 """Engine state: profile aggregates for the engine, run timers and goals, durable timers,
-activity (skips and deferrals with reasons) and per-step counters.
+activity (skips and deferrals with reasons), per-step counters and schedule backfills.
 
 Revision ID: j0003
 Revises: j0002
@@ -81,9 +81,19 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(32), primary_key=True),
         sa.Column("count", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     )
+    op.create_table(
+        "journey_backfills",
+        sa.Column("scope", sa.String(64), primary_key=True),
+        sa.Column("journey_id", sa.String(100), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("after_workspace", sa.String(64), nullable=True),
+        sa.Column("after_customer", sa.String(210), nullable=True),
+        sa.Column("finished_at", _WHEN, nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("journey_backfills")
     op.drop_table("journey_step_counts")
     op.drop_table("journey_activity")
     op.drop_table("journey_timers")
