@@ -27,15 +27,8 @@ def schema() -> None:
     "the folder names under CICLO_TEMPLATES_DIR (default 'templates').",
 )
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "--runnable",
-    is_flag=True,
-    help="Also report what this version of the engine does not run yet (as loading would).",
-)
-def validate(files: tuple[Path, ...], runnable: bool) -> None:
+def validate(files: tuple[Path, ...]) -> None:
     from services.journey.adapters.files import check_document, read_document, template_ids
-    from services.journey.domain.definitions import JourneyDefinition
-    from services.journey.domain.validation import engine_limits
     from services.journey.errors import InvalidJourney
 
     templates = template_ids(Path(os.environ.get("CICLO_TEMPLATES_DIR", "templates")))
@@ -48,8 +41,6 @@ def validate(files: tuple[Path, ...], runnable: bool) -> None:
             failed = True
             continue
         problems = check_document(document, templates=templates)
-        if not problems and runnable:
-            problems = engine_limits(JourneyDefinition.model_validate(document))
         for problem in problems:
             click.echo(f"{path}: {problem}")
         failed = failed or bool(problems)

@@ -13,16 +13,21 @@ from services.journey.domain.conditions import Condition, evaluate
 from services.journey.domain.definitions import (
     BranchStep,
     DateTrigger,
+    EventTrigger,
     InactivityTrigger,
+    Journey,
     JourneyDefinition,
     ReentryAfter,
     SegmentTrigger,
+    SendStep,
     SplitStep,
     UntilDate,
     UntilTime,
     UpdateStep,
     WaitForStep,
     WaitStep,
+    step_kind,
+    targets,
 )
 from services.journey.domain.durations import DurationError, format_duration, parse_duration
 
@@ -245,3 +250,59 @@ def test_durations_serialise_as_written() -> None:
     assert dumped["steps"]["wait-3d"]["wait"] == "P3D"
     assert dumped["goal"]["within"] == "P14D"
     assert JourneyDefinition.model_validate(dumped) == journey
+
+
+def test_journey_is_the_whole_language() -> None:
+    assert Journey is JourneyDefinition
+
+
+def test_a_keyed_trigger_and_matches_parse() -> None:
+    journey = JourneyDefinition.model_validate(
+        document(
+            trigger={"event": "cart_updated", "key": "cart_id"},
+            exit_when=[{"event": "cart_emptied", "match": "cart_id"}],
+        )
+    )
+    assert isinstance(journey.trigger, EventTrigger)
+    assert journey.trigger.key == "cart_id"
+    assert journey.exit_when[0].match == "cart_id"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"trigger": {"event": "cart_updated", "key": "cart id"}},
+        {"exit_when": [{"event": "x", "match": "a.b"}]},
+        {"trigger": {"event": "cart_updated", "key": ""}},
+    ],
+)
+def test_key_and_match_name_a_plain_property(change: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="String should"):
+        JourneyDefinition.model_validate(document(**change))
+
+
+def test_step_kinds_and_targets() -> None:
+    steps = JourneyDefinition.model_validate(document()).steps
+    assert {name: step_kind(step) for name, step in steps.items()} == {
+        "hello": "send",
+        "wait-3d": "wait",
+        "morning": "wait",
+        "vip": "branch",
+        "split": "split",
+        "score": "update",
+        "flag": "update",
+        "bday": "wait",
+        "survey": "wait_for",
+        "end": "exit",
+    }
+    assert targets(steps["hello"]) == {"next": "wait-3d"}
+    assert targets(steps["vip"]) == {"then": "split", "else": "survey"}
+    assert targets(steps["split"]) == {"split.a.next": "score"}  # b ends the journey
+    assert targets(steps["survey"]) == {"on_event": "end", "on_timeout": "end"}
+    assert targets(steps["end"]) == {}
+
+
+def test_send_defaults() -> None:
+    hello = JourneyDefinition.model_validate(document()).steps["hello"]
+    assert isinstance(hello, SendStep)
+    assert (hello.send.category, hello.send.holdout_percent) == ("marketing", 0)

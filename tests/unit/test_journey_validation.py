@@ -1,4 +1,4 @@
-"""Checks across a journey's step graph, engine limits, and loading from files."""
+"""Checks across a journey's step graph, and loading from files."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 
 from services.journey.adapters.files import load_catalog, load_journey
-from services.journey.domain.definitions import JourneyDefinition
-from services.journey.domain.validation import (
-    Problem,
-    engine_limits,
-    json_path,
-    validate_journey,
-)
+from services.journey.domain.definitions import EventTrigger, JourneyDefinition, WaitStep
+from services.journey.domain.validation import Problem, json_path, validate_journey
 from services.journey.errors import InvalidJourney
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,31 +131,90 @@ def test_json_paths_bracket_keys_that_are_not_plain_names() -> None:
     assert json_path(["steps", "a b"]) == "$.steps['a b']"
 
 
-def test_engine_limits_name_everything_the_engine_cannot_run_yet() -> None:
+CART_WAIT = {
+    "wait_for": {"event": "order_completed", "match": "cart_id", "timeout": "PT24H"},
+    "on_timeout": "remind",
+}
+
+
+@pytest.mark.parametrize(
+    ("trigger", "kind"),
+    [
+        ({"segment": "vip"}, "a segment trigger"),
+        ({"date_trait": "birthday"}, "a date trigger"),
+        ({"inactivity": {"event": "order_completed", "for": "P60D"}}, "an inactivity trigger"),
+    ],
+)
+def test_match_needs_an_event_trigger(trigger: dict[str, Any], kind: str) -> None:
     doc = journey(
-        {
-            "a": {"send": {"channel": "email", "template": "t", "holdout_percent": 5}, "next": "w"},
-            "w": {"wait": "P1D"},
-        },
-        trigger={"segment": "vip"},
-        reentry={"after": "P30D"},
-        goal={"event": "order_completed", "within": "P7D"},
-        frequency_cap="defer",
+        {"wait_cart": CART_WAIT, "remind": send()},
+        trigger=trigger,
+        exit_when=[{"event": "logout"}, {"event": "cart_emptied", "match": "cart_id"}],
     )
-    assert messages(engine_limits(JourneyDefinition.model_validate(doc))) == [
-        "$.trigger: trigger kind 'segment' is not run by this version of the engine yet",
-        "$.reentry: reentry after a duration is not run by this version of the engine yet",
-        "$.goal: 'goal' is not run by this version of the engine yet",
-        "$.frequency_cap: 'frequency_cap' is not run by this version of the engine yet",
-        "$.steps.a.send.holdout_percent: a step holdout is not run by this version of the engine "
-        "yet",
-        "$.steps.w: step kind 'wait' is not run by this version of the engine yet",
+    assert messages(validate_journey(doc)) == [
+        "$.steps.wait_cart.wait_for.match: 'match' needs an event trigger (the run has no "
+        "triggering event to match against)",
+        "$.exit_when[1].match: 'match' needs an event trigger (the run has no triggering event "
+        "to match against)",
+    ]
+    keyed = journey({"a": send()}, trigger={**trigger, "key": "cart_id"})
+    assert messages(validate_journey(keyed)) == [
+        f"$.trigger.key: 'key' needs an event trigger ({kind} carries no event properties to "
+        "key runs on)"
     ]
 
 
-def test_engine_limits_accept_what_the_engine_runs() -> None:
-    doc = journey({"a": send(next="end"), "end": {"exit": True}}, reentry="always")
-    assert engine_limits(JourneyDefinition.model_validate(doc)) == []
+def test_match_and_key_with_an_event_trigger_are_fine() -> None:
+    doc = journey(
+        {"wait_cart": CART_WAIT, "remind": send()},
+        trigger={"event": "cart_updated", "key": "cart_id"},
+        exit_when=[{"event": "cart_emptied", "match": "cart_id"}],
+    )
+    assert validate_journey(doc) == []
+    parsed = JourneyDefinition.model_validate(doc)
+    assert isinstance(parsed.trigger, EventTrigger)
+    assert parsed.trigger.key == "cart_id"
+
+
+def test_a_bad_key_property_name_is_refused() -> None:
+    doc = journey({"a": send()}, trigger={"event": "cart_updated", "key": "cart id"})
+    [problem] = validate_journey(doc)
+    assert problem.path == "$.trigger.key"
+    assert "String should match pattern" in problem.message
+
+
+def test_other_extra_trigger_fields_read_as_usual() -> None:
+    doc = journey({"a": send()}, trigger={"segment": "vip", "colour": "red"})
+    assert messages(validate_journey(doc)) == ["$.trigger.colour: Extra inputs are not permitted"]
+
+
+def test_graph_problems_come_all_at_once() -> None:
+    doc = journey(
+        {"a": send("gone", next="nope"), "w": CART_WAIT, "remind": send()},
+        trigger={"segment": "vip"},
+    )
+    assert messages(validate_journey(doc, templates={"welcome-1"})) == [
+        "$.steps.a.next: unknown step 'nope'",
+        "$.steps.a.send.template: unknown template 'gone'",
+        "$.steps.w.wait_for.match: 'match' needs an event trigger (the run has no triggering "
+        "event to match against)",
+        "$.steps.w: unreachable from start 'a'",
+        "$.steps.remind: unreachable from start 'a'",
+    ]
+
+
+def test_a_bad_duration_in_a_wait_for_timeout_and_an_offset() -> None:
+    doc = journey(
+        {
+            "w": {"wait_for": {"event": "e", "timeout": "P0D"}, "on_timeout": "u"},
+            "u": {"wait": {"until_trait": "birthday", "offset": "-P1M"}},
+        }
+    )
+    assert messages(validate_journey(doc)) == [
+        "$.steps.w.wait_for.timeout: must be longer than zero, got P0D",
+        "$.steps.u.wait.offset: bad duration '-P1M': years and months have no fixed length; use "
+        "weeks or days (P4W, P30D)",
+    ]
 
 
 def write(tmp_path: Path, doc: object, name: str = "j.json") -> Path:
@@ -169,17 +223,35 @@ def write(tmp_path: Path, doc: object, name: str = "j.json") -> Path:
     return path
 
 
-def test_loading_refuses_a_step_kind_the_engine_does_not_run(tmp_path: Path) -> None:
-    path = write(tmp_path, journey({"a": send(next="w"), "w": {"wait": "P3D"}}))
-    with pytest.raises(InvalidJourney, match="step kind 'wait' is not run by this version"):
-        load_journey(path)
-
-
-def test_loading_refuses_a_trigger_filter_the_engine_does_not_apply(tmp_path: Path) -> None:
+def test_loading_returns_the_whole_language(tmp_path: Path) -> None:
     where = {"field": "event.properties.plan", "op": "eq", "value": "pro"}
-    path = write(tmp_path, journey({"a": send()}, trigger={"event": "signup", "where": where}))
-    with pytest.raises(InvalidJourney, match=r"\$\.trigger\.where: a trigger filter is not run"):
-        load_journey(path)
+    doc = journey(
+        {"a": send(next="w"), "w": {"wait": "P3D", "next": "b"}, "b": send()},
+        trigger={"event": "signup", "where": where},
+        reentry={"after": "P30D"},
+        goal={"event": "order_completed", "within": "P7D"},
+        send_window={"from": "09:00", "to": "20:00"},
+        priority=3,
+    )
+    loaded = load_journey(write(tmp_path, doc))
+    assert loaded == JourneyDefinition.model_validate(doc)
+    assert isinstance(loaded.steps["w"], WaitStep)
+    assert loaded.priority == 3
+
+
+def test_loading_reports_every_problem(tmp_path: Path) -> None:
+    doc = journey({"w": CART_WAIT, "remind": send(next="gone")}, trigger={"segment": "vip"})
+    with pytest.raises(InvalidJourney) as caught:
+        load_journey(write(tmp_path, doc))
+    assert str(caught.value) == (
+        f"{tmp_path / 'j.json'}: $.steps.remind.next: unknown step 'gone'; "
+        "$.steps.w.wait_for.match: 'match' needs an event trigger (the run has no triggering "
+        "event to match against)"
+    )
+
+
+def test_loading_does_not_check_templates(tmp_path: Path) -> None:
+    assert load_journey(write(tmp_path, journey({"a": send("anything")}))).id == "j"
 
 
 def test_loading_reports_language_problems_with_the_file_name(tmp_path: Path) -> None:
@@ -200,4 +272,16 @@ def test_loading_refuses_what_is_not_a_journey_object(
 
 def test_the_shipped_journeys_load() -> None:
     catalog = load_catalog(REPO / "journeys")
-    assert [j.id for j in catalog.triggered_by("signup")] == ["welcome"]
+    assert len(catalog) == len(list((REPO / "journeys").glob("*.json")))
+    assert "welcome" in [j.id for j in catalog.view("any").by_event["signup"]]
+
+
+def test_a_journey_id_defined_twice_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, journey({"a": send()}), "one.json")
+    write(tmp_path, journey({"a": send()}), "two.json")
+    with pytest.raises(ValueError, match="journey 'j' is defined twice"):
+        load_catalog(tmp_path)
+
+
+def test_a_missing_folder_is_an_empty_catalog(tmp_path: Path) -> None:
+    assert len(load_catalog(tmp_path / "none")) == 0

@@ -86,10 +86,47 @@ def test_validate_reports_unreadable_json(tmp_path: Path, templates: Path) -> No
     assert result.output.startswith(f"{path}: $: not valid JSON")
 
 
-def test_validate_runnable_adds_what_the_engine_cannot_run(tmp_path: Path, templates: Path) -> None:
-    path = write(tmp_path, "good.json", GOOD)
-    result = CliRunner().invoke(main, ["journeys", "validate", "--runnable", str(path)])
+def test_validate_accepts_the_whole_language(tmp_path: Path, templates: Path) -> None:
+    doc = json.loads(json.dumps(GOOD))
+    doc.update(
+        trigger={"event": "cart_updated", "key": "cart_id"},
+        reentry={"after": "P30D"},
+        exit_when=[{"event": "cart_emptied", "match": "cart_id"}],
+        goal={"event": "order_completed", "within": "P7D"},
+        holdout_percent=10,
+        send_window={"from": "22:00", "to": "06:00", "timezone": "Europe/Madrid"},
+        priority=2,
+        frequency_cap="skip",
+    )
+    doc["steps"]["wait"] = {
+        "wait_for": {"event": "order_completed", "match": "cart_id", "timeout": "PT24H"},
+        "on_event": "end",
+        "on_timeout": "split",
+    }
+    doc["steps"]["split"] = {
+        "split": {"a": {"percent": 50, "next": "score"}, "b": {"percent": 50, "next": "end"}}
+    }
+    doc["steps"]["score"] = {"update": {"add_score": "carts", "by": 1}, "next": "end"}
+    path = write(tmp_path, "full.json", doc)
+    result = CliRunner().invoke(main, ["journeys", "validate", str(path)])
+    assert (result.exit_code, result.output) == (0, f"{path}: ok\n")
+
+
+def test_validate_reports_a_match_without_an_event_trigger(tmp_path: Path, templates: Path) -> None:
+    doc = json.loads(json.dumps(GOOD))
+    doc["trigger"] = {"segment": "vip"}
+    doc["exit_when"] = [{"event": "order_completed", "match": "cart_id"}]
+    path = write(tmp_path, "seg.json", doc)
+    result = CliRunner().invoke(main, ["journeys", "validate", str(path)])
     assert result.exit_code == 1
     assert result.output == (
-        f"{path}: $.steps.wait: step kind 'wait' is not run by this version of the engine yet\n"
+        f"{path}: $.exit_when[0].match: 'match' needs an event trigger (the run has no "
+        "triggering event to match against)\n"
     )
+
+
+def test_validate_has_no_runnable_option_any_more(tmp_path: Path, templates: Path) -> None:
+    path = write(tmp_path, "good.json", GOOD)
+    result = CliRunner().invoke(main, ["journeys", "validate", "--runnable", str(path)])
+    assert result.exit_code == 2
+    assert "--runnable" in result.output

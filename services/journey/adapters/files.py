@@ -1,8 +1,9 @@
 """Loading journey definitions from JSON files (journeys/*.json, reviewed in git).
 
-A file is checked against the whole language first (so its errors read the same as
-``ciclo journeys validate``), then against what this version of the engine runs: a journey that
-uses anything more is refused at load, by name, instead of running wrongly.
+A file is checked against the language exactly as ``ciclo journeys validate`` checks it (so its
+errors read the same), and refused at load, with every problem and its JSON path, when it has
+any. Template ids are not checked at load; ``ciclo journeys validate`` checks them against the
+templates folder.
 """
 
 from __future__ import annotations
@@ -11,16 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from services.journey.domain.catalog import JourneyCatalog
-from services.journey.domain.definitions import Journey, JourneyDefinition
-from services.journey.domain.validation import (
-    Problem,
-    engine_limits,
-    schema_problems,
-    validate_journey,
-)
+from services.journey.domain.definitions import Journey
+from services.journey.domain.validation import Problem, validate_journey
 from services.journey.errors import InvalidJourney
 
 
@@ -35,7 +29,7 @@ def read_document(path: Path) -> Any:
 
 
 def check_document(document: Any, *, templates: set[str] | None = None) -> list[Problem]:
-    """Every problem of a parsed document against the language (not the engine's limits)."""
+    """Every problem of a parsed document against the language."""
     if not isinstance(document, dict):
         return [Problem("$", "a journey is a JSON object")]
     return validate_journey(document, templates=templates)
@@ -52,12 +46,7 @@ def load_journey(path: Path) -> Journey:
     document = read_document(path)
     problems = check_document(document)
     if not problems:
-        problems = engine_limits(JourneyDefinition.model_validate(document))
-    if not problems:
-        try:
-            return Journey.model_validate(document)
-        except ValidationError as exc:  # pragma: no cover - engine_limits refuses these first
-            problems = schema_problems(exc)
+        return Journey.model_validate(document)
     raise InvalidJourney(f"{path}: " + "; ".join(str(p) for p in problems))
 
 

@@ -14,7 +14,7 @@ date or inactivity trigger); ``CustomerState.timers()`` lists the ones the state
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -54,7 +54,9 @@ class CustomerState:
     first_seen_at: datetime | None = None
     last_seen_at: datetime | None = None
     entries: dict[str, datetime] = field(default_factory=dict)
-    """Journey id → when the customer last entered it (for re-entry rules)."""
+    """Journey id → when the customer last entered it; for a keyed journey also
+    ``<journey id>:<key>`` → when they last entered it for that key (re-entry counts per key,
+    so that each cart gets its own run)."""
     ledger: engine.Ledger = ()
     instances: dict[str, engine.Instance] = field(default_factory=dict)
     """Runs still tracked (active, or goal window open), by run id."""
@@ -151,36 +153,73 @@ def apply_event(
     if not live:
         return changes
     view = event_view(event)
-    # Runs already under way first: the event that starts a run is not also an input to it.
-    for instance in _by_priority(state, journeys, catalog):
-        journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
-        if journey is None or _archived(journeys, instance):
-            _end(state, changes, journey, instance, now)
-            continue
-        outcome = engine.on_event(
-            instance,
-            journey,
-            view,
-            customer=state.customer(),
-            policy=policy,
-            ledger=state.ledger,
-            now=now,
-        )
-        if outcome is not None:
-            _apply(state, changes, journey, outcome)
-    ctx = engine.context(state.customer(), view)
-    for journey in journeys.entries_for(view, ctx):
-        trigger = journey.trigger
-        key = None
-        if isinstance(trigger, EventTrigger) and trigger.key is not None:
-            value = event.properties.get(trigger.key)
-            if value is None:
-                continue  # a keyed journey needs the key: no cart id, no cart run
-            key = str(value)
-        if not _may_enter(state, journey, key, now):
-            continue
-        _enter(state, changes, journey, view, key, event.event_id, policy, now)
+    # The runs under way and the journeys this event enters, highest priority first, so that
+    # the journey that matters most takes a send the frequency caps allow only once. The runs
+    # are listed before any entry is made: the event that starts a run is not also an input to
+    # it. At equal priority runs go first, so a run that this event ends (exit_when) makes way
+    # for a new run of the same journey.
+    runs = _by_priority(state, journeys, catalog)
+    entering = journeys.entries_for(view, engine.context(state.customer(), view))
+    ranked: list[tuple[tuple[int, int], engine.Instance | Journey]] = [
+        ((-_priority(journeys, r.journey_id), 0), r) for r in runs
+    ]
+    ranked.extend(((-j.priority, 1), j) for j in entering)
+    ranked.sort(key=lambda pair: pair[0])  # stable: each list keeps its own order
+    for _, item in ranked:
+        if isinstance(item, engine.Instance):
+            _move(state, changes, catalog, journeys, item, view, policy, now)
+        else:
+            _try_enter(state, changes, item, event, view, policy, now)
     return changes
+
+
+def _move(
+    state: CustomerState,
+    changes: Changes,
+    catalog: JourneyCatalog,
+    journeys: WorkspaceJourneys,
+    instance: engine.Instance,
+    view: Mapping[str, Any],
+    policy: engine.Policy,
+    now: datetime,
+) -> None:
+    """Apply the event to a run under way."""
+    journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
+    if journey is None or _archived(journeys, instance):
+        _end(state, changes, journey, instance, now)
+        return
+    outcome = engine.on_event(
+        instance,
+        journey,
+        view,
+        customer=state.customer(),
+        policy=policy,
+        ledger=state.ledger,
+        now=now,
+    )
+    if outcome is not None:
+        _apply(state, changes, journey, outcome)
+
+
+def _try_enter(
+    state: CustomerState,
+    changes: Changes,
+    journey: Journey,
+    event: EventLike,
+    view: Mapping[str, Any],
+    policy: engine.Policy,
+    now: datetime,
+) -> None:
+    """Enter a journey the event triggers, if its key and re-entry rule allow."""
+    trigger = journey.trigger
+    key = None
+    if isinstance(trigger, EventTrigger) and trigger.key is not None:
+        value = event.properties.get(trigger.key)
+        if value is None:
+            return  # a keyed journey needs the key: no cart id, no cart run
+        key = str(value)
+    if _may_enter(state, journey, key, now):
+        _enter(state, changes, journey, view, key, event.event_id, policy, now)
 
 
 def apply_timer(
@@ -219,9 +258,9 @@ def apply_timer(
         return changes
     del state.schedules[name]
     current = journeys.get(name)
-    if current is None or current[1] != "published":
+    if current is None or current[1] == "archived":
         return changes
-    journey = current[0]
+    journey, status = current
     trigger = journey.trigger
     view: dict[str, Any]
     if isinstance(trigger, DateTrigger):
@@ -246,6 +285,8 @@ def apply_timer(
                 yearly=True,
                 after=max(due, now),
             )
+            # Also while the journey is paused: it takes no entry today, but next year's date
+            # must still come round when it is published again.
             if following is not None:
                 state.schedules[name] = following
     elif isinstance(trigger, InactivityTrigger):
@@ -254,12 +295,13 @@ def apply_timer(
             "id": f"{name}@{due.isoformat()}",
             "properties": {
                 "event": trigger.inactivity.event,
-                "since": due - trigger.inactivity.for_,
+                # Text, as it reads back from storage: conditions see the same value either way.
+                "since": (due - trigger.inactivity.for_).isoformat(),
             },
         }
     else:  # pragma: no cover - only dated and inactivity journeys are scheduled
         return changes
-    if _may_enter(state, journey, None, now):
+    if status == "published" and _may_enter(state, journey, None, now):
         _enter(state, changes, journey, view, None, view["id"], policy, now)
     return changes
 
@@ -269,7 +311,7 @@ def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
     changes = Changes()
     for instance in list(state.instances.values()):
         if instance.journey_id == journey_id and instance.active:
-            _apply(state, changes, None, engine.stop(instance, reason="archived", now=now))
+            _apply(state, changes, None, _stop(state, instance, "archived", now))
     return changes
 
 
@@ -361,11 +403,16 @@ def schedule_all(
             state.schedules.setdefault(journey.id, due)
 
 
+def _entry_name(journey_id: str, key: str | None) -> str:
+    """Where ``CustomerState.entries`` keeps the last entry (a journey id has no ':')."""
+    return journey_id if key is None else f"{journey_id}:{key}"
+
+
 def _may_enter(state: CustomerState, journey: Journey, key: str | None, now: datetime) -> bool:
     for instance in state.instances.values():
         if instance.journey_id == journey.id and instance.active and instance.key == key:
             return False  # one active run per journey (per key value, for keyed journeys)
-    last = state.entries.get(journey.id)
+    last = state.entries.get(_entry_name(journey.id, key))
     if last is None or journey.reentry == "always":
         return True
     if isinstance(journey.reentry, ReentryAfter):
@@ -389,6 +436,16 @@ def _enter(
     if run_id in state.instances:
         return  # the same cause again (a replayed timer): already entered
     state.entries[journey.id] = now
+    if key is not None and journey.reentry != "always":
+        reentry = journey.reentry
+        if isinstance(reentry, ReentryAfter):
+            # Keys whose re-entry delay has passed no longer decide anything: forget them, so
+            # that a customer's carts do not pile up.
+            prefix = f"{journey.id}:"
+            for name, at in list(state.entries.items()):
+                if name.startswith(prefix) and now - at >= reentry.after:
+                    del state.entries[name]
+        state.entries[_entry_name(journey.id, key)] = now
     outcome = engine.enter(
         journey,
         workspace_id=state.workspace_id,
@@ -440,13 +497,16 @@ def _apply(
         state.instances.pop(instance.run_id, None)
 
 
+def _priority(journeys: WorkspaceJourneys, journey_id: str) -> int:
+    current = journeys.get(journey_id)
+    return current[0].priority if current else 0
+
+
 def _by_priority(
     state: CustomerState, journeys: WorkspaceJourneys, catalog: JourneyCatalog
 ) -> list[engine.Instance]:
     def rank(instance: engine.Instance) -> tuple[int, datetime, str]:
-        current = journeys.get(instance.journey_id)
-        priority = current[0].priority if current else 0
-        return (-priority, instance.entered_at, instance.run_id)
+        return (-_priority(journeys, instance.journey_id), instance.entered_at, instance.run_id)
 
     return sorted(state.instances.values(), key=rank)
 
@@ -467,9 +527,17 @@ def _end(
     deleted): an active run exits at once; a finished one is no longer tracked."""
     if instance.active:
         reason = "archived" if journey is not None else "journey_removed"
-        _apply(state, changes, journey, engine.stop(instance, reason=reason, now=now))
+        _apply(state, changes, journey, _stop(state, instance, reason, now))
     else:
         state.instances.pop(instance.run_id, None)
+
+
+def _stop(
+    state: CustomerState, instance: engine.Instance, reason: str, now: datetime
+) -> engine.Outcome:
+    """``engine.stop``, keeping the customer's send ledger: ``_apply`` stores an outcome's
+    ledger, and a stop sends nothing (its outcome carries an empty one)."""
+    return replace(engine.stop(instance, reason=reason, now=now), ledger=state.ledger)
 
 
 def drop_untracked(state: CustomerState, now: datetime) -> None:

@@ -211,8 +211,9 @@ def bucket(*parts: str) -> float:
 
 def in_holdout(journey: Journey, workspace_id: str, customer_id: str) -> bool:
     # Keyed on the journey id, not the version: a customer stays in (or out of) the holdout
-    # group when the journey is revised.
-    return bucket(workspace_id, customer_id, journey.id, "holdout") < journey.holdout_percent
+    # group when the journey is revised. ":holdout" cannot be a step name, so a split step named
+    # "holdout" (bucketed on its name) does not fall on the same partition.
+    return bucket(workspace_id, customer_id, journey.id, ":holdout") < journey.holdout_percent
 
 
 # ── Matching events ───────────────────────────────────────────────────────────────────────────
@@ -314,8 +315,10 @@ def on_event(
 ) -> Outcome | None:
     """Apply an event of the customer to a tracked run; None when it does not concern it.
 
-    ``event`` is ``{"type", "id", "properties"}``. exit_when is checked first and ends the run
-    at once, cancelling whatever it was waiting for; then the goal; then a wait_for.
+    ``event`` is ``{"type", "id", "properties"}``. The goal is counted first (also for a run
+    that has ended but whose goal window is open, and for an event that also ends the run);
+    then exit_when, which ends the run at once, cancelling whatever it was waiting for; then a
+    wait_for.
     """
     effects: list[Effect] = []
     current = instance
@@ -430,8 +433,9 @@ def _run(
     scores = dict(customer.scores)
     visits = dict(instance.visits)
     current = instance
-    # Validation refuses loops that pass no wait, so every pass either blocks or moves towards
-    # an end; the bound turns a bug into an error instead of a hang.
+    seen: set[str] = set()
+    # A pass runs each step at most once (``seen``), so it blocks or ends within
+    # len(steps) + 1 turns; the bound turns a bug into an error instead of a hang.
     for _ in range(4 * len(journey.steps) + 4):
         name = current.step
         if name is None:
@@ -447,6 +451,19 @@ def _run(
                 effects,
                 ledger,
             )
+        if name in seen:
+            # Back at a step in the same instant: the loop's wait did not wait (a wait until a
+            # date trait the customer lacks is skipped). Going round again would resend at once
+            # and forever, so the run ends here.
+            effects.append(Record("exited", name, now, reason="loop"))
+            return Outcome(
+                replace(
+                    current, status="exited", exit_reason="loop", updated_at=now, visits=visits
+                ),
+                effects,
+                ledger,
+            )
+        seen.add(name)
         step = journey.steps[name]
         if isinstance(step, ExitStep):
             effects.append(Record("exited", name, now, reason="exit_step"))
@@ -476,7 +493,7 @@ def _run(
                 effects.append(Record("skipped", name, now, reason=refusal))
                 current = replace(current, step=step.next)
                 continue
-            if journey.send_window is not None:
+            if journey.send_window is not None and spec.category == "marketing":
                 window = journey.send_window
                 tz = resolve_zone(window.timezone, traits.get("timezone"), policy.default_timezone)
                 opens = window_opens(now, window.from_, window.to, tz)

@@ -2,9 +2,9 @@
 
 ``validate_journey`` runs in two passes: the schema (every field error pydantic finds, with its
 path), then, once the document has the right shape, the step graph — unknown step references,
-unreachable steps, loops that pass no wait, unknown templates. Every problem of a pass is
-returned, not just the first. ``engine_limits`` names what a valid journey uses that this
-version of the engine does not run yet.
+unreachable steps, loops that pass no wait, unknown templates, and a ``match`` (in a wait_for
+or exit_when) in a journey whose trigger is not an event. A ``key`` on such a trigger is a schema
+error, reported with the same reason. Every problem of a pass is returned, not just the first.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from pydantic import BaseModel, ValidationError
 
 from services.journey.domain.definitions import (
     EventTrigger,
-    ExitStep,
     JourneyDefinition,
     SendStep,
     WaitForStep,
     WaitStep,
-    step_kind,
     targets,
 )
 
@@ -54,15 +52,37 @@ def json_path(parts: Iterable[str | int]) -> str:
     return path
 
 
+_NO_EVENT = {
+    "segment": "a segment trigger",
+    "date_trait": "a date trigger",
+    "inactivity": "an inactivity trigger",
+}
+"""Triggers that start a run without an event of the customer's: nothing to match or key on."""
+
+
 def schema_problems(exc: ValidationError) -> list[Problem]:
     """Translate pydantic's errors into problems with JSON paths."""
     problems = []
     for error in exc.errors():
         # Union tags ("~send") are pydantic's bookkeeping, not part of the document.
-        loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("~"))]
+        raw = error["loc"]
+        loc = [p for p in raw if not (isinstance(p, str) and p.startswith("~"))]
         message = error["msg"].removeprefix("Value error, ")
         if loc and loc[-1] == "[key]":
             loc, message = loc[:-1], f"bad name: {message}"
+        elif (
+            error["type"] == "extra_forbidden"
+            and len(raw) == 3
+            and raw[0] == "trigger"
+            and raw[2] == "key"
+            and isinstance(raw[1], str)
+            and raw[1][1:] in _NO_EVENT
+        ):
+            # The key is only a field of event triggers; say why rather than "extra input".
+            message = (
+                f"'key' needs an event trigger ({_NO_EVENT[raw[1][1:]]} carries no event "
+                "properties to key runs on)"
+            )
         problems.append(Problem(json_path(loc), message))
     return problems
 
@@ -104,6 +124,7 @@ def graph_problems(
         ):
             path = json_path(["steps", name, "send", "template"])
             problems.append(Problem(path, f"unknown template {step.send.template!r}"))
+    problems.extend(_match_problems(journey))
     if journey.start in steps:
         reached = _reachable(journey.start, edges)
         problems.extend(
@@ -116,6 +137,24 @@ def graph_problems(
     for cycle in _cycles({n: ts for n, ts in instant.items() if not _waits(steps[n])}):
         loop = " -> ".join([*cycle, cycle[0]])
         problems.append(Problem(json_path(["steps", cycle[0]]), f"loop without a wait: {loop}"))
+    return problems
+
+
+def _match_problems(journey: JourneyDefinition) -> list[Problem]:
+    """``match`` compares with the event that started the run: only an event trigger has one."""
+    if isinstance(journey.trigger, EventTrigger):
+        return []
+    message = "'match' needs an event trigger (the run has no triggering event to match against)"
+    problems = [
+        Problem(json_path(["steps", name, "wait_for", "match"]), message)
+        for name, step in journey.steps.items()
+        if isinstance(step, WaitForStep) and step.wait_for.match is not None
+    ]
+    problems.extend(
+        Problem(json_path(["exit_when", i, "match"]), message)
+        for i, condition in enumerate(journey.exit_when)
+        if condition.match is not None
+    )
     return problems
 
 
@@ -196,38 +235,3 @@ def _cycle_in(start: str, members: set[str], edges: Mapping[str, Sequence[str]])
                 parent[nxt] = node
                 todo.append(nxt)
     return [start]  # pragma: no cover - every member of a component lies on a cycle
-
-
-def engine_limits(journey: JourneyDefinition) -> list[Problem]:
-    """What a valid journey uses that this version of the engine does not run yet.
-
-    Refusing these at load keeps the running system honest: the engine runs send and exit steps
-    with an event trigger, and would silently skip or misread anything else.
-    """
-    problems: list[Problem] = []
-    later = "is not run by this version of the engine yet"
-    trigger = journey.trigger
-    if not isinstance(trigger, EventTrigger):
-        kind = next(k for k in ("inactivity", "segment", "date_trait") if hasattr(trigger, k))
-        problems.append(Problem("$.trigger", f"trigger kind {kind!r} {later}"))
-    elif trigger.where is not None:
-        problems.append(Problem("$.trigger.where", f"a trigger filter {later}"))
-    if not isinstance(journey.reentry, str):
-        problems.append(Problem("$.reentry", f"reentry after a duration {later}"))
-    unsupported = {
-        "exit_when": bool(journey.exit_when),
-        "goal": journey.goal is not None,
-        "holdout_percent": journey.holdout_percent != 0,
-        "send_window": journey.send_window is not None,
-        "priority": journey.priority != 0,
-        "frequency_cap": "frequency_cap" in journey.model_fields_set,
-    }
-    problems.extend(Problem(f"$.{f}", f"{f!r} {later}") for f, used in unsupported.items() if used)
-    for name, step in journey.steps.items():
-        if not isinstance(step, SendStep | ExitStep):
-            path = json_path(["steps", name])
-            problems.append(Problem(path, f"step kind {step_kind(step)!r} {later}"))
-        elif isinstance(step, SendStep) and step.send.holdout_percent != 0:
-            path = json_path(["steps", name, "send", "holdout_percent"])
-            problems.append(Problem(path, f"a step holdout {later}"))
-    return problems

@@ -88,7 +88,18 @@ async def handle_timers(
     count = 0
     # Due order, and for timers due together the journey with the higher priority first, so it
     # takes the frequency cap's one send.
-    for timer in sorted(fired, key=lambda f: (f.due_at, f.workspace_id, f.customer_id, f.name)):
+    def order(f: Fired) -> tuple[datetime, int, str, str, str]:
+        state = batch.states.get((f.workspace_id, f.customer_id))
+        journey_id = None
+        if state is not None:
+            kind, _, name = f.name.partition(":")
+            run = state.instances.get(name) if kind == "run" else None
+            journey_id = run.journey_id if run is not None else name
+        current = catalog.view(f.workspace_id).get(journey_id) if journey_id else None
+        priority = current[0].priority if current else 0
+        return (f.due_at, -priority, f.workspace_id, f.customer_id, f.name)
+
+    for timer in sorted(fired, key=order):
         state = batch.states.get((timer.workspace_id, timer.customer_id))
         if state is None:
             continue

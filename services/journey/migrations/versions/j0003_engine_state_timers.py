@@ -28,9 +28,7 @@ def upgrade() -> None:
         t.add_column(sa.Column("waiting", sa.String(16), nullable=True))
         t.add_column(sa.Column("key", sa.String(200), nullable=True))
         t.add_column(sa.Column("trigger", sa.JSON, nullable=False, server_default="{}"))
-        t.add_column(
-            sa.Column("holdout", sa.Boolean, nullable=False, server_default=sa.false())
-        )
+        t.add_column(sa.Column("holdout", sa.Boolean, nullable=False, server_default=sa.false()))
         t.add_column(sa.Column("goal_until", _WHEN, nullable=True))
         t.add_column(sa.Column("goal_at", _WHEN, nullable=True))
         t.add_column(sa.Column("exit_reason", sa.String(32), nullable=True))
