@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import click
@@ -209,6 +210,98 @@ def keys_revoke(key_id: str) -> None:
     if not _run(_keystore_call("revoke", key_id)):
         raise click.ClickException(f"no active key {key_id!r}")
     click.echo(f"revoked {key_id}", err=True)
+
+
+@main.command(
+    "simulate",
+    help="Run the journeys over a file of events on a virtual clock and print every customer's "
+    "timeline as JSON lines (or a table). Events are JSON lines like POST /v1/events bodies, "
+    "each with occurred_at. Exits 2 on bad journeys or events.",
+)
+@click.option(
+    "--journeys",
+    "journeys_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("journeys"),
+    show_default=True,
+    help="Folder of journey files (*.json).",
+)
+@click.option(
+    "--events",
+    "events_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="JSON-lines file of events.",
+)
+@click.option(
+    "--until",
+    default=None,
+    metavar="TIME",
+    help="Stop the clock at this RFC 3339 instant (default: the last event + P90D).",
+)
+@click.option("--table", "as_table", is_flag=True, help="Print an aligned table, not JSON lines.")
+@click.option("--workspace", default="sim", show_default=True, help="Workspace id of the events.")
+@click.option(
+    "--timezone",
+    default="UTC",
+    show_default=True,
+    help="Workspace default time zone (for customers without a timezone trait).",
+)
+@click.option(
+    "--cap",
+    "caps",
+    multiple=True,
+    metavar="CHANNEL:LIMIT/DURATION",
+    help="Frequency cap on marketing messages, e.g. email:3/P7D (repeatable).",
+)
+@click.option(
+    "--templates",
+    "templates_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("templates"),
+    show_default=True,
+    envvar="CICLO_TEMPLATES_DIR",
+    help="Template folder the journeys' template ids are checked against.",
+)
+@click.option(
+    "--no-feedback",
+    is_flag=True,
+    help="Do not feed sends back as dispatch's message_sent events.",
+)
+def simulate_command(
+    journeys_dir: Path,
+    events_file: Path,
+    until: str | None,
+    as_table: bool,
+    workspace: str,
+    timezone: str,
+    caps: tuple[str, ...],
+    templates_dir: Path,
+    no_feedback: bool,
+) -> None:
+    from services.journey import simulate as sim
+
+    try:
+        policy = sim.parse_policy(timezone=timezone, caps=caps)
+        stop = sim.parse_instant(until) if until is not None else None
+        catalog = sim.load_journeys(journeys_dir, templates=templates_dir)
+        events = sim.read_events(events_file, workspace_id=workspace)
+    except sim.BadInput as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        raise SystemExit(2) from exc
+    for warning in events.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    result = sim.simulate(
+        catalog,
+        events.events,
+        until=stop,
+        policy=policy,
+        workspace_id=workspace,
+        feedback=not no_feedback,
+    )
+    lines = sim.rows(result)
+    click.echo(sim.table(lines) if as_table else sim.json_lines(lines), nl=False)
 
 
 def _register() -> None:

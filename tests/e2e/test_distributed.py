@@ -114,10 +114,17 @@ async def test_journey_killed_mid_stream_loses_nothing_and_sends_nothing_twice(
 
     assert await asyncio.to_thread(post_signups, ingest.url, write_key, total) == [202] * total
     journey.kill()
-    entered = await count(postgres_url, "SELECT count(*) FROM journey_instances")
+    entered = await count(
+        postgres_url, "SELECT count(*) FROM journey_instances WHERE journey_id = 'welcome'"
+    )
     assert entered < total, "the kill came after everything was processed: nothing proven"
 
     restarted = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
     processes.append(await asyncio.to_thread(restarted.start))
     await assert_each_signup_sent_once(fake, total)
-    assert await count(postgres_url, "SELECT count(*) FROM journey_instances") == total
+    assert (
+        await count(
+            postgres_url, "SELECT count(*) FROM journey_instances WHERE journey_id = 'welcome'"
+        )
+        == total
+    )

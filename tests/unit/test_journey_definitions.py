@@ -306,3 +306,25 @@ def test_send_defaults() -> None:
     hello = JourneyDefinition.model_validate(document()).steps["hello"]
     assert isinstance(hello, SendStep)
     assert (hello.send.category, hello.send.holdout_percent) == ("marketing", 0)
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "total", "holds"),
+    [
+        ("gte", 50, "63.90", True),
+        ("gte", 50, "49.99", False),
+        ("lt", 100, "63.90", True),
+        ("gt", 99.5, "100", True),  # as numbers, not as text ("100" < "99.5" as text)
+        ("eq", 63.9, "63.90", True),
+        ("in", [10, 63.9], "63.90", True),
+        ("gte", 50, "a lot", False),
+        ("eq", "63.90", "63.90", True),
+        ("eq", 1, True, False),
+    ],
+)
+def test_money_as_decimal_strings_compares_as_numbers(
+    op: str, value: object, total: object, holds: bool
+) -> None:
+    """Ingest carries money as decimal strings; a condition written with a number means it."""
+    cond = condition({"field": "event.properties.total", "op": op, "value": value})
+    assert evaluate(cond, {"event": {"properties": {"total": total}}}) is holds

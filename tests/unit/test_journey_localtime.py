@@ -105,6 +105,8 @@ def test_next_time_of_day_on_weekdays() -> None:
         (" 2024-02-29 ", (2024, 2, 29)),
         ("--02-29", (None, 2, 29)),
         ("--12-31", (None, 12, 31)),
+        ("05-17", (None, 5, 17)),  # the short form ingest accepts for a birthday
+        ("13-01", None),
         ("--02-30", None),
         ("2023-02-29", None),
         ("17/05/1990", None),

@@ -9,14 +9,17 @@ A condition is one of::
 
 ``evaluate(condition, context)`` is pure: the context is a plain mapping (for journeys
 ``{"event": {...}, "customer": {...}}``), and a dotted ``field`` walks into it. Comparisons are
-typed: a number never equals a string or a boolean, and an ordering between values of different
+typed: a number never equals a boolean or a word (a decimal string such as "63.90", the way
+money travels, compares as its number), and an ordering between values of different
 kinds (or against a missing field) is false rather than an error, so one odd event cannot stop a
 journey.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -153,7 +156,19 @@ def _compare(c: Comparison, actual: Any) -> bool:
     return _order(c.op, actual, expected)
 
 
+_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+
+
+def _numeric(actual: Any, expected: Any) -> Any:
+    """Money travels as decimal strings ("63.90"); compared with a number, such a string is
+    read as the number it writes, so ``total gte 50`` holds for an order of "63.90"."""
+    if isinstance(actual, str) and _is_number(expected) and _DECIMAL.match(actual):
+        return Decimal(actual), Decimal(str(expected))
+    return actual, expected
+
+
 def _order(op: str, actual: Any, expected: Any) -> bool:
+    actual, expected = _numeric(actual, expected)
     # Strings order lexicographically, which is also the order of RFC 3339 timestamps in UTC.
     comparable = (_is_number(actual) and _is_number(expected)) or (
         isinstance(actual, str) and isinstance(expected, str)
@@ -171,12 +186,13 @@ def _order(op: str, actual: Any, expected: Any) -> bool:
 
 def _is_number(value: object) -> bool:
     # bool is an int in Python but not a number in JSON.
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
 
 def _equal(a: Any, b: Any) -> bool:
     if a is _MISSING:
         return False
+    a, b = _numeric(a, b)
     if _is_number(a) and _is_number(b):
         return bool(a == b)
     return type(a) is type(b) and bool(a == b)

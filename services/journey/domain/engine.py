@@ -361,8 +361,16 @@ def on_event(
                         "waited", current.step, now, reason="event", detail={"event": spec.event}
                     )
                 )
+                # An event matched on the run's key (the same cart, updated) is the run's
+                # latest word on it: later messages show the cart as it is now.
+                latest = dict(event) if spec.match is not None else current.trigger
                 current = replace(
-                    current, step=step.on_event, wake_at=None, waiting=None, updated_at=now
+                    current,
+                    step=step.on_event,
+                    wake_at=None,
+                    waiting=None,
+                    updated_at=now,
+                    trigger=latest,
                 )
                 return _run(current, journey, customer, policy, ledger, now, effects)
     if not effects:

@@ -62,13 +62,14 @@ def next_time_of_day(
 
 def parse_date_trait(value: Any) -> tuple[int | None, int, int] | None:
     """(year or None, month, day) of a date trait: ``1990-05-17``, an RFC 3339 timestamp (its
-    date part) or ``--05-17`` (ISO 8601 without a year). None when it is not a date."""
+    date part), ``--05-17`` (ISO 8601 without a year) or ``05-17``. None when it is not a
+    date."""
     if not isinstance(value, str):
         return None
     text = value.strip()
     try:
-        if text.startswith("--") and len(text) == 7:
-            month, day = int(text[2:4]), int(text[5:7])
+        if (text.startswith("--") and len(text) == 7) or (len(text) == 5 and text[2] == "-"):
+            month, day = int(text[-5:-3]), int(text[-2:])
             date(2000, month, day)  # a leap year accepts 02-29
             return None, month, day
         parsed = date.fromisoformat(text[:10])
