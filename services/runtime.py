@@ -27,7 +27,10 @@ from services.ingest.catalogue import UNION_TAGS
 from services.ingest.segment import segment_router
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks.routes import webhooks_router
+from services.journey.adapters.files import load_catalog
 from services.journey.bootstrap import JourneyWorker
+from services.journey.domain.catalog import JourneyCatalog
+from services.journey.entrypoints.http import journeys_router
 from services.journey.settings import JourneySettings
 from shared.bus.factory import ensure_standard_topics, open_bus
 from shared.bus.ports import Bus
@@ -64,6 +67,7 @@ class Runtime:
     keys: KeyStore = field(init=False)
     journey_worker: JourneyWorker | None = field(init=False, default=None)
     dispatch_worker: DispatchWorker | None = field(init=False, default=None)
+    _file_catalog: JourneyCatalog | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if "ingest" in self.services and self.ingest is None:
@@ -179,7 +183,23 @@ class Runtime:
             )
         if "dispatch" in self.services:
             app.include_router(sink_router(uow=self._dispatch_uow))
+        if self.journey is not None:
+            app.include_router(
+                journeys_router(
+                    engine=self.engine,
+                    settings=self.journey,
+                    files=self._file_journeys,
+                    clock=self.clock,
+                )
+            )
         return app
+
+    def _file_journeys(self) -> JourneyCatalog:
+        """The journeys in journeys/ for the HTTP API, read once (as the worker reads them)."""
+        if self._file_catalog is None:
+            assert self.journey is not None
+            self._file_catalog = load_catalog(self.journey.journeys_dir)
+        return self._file_catalog
 
     def _dispatch_uow(self) -> DispatchUnitOfWork:
         return DispatchUnitOfWork(self._sessions)

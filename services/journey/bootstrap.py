@@ -9,16 +9,13 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.journey.adapters.definitions import DatabaseCatalogs
 from services.journey.adapters.files import load_catalog
 from services.journey.adapters.tables import outbox
+from services.journey.adapters.workspace_settings import DatabasePolicies
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.service_layer.handlers import handle_events
-from services.journey.service_layer.sources import (
-    Catalogs,
-    Policies,
-    StaticCatalogs,
-    StaticPolicies,
-)
+from services.journey.service_layer.sources import Catalogs, Policies
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.settings import JourneySettings
 from services.journey.timer_poller import TimerPoller
@@ -59,8 +56,22 @@ class JourneyWorker(ConsumerWorker):
     ) -> None:
         self.settings = settings
         self.catalog = catalog if catalog is not None else load_catalog(settings.journeys_dir)
-        self.catalogs = catalogs if catalogs is not None else StaticCatalogs(self.catalog)
-        self.policies = policies if policies is not None else StaticPolicies()
+        # Journeys: the files, plus each workspace's own published over HTTP; policies: each
+        # workspace's settings over the configured defaults. Both reload when they change.
+        self.catalogs = (
+            catalogs
+            if catalogs is not None
+            else DatabaseCatalogs(
+                engine, self.catalog, refresh_seconds=settings.journey_catalog_refresh
+            )
+        )
+        self.policies = (
+            policies
+            if policies is not None
+            else DatabasePolicies(
+                engine, settings.default_policy(), refresh_seconds=settings.journey_catalog_refresh
+            )
+        )
         self._sessions = session_factory(engine)
         self._clock = clock
         publisher = bus.publisher()

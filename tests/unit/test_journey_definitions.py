@@ -328,3 +328,11 @@ def test_money_as_decimal_strings_compares_as_numbers(
     """Ingest carries money as decimal strings; a condition written with a number means it."""
     cond = condition({"field": "event.properties.total", "op": op, "value": value})
     assert evaluate(cond, {"event": {"properties": {"total": total}}}) is holds
+
+
+@pytest.mark.parametrize("text", ["P99999999999999W", "P36526D", "PT99999999999999999H"])
+def test_absurdly_long_durations_are_refused_not_crashed_on(text: str) -> None:
+    from services.journey.domain.durations import DurationError, parse_duration
+
+    with pytest.raises(DurationError, match="longer than 100 years"):
+        parse_duration(text)

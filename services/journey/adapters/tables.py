@@ -132,3 +132,46 @@ backfills = Table(
 )
 
 outbox = outbox_table(metadata, "journey_outbox")
+
+# Journeys managed over HTTP, one row per (workspace, journey id). ``status`` is draft (nothing
+# published yet), published, paused or archived; ``current_version`` is the published version new
+# customers enter. ``revision`` grows by one with every change that alters the catalog (publish,
+# pause, resume, archive): the worker's catalog reloads when the sum of revisions moved.
+definitions = Table(
+    "journey_definitions",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("journey_id", String(100), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("current_version", Integer, nullable=True),
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Every version of those journeys: at most one draft (the highest version), the rest published
+# and immutable. ``document`` is the journey JSON as sent, with the id and version set.
+versions = Table(
+    "journey_versions",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("journey_id", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("state", String(16), nullable=False, doc="draft or published"),
+    Column("document", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("published_at", UtcDateTime(), nullable=True),
+)
+
+# What a workspace decides for all its journeys; a NULL column takes the service's default.
+workspace_settings = Table(
+    "journey_workspace_settings",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("live_from", UtcDateTime(), nullable=True),
+    Column("max_event_age", String(40), nullable=True, doc="ISO-8601 duration"),
+    Column("default_timezone", String(100), nullable=True),
+    Column("frequency_caps", JSON, nullable=True, doc="[{channel, limit, per}]"),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)

@@ -24,6 +24,10 @@ _DURATION = re.compile(
 DURATION_PATTERN = r"^-?P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 
 
+LONGEST = timedelta(days=36_525)
+"""No wait, window or offset is longer than a century; longer is a typo."""
+
+
 class DurationError(ValueError):
     """A text is not an ISO-8601 duration this language accepts."""
 
@@ -45,13 +49,18 @@ def parse_duration(text: str) -> timedelta:
     if match is None or text.lstrip("-") in ("P", "PT") or text.endswith("T"):
         raise DurationError(f"bad duration {text!r}: {_reason(text)}")
     parts = match.groupdict()
-    value = timedelta(
-        weeks=int(parts["weeks"] or 0),
-        days=int(parts["days"] or 0),
-        hours=int(parts["hours"] or 0),
-        minutes=int(parts["minutes"] or 0),
-        seconds=float(parts["seconds"] or 0),
-    )
+    try:
+        value = timedelta(
+            weeks=int(parts["weeks"] or 0),
+            days=int(parts["days"] or 0),
+            hours=int(parts["hours"] or 0),
+            minutes=int(parts["minutes"] or 0),
+            seconds=float(parts["seconds"] or 0),
+        )
+    except OverflowError:
+        value = LONGEST + LONGEST  # caught just below
+    if value > LONGEST:
+        raise DurationError(f"bad duration {text!r}: longer than 100 years")
     return -value if parts["sign"] else value
 
 
