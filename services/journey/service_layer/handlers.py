@@ -86,6 +86,7 @@ async def handle_timers(
     it was leased is left alone: the state, read under the customer's lock, is the truth."""
     batch = await _Batch.open(uow, {(f.workspace_id, f.customer_id) for f in fired}, now)
     count = 0
+
     # Due order, and for timers due together the journey with the higher priority first, so it
     # takes the frequency cap's one send.
     def order(f: Fired) -> tuple[datetime, int, str, str, str]:
