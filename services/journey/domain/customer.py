@@ -13,7 +13,7 @@ date or inactivity trigger); ``CustomerState.timers()`` lists the ones the state
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -167,36 +167,44 @@ def apply_event(
     ranked.sort(key=lambda pair: pair[0])  # stable: each list keeps its own order
     for _, item in ranked:
         if isinstance(item, engine.Instance):
-            _move(state, changes, catalog, journeys, item, view, policy, now)
+            _drive(
+                state,
+                changes,
+                catalog,
+                journeys,
+                item,
+                now,
+                lambda journey, run: engine.on_event(
+                    run,
+                    journey,
+                    view,
+                    customer=state.customer(),
+                    policy=policy,
+                    ledger=state.ledger,
+                    now=now,
+                ),
+            )
         else:
             _try_enter(state, changes, item, event, view, policy, now)
     return changes
 
 
-def _move(
+def _drive(
     state: CustomerState,
     changes: Changes,
     catalog: JourneyCatalog,
     journeys: WorkspaceJourneys,
     instance: engine.Instance,
-    view: Mapping[str, Any],
-    policy: engine.Policy,
     now: datetime,
+    move: Callable[[Journey, engine.Instance], engine.Outcome | None],
 ) -> None:
-    """Apply the event to a run under way."""
+    """Move a run under way with ``move`` (an event or its timer) on the version it entered;
+    a run of an archived or removed journey ends instead."""
     journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
     if journey is None or _archived(journeys, instance):
         _end(state, changes, journey, instance, now)
         return
-    outcome = engine.on_event(
-        instance,
-        journey,
-        view,
-        customer=state.customer(),
-        policy=policy,
-        ledger=state.ledger,
-        now=now,
-    )
+    outcome = move(journey, instance)
     if outcome is not None:
         _apply(state, changes, journey, outcome)
 
@@ -238,20 +246,22 @@ def apply_timer(
         instance = state.instances.get(name)
         if instance is None:
             return changes  # ended meanwhile (an exit_when event came first)
-        journey = catalog.version(state.workspace_id, instance.journey_id, instance.version)
-        if journey is None or _archived(journeys, instance):
-            _end(state, changes, journey, instance, now)
-            return changes
-        outcome = engine.on_timer(
+        _drive(
+            state,
+            changes,
+            catalog,
+            journeys,
             instance,
-            journey,
-            customer=state.customer(),
-            policy=policy,
-            ledger=state.ledger,
-            now=now,
+            now,
+            lambda journey, run: engine.on_timer(
+                run,
+                journey,
+                customer=state.customer(),
+                policy=policy,
+                ledger=state.ledger,
+                now=now,
+            ),
         )
-        if outcome is not None:
-            _apply(state, changes, journey, outcome)
         return changes
     due = state.schedules.get(name)
     if due is None or due > now:
