@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install system-deps run test unit integration e2e lint typecheck bench clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey clean
 
 # Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
 # no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
@@ -55,6 +55,11 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Only the journey engine, in process (events/s, 1M timers, memory); the other sections of
+# bench/results.md keep their last figures.
+bench-journey: install
+	$(BIN)/python -m bench --only journey
 
 clean:
 	rm -rf $(VENV) .ciclo .pytest_cache .mypy_cache .ruff_cache

@@ -3,14 +3,19 @@
 Order: physical baselines (bare FastAPI, raw SQLite, raw aiokafka → Tansu), then Ciclo embedded
 (`ciclo run` defaults), then Ciclo distributed (Tansu + a fresh PostgreSQL database). Per mode, on
 a fresh server: end-to-end latency while idle, then single-event throughput with wrk; then one
-fresh server per batch size. A section that fails is recorded in the report and the run goes on;
+fresh server per batch size. Last, the journey engine in process (``bench/journey.py``: event
+throughput, timers, memory). A section that fails is recorded in the report and the run goes on;
 the exit code is 1 then.
+
+``--only journey`` (or any comma-separated list of baselines, embedded, distributed, journey)
+runs just those sections; the others keep their figures from the previous ``results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -19,13 +24,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, load, machine, report
+from bench import baselines, journey, load, machine, report
 from bench.machine import ForeignCpu, wait_quiet
 from bench.processes import (
     DEFAULT_POSTGRES,
@@ -41,6 +46,7 @@ from bench.processes import (
 OUT_DIR = Path(__file__).resolve().parent
 PINNING_NOTE = "server on CPU 0, wrk on CPU 1 (taskset)" if PINNING else "none"
 JOURNEY_GROUP = "journey"
+SECTIONS = ("baselines", "embedded", "distributed", "journey")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class Plan:
     observe: float = 10.0
     modes: tuple[str, ...] = ("embedded", "distributed")
     postgres: str = os.environ.get("CICLO_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
+    sections: tuple[str, ...] = SECTIONS
+    journey: journey.JourneyPlan = field(default_factory=journey.JourneyPlan)
 
 
 def log(message: str) -> None:
@@ -76,6 +84,7 @@ class Bench:
             "baselines": {},
             "modes": {},
             "errors": {},
+            "sections": {},
         }
 
     def section(self, name: str, body: Callable[[], None]) -> None:
@@ -245,18 +254,42 @@ class Bench:
             if now != last:
                 last, since = now, time.monotonic()
 
+    # --- the journey engine, in process ------------------------------------------------------
+
+    def journey(self) -> None:
+        self.results["journey"] = journey.measure(
+            self.plan.journey,
+            postgres=self.plan.postgres,
+            work_dir=self.work_dir,
+            log=log,
+            errors=self.results["errors"],
+        )
+
     def run(self) -> dict[str, Any]:
-        try:
-            self.results["machine"]["load_generator"] = f"wrk ({load.ensure_wrk()})"
-        except load.LoadGeneratorMissing as exc:
-            log(f"NO LOAD GENERATOR: {exc}")
-            self.results["errors"]["wrk"] = str(exc)
-            return self.results
-        self.section("baselines.fastapi", self.fastapi_baseline)
-        self.section("baselines.sqlite_upsert", self.sqlite_baseline)
-        self.section("baselines.kafka_produce", self.kafka_baseline)
+        sections = self.plan.sections
+        stamp = self.results["date"]
+        http = [s for s in sections if s != "journey"]
+        wrk_ok = True
+        if http:
+            try:
+                self.results["machine"]["load_generator"] = f"wrk ({load.ensure_wrk()})"
+            except load.LoadGeneratorMissing as exc:
+                log(f"NO LOAD GENERATOR: {exc}")
+                self.results["errors"]["wrk"] = str(exc)
+                wrk_ok = False
+        if wrk_ok and "baselines" in sections:
+            self.section("baselines.fastapi", self.fastapi_baseline)
+            self.section("baselines.sqlite_upsert", self.sqlite_baseline)
+            self.section("baselines.kafka_produce", self.kafka_baseline)
+            self.results["sections"]["baselines"] = stamp
         for mode in self.plan.modes:
-            self.section(mode, partial(self.measure, mode))
+            if wrk_ok and mode in sections:
+                self.section(mode, partial(self.measure, mode))
+                self.results["sections"][mode] = stamp
+        if "journey" in sections:
+            self.section("journey", self.journey)
+            if "journey" in self.results:
+                self.results["sections"]["journey"] = stamp
         return self.results
 
 
@@ -276,7 +309,51 @@ def parse_args(argv: list[str] | None) -> Plan:
         "--observe", type=float, default=default.observe, help="s to wait for the journey"
     )
     parser.add_argument("--modes", default=",".join(default.modes), help="embedded,distributed")
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"sections to run, of {','.join(SECTIONS)}; the others keep their last figures",
+    )
+    jp = journey.JourneyPlan()
+    group = parser.add_argument_group("journey engine (bench/journey.py)")
+    group.add_argument("--journey-databases", default=",".join(jp.databases))
+    group.add_argument("--journey-customers", type=int, default=jp.customers)
+    group.add_argument("--journey-events", type=int, default=jp.events)
+    group.add_argument(
+        "--journey-memory-customers",
+        default=",".join(map(str, jp.memory_customers)),
+        help="customer counts of the memory runs, besides --journey-customers",
+    )
+    group.add_argument("--journey-timer-databases", default=",".join(jp.timer_databases))
+    group.add_argument("--journey-timers", type=int, default=jp.timers)
+    group.add_argument(
+        "--journey-timer-rate", type=float, default=jp.timer_rate, help="timers/s demanded"
+    )
+    group.add_argument(
+        "--journey-timer-seconds",
+        type=float,
+        default=jp.timer_seconds,
+        help="seconds of the window measured on time",
+    )
+    group.add_argument("--journey-catchup-seconds", type=float, default=jp.catchup_seconds)
+    group.add_argument("--journey-pollers", type=int, default=jp.pollers)
     args = parser.parse_args(argv)
+    sections = tuple(s for s in args.only.split(",") if s)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    journey_plan = journey.JourneyPlan(
+        databases=_names(args.journey_databases),
+        customers=args.journey_customers,
+        events=args.journey_events,
+        memory_customers=tuple(int(n) for n in _names(args.journey_memory_customers)),
+        timer_databases=_names(args.journey_timer_databases),
+        timers=args.journey_timers,
+        timer_rate=args.journey_timer_rate,
+        timer_seconds=args.journey_timer_seconds,
+        catchup_seconds=args.journey_catchup_seconds,
+        pollers=args.journey_pollers,
+    )
     return Plan(
         seconds=args.seconds,
         warmup=args.warmup,
@@ -287,7 +364,57 @@ def parse_args(argv: list[str] | None) -> Plan:
         e2e_seconds=args.e2e_seconds,
         observe=args.observe,
         modes=tuple(m for m in args.modes.split(",") if m),
+        sections=sections,
+        journey=journey_plan,
     )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def merge_previous(results: dict[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    """Keep the figures of the sections not run this time from the previous results.json."""
+    if set(SECTIONS) <= set(sections):
+        return results
+    path = OUT_DIR / "results.json"
+    try:
+        previous: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return results
+    merged = dict(previous)
+    merged.pop("ratios", None)
+    previous_sections = dict(previous.get("sections") or {})
+    if not previous_sections:  # written before sections were recorded: one run, one date
+        previous_sections = {s: previous.get("date") for s in SECTIONS if s != "journey"}
+    merged["sections"] = previous_sections | results["sections"]
+    errors = {
+        k: v
+        for k, v in (previous.get("errors") or {}).items()
+        if k.split(".", 1)[0] not in sections and k != "wrk"
+    }
+    merged["errors"] = errors | results["errors"]
+    if "baselines" in sections:
+        merged["baselines"] = results["baselines"]
+    merged["modes"] = dict(previous.get("modes") or {})
+    for mode in ("embedded", "distributed"):
+        if mode in sections and mode in results["modes"]:
+            merged["modes"][mode] = results["modes"][mode]
+    if any(s != "journey" for s in sections):
+        merged["machine"] = results["machine"]
+        merged["plan"] = results["plan"]
+        merged["date"] = results["date"]
+    else:
+        merged.setdefault("machine", results["machine"])
+        merged.setdefault("plan", results["plan"])
+        merged["plan"]["journey"] = results["plan"]["journey"]
+    if "journey" in sections:  # a failed journey section leaves no stale figures behind
+        merged.pop("journey", None)
+        merged["sections"].pop("journey", None)
+        if "journey" in results:
+            merged["journey"] = results["journey"]
+            merged["sections"]["journey"] = results["sections"]["journey"]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,9 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="ciclo-bench-"))
     begin = time.monotonic()
     results = Bench(plan, work_dir).run()
-    results["elapsed_s"] = round(time.monotonic() - begin, 1)
+    elapsed = round(time.monotonic() - begin, 1)
+    results["elapsed_s"] = elapsed
+    results = merge_previous(results, plan.sections)
     json_path, md_path = report.write(results, OUT_DIR)
-    log(f"wrote {md_path} and {json_path} in {results['elapsed_s']}s")
+    log(f"wrote {md_path} and {json_path} in {elapsed}s")
     if results["errors"]:
         log(f"errors in: {', '.join(results['errors'])}; logs kept in {work_dir / 'logs'}")
         return 1

@@ -107,10 +107,12 @@ def render(results: dict[str, Any]) -> str:
     out = [
         "# Ciclo benchmark results",
         "",
-        "Written by `make bench` (`python -m bench`) from one real run; raw figures in "
-        "`bench/results.json`.",
+        "Written by `make bench` (`python -m bench`) from "
+        + ("one real run" if not _section_dates(results) else "real runs (dates below)")
+        + "; raw figures in `bench/results.json`.",
         "",
         f"- Date: {results['date']}",
+        *_section_dates(results),
         f"- Machine: {machine['nproc']} CPUs ({machine['cpu']}), Python {machine['python']}, "
         f"{machine['platform']}",
         f"- Load generator: {machine['load_generator']}; pinning: {machine['pinning']}",
@@ -319,11 +321,369 @@ def render(results: dict[str, Any]) -> str:
                 ]
             )
     out += _table(["baseline", "this run", "REFERENCE.md", "this ÷ reference"], rows)
+    if results.get("journey"):
+        out += render_journey(results["journey"])
     if results.get("errors"):
         out += ["## Errors", ""]
         out += [f"- **{where}**: {_one_line(msg)}" for where, msg in results["errors"].items()]
         out += [""]
     return "\n".join(out)
+
+
+# --- The journey engine (bench/journey.py) --------------------------------------------------------
+
+DBS = (("sqlite", "SQLite"), ("postgresql", "PostgreSQL"))
+
+
+def _met(flags: dict[str, bool | None]) -> str:
+    """'yes', 'no', or per database when they differ; '—' when nothing was measured."""
+    known = {k: v for k, v in flags.items() if v is not None}
+    if not known:
+        return "—"
+    if all(known.values()):
+        return "**yes**"
+    if not any(known.values()):
+        return "**no**"
+    names = dict(DBS)
+    return ", ".join(f"{names.get(k, k)} {'yes' if v else '**no**'}" for k, v in known.items())
+
+
+def _shares(phases: dict[str, float]) -> str:
+    top = sorted(phases.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {share:.0%}" for name, share in top if share >= 0.005)
+
+
+def render_journey(j: dict[str, Any]) -> list[str]:
+    plan = j["plan"]
+    events, timers, memory = j.get("events", {}), j.get("timers", {}), j.get("memory", {})
+    summary = j.get("summary", {})
+    ev = {k: events.get(k, {}) for k, _ in DBS}
+    out = [
+        "## 6. Journey engine, in process (`python -m bench --only journey`)",
+        "",
+        f"Measured {j['date']} (code {j.get('code', '?')}) on {_machine(j.get('machine'))}, "
+        f"{j.get('elapsed_s', '?')} s. No "
+        "HTTP, no bus: each figure comes from a fresh child process on a freshly migrated "
+        "database (a SQLite file in WAL mode; a new PostgreSQL database on "
+        "127.0.0.1), the journey code running exactly as `JourneyWorker` runs it. PostgreSQL "
+        "runs on the same 2 cores.",
+        "",
+        f"- **Events**: {plan['events']:,} events from sessions of {plan['customers']:,} "
+        f"customers ({plan['known_share']:.0%} of them with a profile already, as after an "
+        "import; sessions of page and product views, cart updates, checkouts, orders, signups "
+        "and identifies, 2,000 open at once and interleaved), decoded from their JSON bytes "
+        "(`decode_events`) and applied by the real `handle_events` and unit of work in batches "
+        f"of {plan['batch_size']} (`journey_batch_size`'s default), one transaction each. Six "
+        f"journeys ({', '.join(j.get('journeys', []))}: `bench/journey_defs.py`, validated like "
+        "`ciclo journeys validate`). Timed: decode + handle + commit of each batch. The "
+        "headline excludes the cold start: the first 5 % of batches (SQLite) or the batches "
+        f"before an ANALYZE after {plan['analyze_after']:,} events (PostgreSQL: this server "
+        "runs with autovacuum off, so nothing would ever analyze the tables; the ANALYZE is "
+        "what autovacuum does with the j0002 thresholds). The baseline is the same stream "
+        "with no journey: profile upkeep and idempotency marks only.",
+        f"- **Timers**: {plan['timers']:,} pending timers (runs blocked on a `wait` whose next "
+        "step sends, 4 per customer, over 5 of the journeys; customers, runs and timer rows "
+        "seeded straight into the tables, PostgreSQL then VACUUM ANALYZEd), due uniformly "
+        f"over {plan['window_s']:,.0f} s, i.e. **{plan['timer_rate']:,.0f} timers/s "
+        f"demanded**. {plan['pollers']} real `TimerPoller` (`run()`, batch "
+        f"{plan['timer_batch_size']}, poll interval {plan['poll_interval']} s, the defaults) "
+        "fires them on a clock in step with wall time. Measured: the first "
+        f"{plan['timer_seconds']:g} s of the window on time, while the rest stays pending; "
+        "lateness = commit of the firing transaction minus due time, exact per timer (a timer "
+        "still unfired at the end counts with its lateness so far). Then the clock jumps past "
+        f"the window and the poller catches up on the whole backlog for "
+        f"{plan['catchup_seconds']:g} s: its capacity.",
+        f"- **Memory**: the same stream of {plan['events']:,} events with the journeys at "
+        f"{', '.join(f'{n:,}' for n in (*plan['memory_customers'], plan['customers']))} "
+        f"customers on {memory.get('database', 'sqlite')}; peak RSS (`ru_maxrss`) of each "
+        "child process.",
+        "",
+    ]
+    rows = []
+
+    def cell(kind: str, fn: Any) -> str:
+        try:
+            value = fn(kind)
+        except (KeyError, TypeError, ZeroDivisionError):
+            return "—"
+        return "—" if value is None else str(value)
+
+    se = summary.get("events", {})
+    rows.append(
+        [
+            f"Events/s, six journeys, {plan['customers']:,} customers, batches of "
+            f"{plan['batch_size']}",
+            *(cell(k, lambda k: _n(se[k]["events_per_s"])) for k, _ in DBS),
+            f"≥ {10_000:,}",
+            _met({k: se.get(k, {}).get("met") for k, _ in DBS}),
+        ]
+    )
+    rows.append(
+        [
+            "Baseline, same run: the same stream, no journey",
+            *(cell(k, lambda k: _n(se[k]["baseline_events_per_s"])) for k, _ in DBS),
+            "—",
+            "—",
+        ]
+    )
+    rows.append(
+        [
+            "Cost of the six journeys, µs of a process per event (over the baseline)",
+            *(cell(k, lambda k: _n(se[k]["journeys_us_per_event"], 1)) for k, _ in DBS),
+            "—",
+            "—",
+        ]
+    )
+    rows.append(
+        [
+            "Events/s over the whole stream, cold start included (journeys)",
+            *(
+                cell(k, lambda k: _n(ev[k]["journeys"]["events_per_s_whole_stream"]))
+                for k, _ in DBS
+            ),
+            "—",
+            "—",
+        ]
+    )
+    never = ev["postgresql"].get("never_analyzed")
+    if never:
+        tenths = never["events_per_s_by_tenth"]
+        rows.append(
+            [
+                f"Events/s if nothing ever analyzes the tables: first → last tenth of "
+                f"{never['events']:,} events",
+                "—",
+                f"{_n(tenths[0])} → {_n(tenths[-1])}",
+                "—",
+                "—",
+            ]
+        )
+    rows.append(
+        [
+            "Batch of 500 with journeys: p50 / p99 ms",
+            *(
+                cell(
+                    k,
+                    lambda k: (
+                        f"{_n(ev[k]['journeys']['batch_ms']['p50'], 1)} / "
+                        f"{_n(ev[k]['journeys']['batch_ms']['p99'], 1)}"
+                    ),
+                )
+                for k, _ in DBS
+            ),
+            "—",
+            "—",
+        ]
+    )
+    st = summary.get("timers", {})
+    rows.append(
+        [
+            f"Timers: lateness p99 (p50 / max), s — {plan['timers']:,} pending, "
+            f"{plan['timer_rate']:,.0f}/s demanded",
+            *(
+                cell(
+                    k,
+                    lambda k: (
+                        f"{timers[k]['on_time']['lateness_s']['p99']} "
+                        f"({timers[k]['on_time']['lateness_s']['p50']} / "
+                        f"{timers[k]['on_time']['lateness_s']['max']})"
+                    ),
+                )
+                for k, _ in DBS
+            ),
+            "p99 < 1 s",
+            _met({k: st.get(k, {}).get("met") for k, _ in DBS}),
+        ]
+    )
+    rows.append(
+        [
+            "Timers: fired / measured (due ≥ 1 s before the end) / share under 1 s late",
+            *(
+                cell(
+                    k,
+                    lambda k: (
+                        f"{_n(timers[k]['on_time']['fired'])} / "
+                        f"{_n(timers[k]['on_time']['measured'])} / "
+                        f"{_pct(timers[k]['on_time']['on_time_share'])}"
+                    ),
+                )
+                for k, _ in DBS
+            ),
+            "—",
+            "—",
+        ]
+    )
+    rows.append(
+        [
+            f"Timers: catch-up, timers/s fired with the rest of the {plan['timers']:,} due at once",
+            *(cell(k, lambda k: _n(timers[k]["catch_up"]["fired_per_s"])) for k, _ in DBS),
+            f"≥ {plan['timer_rate']:,.0f} (the demand)",
+            _met(
+                {
+                    k: (st[k]["catch_up_per_s"] or 0) >= plan["timer_rate"] if k in st else None
+                    for k, _ in DBS
+                }
+            ),
+        ]
+    )
+    points = memory.get("by_customers", {})
+    peaks = " / ".join(_n(p["peak_rss_mb"], 0) for p in points.values())
+    counts = " / ".join(f"{int(n) // 1000}k" for n in points)
+    mem = summary.get("memory") or {}
+    mem_cells = ["—", "—"]
+    if points:
+        index = 0 if memory.get("database", "sqlite") == "sqlite" else 1
+        mem_cells[index] = f"{peaks} ({'+' if mem.get('growth', 0) >= 0 else ''}" + (
+            f"{mem['growth']:.0%})" if mem else "?)"
+        )
+    rows.append(
+        [
+            f"Peak RSS, MiB, at {counts or '—'} customers (growth)",
+            *mem_cells,
+            "flat (≤ +10 %)",
+            _met({"memory": mem.get("met")}),
+        ]
+    )
+    foreign = [
+        r.get("foreign_cpu") or 0.0
+        for runs in events.values()
+        for r in runs.values()
+        if isinstance(r, dict)
+    ] + [r.get("foreign_cpu") or 0.0 for r in timers.values()]
+    out += _table(["measurement", "SQLite", "PostgreSQL", "target", "met?"], rows)
+    if foreign:
+        worst = max(foreign)
+        note = f"Other processes used at most {worst:.2f} cores during these measurements" + (
+            " — **noisy: compare with care**." if worst > NOISY else "."
+        )
+        out += [note, ""]
+
+    # Details: where the time goes, the cold start, the curve over the stream.
+    out += ["### Where the time of a batch goes", ""]
+    rows = []
+    for kind, label in DBS:
+        for run in ("journeys", "baseline"):
+            r = ev[kind].get(run)
+            if r:
+                rows.append(
+                    [
+                        f"{label}, events, {run}",
+                        _n(r["events_per_s"]),
+                        _shares(r.get("phases", {})),
+                    ]
+                )
+    for kind, label in DBS:
+        t = timers.get(kind)
+        if t:
+            rows.append(
+                [
+                    f"{label}, timers on time",
+                    _n(t["on_time"]["fired_per_s"]) + " fired/s",
+                    _shares(t["on_time"].get("phases", {})),
+                ]
+            )
+            rows.append(
+                [
+                    f"{label}, timers catching up",
+                    _n(t["catch_up"]["fired_per_s"]) + " fired/s",
+                    _shares(t["catch_up"].get("phases", {})),
+                ]
+            )
+    out += _table(["run", "rate", "share of handling time by step"], rows)
+    out += _statement_table(
+        "SQL statement (events, journeys, after the cold start)",
+        "ms per batch (rows per call)",
+        {label: ev[kind].get("journeys", {}).get("statements") for kind, label in DBS},
+    )
+    out += _statement_table(
+        "SQL statement (timers catching up)",
+        "ms per round (rows per call)",
+        {label: timers.get(kind, {}).get("catch_up", {}).get("statements") for kind, label in DBS},
+    )
+    out += [
+        "Steps: decode = `decode_events` (pydantic); seen / mark = idempotency lookups and "
+        "marks; load / save = customer states (profiles, tracked runs, timers); apply_event / "
+        "apply_timer = the domain; record = activity and per-step counters; emit = outbox "
+        "insert; lease_due / count_due = the poller's lease transaction; other = sessions, "
+        "message requests, the loop. Measured by wrapping those functions in the benchmark's "
+        "process.",
+        "",
+        "### Over the stream, and the cold start",
+        "",
+    ]
+    for kind, label in DBS:
+        r = ev[kind].get("journeys")
+        if not r:
+            continue
+        line = (
+            f"- {label}, journeys: events/s by tenth of the stream "
+            f"{', '.join(_n(v) for v in r['events_per_s_by_tenth'])}; first "
+            f"{r['first_batches']} batches {_n(r['events_per_s_first_batches'])}/s"
+        )
+        if r.get("cold_events_per_s_by_batch"):
+            line += (
+                f" (before the ANALYZE, per batch: "
+                f"{', '.join(_n(v) for v in r['cold_events_per_s_by_batch'])})"
+            )
+        rows_ = r.get("rows", {})
+        line += (
+            f". At the end: {_n(rows_.get('customers'))} profiles, "
+            f"{_n(rows_.get('instances'))} runs, {_n(rows_.get('timers'))} timers, "
+            f"{_n(rows_.get('outbox'))} message requests in the outbox; peak RSS "
+            f"{_n(r['peak_rss_mb'])} MiB."
+        )
+        out.append(line)
+    if never:
+        out.append(
+            f"- PostgreSQL, journeys, tables never analyzed (this server runs with autovacuum "
+            f"off): events/s by tenth of {never['events']:,} events "
+            f"{', '.join(_n(v) for v in never['events_per_s_by_tenth'])}. After five executions "
+            "a prepared statement switches to a generic plan; planned on tables without "
+            "statistics, it reads `workspace_id = $1` from the index and filters the "
+            "`= ANY($2)` array over every row of the workspace, so each batch gets slower as "
+            "the tables grow, until an ANALYZE invalidates the plans."
+        )
+    for kind, label in DBS:
+        t = timers.get(kind)
+        if t:
+            tenth = ", ".join(_n(v, 2) for v in t["on_time"]["lateness_p99_by_tenth_s"])
+            out.append(
+                f"- {label}, timers: seeded in {t['seeded']['seed_s']} s; lateness p99 by "
+                f"tenth of the measured part {tenth} s; lateness when the firing transaction "
+                f"starts (what `ciclo_journey_timer_lateness_seconds` observes) p99 "
+                f"{t['on_time']['lateness_at_fire_start_s']['p99']} s; catch-up backlog "
+                f"{_n(t['catch_up']['backlog'])}; peak RSS {_n(t['peak_rss_mb'])} MiB."
+            )
+    out.append("")
+    return out
+
+
+def _machine(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return "the machine above"
+    return f"{machine['nproc']} CPUs ({machine['cpu']}), Python {machine['python']}"
+
+
+def _statement_table(
+    title: str, unit: str, by_run: dict[str, dict[str, dict[str, float]] | None]
+) -> list[str]:
+    runs = {label: stats for label, stats in by_run.items() if stats}
+    if not runs:
+        return []
+    kinds: dict[str, float] = {}
+    for stats in runs.values():
+        for kind, figures in stats.items():
+            kinds[kind] = max(kinds.get(kind, 0.0), figures["ms_per_batch"])
+    rows = []
+    for kind in sorted(kinds, key=lambda k: -kinds[k]):
+        if kinds[kind] < 0.5:
+            continue
+        cells = []
+        for stats in runs.values():
+            f = stats.get(kind)
+            cells.append(f"{f['ms_per_batch']:.1f} ({f['rows_per_call']:g})" if f else "—")
+        rows.append([f"`{kind}`", *cells])
+    return _table([title, *(f"{label}: {unit}" for label in runs)], rows)
 
 
 def _foreign(results: dict[str, Any]) -> dict[str, float]:
@@ -346,6 +706,16 @@ def _noise_warning(results: dict[str, Any]) -> list[str]:
         f"- **Noisy run**: other processes (not this benchmark, not PostgreSQL) used more than "
         f"{NOISY:g} cores during: {worst}. Compare those figures with care; run again on an "
         "idle machine."
+    ]
+
+
+def _section_dates(results: dict[str, Any]) -> list[str]:
+    dates = results.get("sections") or {}
+    if len(set(dates.values())) <= 1:
+        return []
+    return [
+        "- Sections from different runs (`--only`): "
+        + ", ".join(f"{name} {when}" for name, when in dates.items())
     ]
 
 
