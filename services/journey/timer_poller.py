@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +33,7 @@ TIMERS_DUE = Gauge(
     "ciclo_journey_timers_due", "Journey timers due and not yet fired (backlog of the poller)"
 )
 TIMERS_FIRED = Counter("ciclo_journey_timers_fired_total", "Journey timers fired")
+BACKLOG_EVERY = timedelta(seconds=5)
 LATENESS = Histogram(
     "ciclo_journey_timer_lateness_seconds",
     "How long after its due time a timer fired",
@@ -64,6 +65,7 @@ class TimerPoller:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._backfilled: JourneyCatalog | None = None
+        self._counted_at = datetime.min.replace(tzinfo=UTC)
 
     def notify(self) -> None:
         """A timer may have been set earlier than the poller's next look: look now."""
@@ -94,11 +96,14 @@ class TimerPoller:
         now = self._clock.now()
         async with JourneyUnitOfWork(self._sessions) as uow:
             leased = await uow.timers.lease_due(now=now, limit=self._batch_size, lease=self._lease)
-            backlog = len(leased)
-            if backlog == self._batch_size:
-                backlog = await uow.timers.count_due(now=now)
+            # Counting a large backlog is costly exactly when the poller is behind: at most
+            # once per BACKLOG_EVERY seconds, and never when this round took all that was due.
+            if len(leased) < self._batch_size:
+                TIMERS_DUE.set(0)
+            elif now - self._counted_at >= BACKLOG_EVERY:
+                self._counted_at = now
+                TIMERS_DUE.set(max(await uow.timers.count_due(now=now) - len(leased), 0))
             await uow.commit()
-        TIMERS_DUE.set(max(backlog - len(leased), 0))
         if not leased:
             return 0
         fired = [Fired(*row) for row in leased]

@@ -339,3 +339,17 @@ async def test_customers_already_there_get_birthday_schedules_when_the_journey_a
     assert [m.template for m in await sent(engine)] == ["birthday-1"] * 8
     # and next year's greeting is already scheduled
     assert {d for _, _, d in await pending(engine)} == {datetime(2027, 11, 25, 8, tzinfo=UTC)}
+
+
+async def test_the_backlog_gauge_counts_what_is_due_and_not_fired(engine: AsyncEngine) -> None:
+    from services.journey.timer_poller import TIMERS_DUE
+
+    await apply(engine, [cart_event(f"e{i}", f"c{i}", "A", START) for i in range(60)], START)
+    clock = VirtualClock(START + timedelta(hours=2))
+    timer_poller = poller(engine, clock, batch_size=25)
+    assert await timer_poller.fire_due() == 25
+    assert TIMERS_DUE._value.get() == 35
+    await timer_poller.fire_due()  # counted at most every 5 s: unchanged
+    assert TIMERS_DUE._value.get() == 35
+    assert await timer_poller.fire_due() == 10  # the last round takes all that is due
+    assert TIMERS_DUE._value.get() == 0
