@@ -71,6 +71,16 @@ class Unprocessable(HTTPProblem):
     code = "validation_failed"
 
 
+class NotFound(HTTPProblem):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HTTPProblem):
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(HTTPProblem):
     status = 413
     code = "payload_too_large"

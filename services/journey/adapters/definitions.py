@@ -39,6 +39,7 @@ from services.journey.domain.catalog import JourneyCatalog, Status
 from services.journey.domain.definitions import Journey
 from services.journey.domain.validation import Problem
 from services.journey.errors import JourneyError
+from shared import http
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,13 @@ _TARGETS: dict[Action, JourneyStatus] = {
 }
 
 
-class NotFound(JourneyError):
-    """No such journey or version in the workspace."""
+class NotFound(JourneyError, http.NotFound):
+    """No such journey or version in the workspace (answers 404 as it is)."""
 
 
-class Conflict(JourneyError):
-    """The request contradicts the journey's state (a published version is immutable, ...)."""
+class Conflict(JourneyError, http.Conflict):
+    """The request contradicts the journey's state (a published version is immutable, ...);
+    answers 409 as it is."""
 
 
 class Invalid(JourneyError):

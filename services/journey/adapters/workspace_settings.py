@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.adapters.tables import workspace_settings
-from services.journey.domain.durations import DurationError, format_duration, parse_duration
+from services.journey.domain.durations import Duration, format_duration, parse_duration
 from services.journey.domain.engine import Cap, Policy
 from services.journey.domain.policy import WorkspacePolicy
 
@@ -51,35 +51,17 @@ old events is no longer meaningful (and far enough would overflow)."""
 # ── Value types (shared by the HTTP API and the service settings) ────────────────────────────
 
 
-def _window(value: Any) -> timedelta:
-    if isinstance(value, timedelta):
-        parsed = value
-    elif not isinstance(value, str):
-        raise PydanticCustomError("duration", "a duration is a string such as 'P1D' or 'PT12H'")
-    else:
-        try:
-            parsed = parse_duration(value)
-        except DurationError as exc:
-            raise PydanticCustomError("duration", str(exc)) from exc
-        except OverflowError as exc:
-            raise PydanticCustomError(
-                "duration", "duration {text!r} is too long", {"text": value[:40]}
-            ) from exc
-    if parsed <= timedelta(0):
+def _at_most_a_year(value: timedelta) -> timedelta:
+    if value > LONGEST:
         raise PydanticCustomError(
-            "duration", "must be longer than zero, got {text}", {"text": format_duration(parsed)}
+            "duration", "must be at most P366D, got {text}", {"text": format_duration(value)}
         )
-    if parsed > LONGEST:
-        raise PydanticCustomError(
-            "duration", "must be at most P366D, got {text}", {"text": format_duration(parsed)}
-        )
-    return parsed
+    return value
 
 
 Window = Annotated[
-    timedelta,
-    BeforeValidator(_window),
-    PlainSerializer(format_duration, return_type=str),
+    Duration,
+    AfterValidator(_at_most_a_year),
     WithJsonSchema(
         {
             "type": "string",

@@ -58,16 +58,6 @@ CustomerId = Annotated[
 ]
 
 
-class JourneyNotFound(HTTPProblem):
-    status = 404
-    code = "not_found"
-
-
-class JourneyConflict(HTTPProblem):
-    status = 409
-    code = "conflict"
-
-
 # ── Bodies ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -208,12 +198,12 @@ def journeys_router(
 
     def missing(journey_id: str) -> HTTPProblem:
         if journey_id in file_journeys():
-            return JourneyConflict(
+            return Conflict(
                 f"journey {journey_id!r} comes from journeys/ and is read-only over HTTP; to "
                 "replace it in this workspace, create a journey with the same id "
                 "(POST /v1/journeys)"
             )
-        return JourneyNotFound(f"no journey {journey_id!r} in this workspace")
+        return NotFound(f"no journey {journey_id!r} in this workspace")
 
     # ── Reading ──
 
@@ -245,7 +235,7 @@ def journeys_router(
             return detail(row, file)
         if file is not None:
             return file_detail(file)
-        raise JourneyNotFound(f"no journey {journey_id!r} in this workspace")
+        raise NotFound(f"no journey {journey_id!r} in this workspace")
 
     # ── Writing ──
 
@@ -272,15 +262,12 @@ def journeys_router(
             return invalid(problems)
         journey_id = str(document["id"])
         file = file_journeys().get(journey_id)
-        try:
-            row = await store.create(
-                principal.workspace_id,
-                document,
-                file_version=file.version if file is not None else None,
-                now=clock.now(),
-            )
-        except Conflict as exc:
-            raise JourneyConflict(str(exc)) from exc
+        row = await store.create(
+            principal.workspace_id,
+            document,
+            file_version=file.version if file is not None else None,
+            now=clock.now(),
+        )
         response.headers["Location"] = f"/v1/journeys/{journey_id}"
         return detail(row, file)
 
@@ -315,8 +302,6 @@ def journeys_router(
             )
         except NotFound as exc:
             raise missing(journey_id) from exc
-        except Conflict as exc:
-            raise JourneyConflict(str(exc)) from exc
         return detail(row, file_journeys().get(journey_id))
 
     @router.put(
@@ -342,14 +327,9 @@ def journeys_router(
         if problems:
             return invalid(problems)
         await existing(principal.workspace_id, journey_id)
-        try:
-            row = await store.replace_version(
-                principal.workspace_id, journey_id, version, document, now=clock.now()
-            )
-        except NotFound as exc:
-            raise JourneyNotFound(str(exc)) from exc
-        except Conflict as exc:
-            raise JourneyConflict(str(exc)) from exc
+        row = await store.replace_version(
+            principal.workspace_id, journey_id, version, document, now=clock.now()
+        )
         return detail(row, file_journeys().get(journey_id))
 
     @router.delete(
@@ -361,12 +341,7 @@ def journeys_router(
     )
     async def delete_draft(journey_id: JourneyId, principal: AdminPrincipal) -> Response:
         await existing(principal.workspace_id, journey_id)
-        try:
-            await store.discard_draft(principal.workspace_id, journey_id, now=clock.now())
-        except NotFound as exc:
-            raise JourneyNotFound(str(exc)) from exc
-        except Conflict as exc:
-            raise JourneyConflict(str(exc)) from exc
+        await store.discard_draft(principal.workspace_id, journey_id, now=clock.now())
         return Response(status_code=204)
 
     @router.post(
@@ -394,23 +369,14 @@ def journeys_router(
             )
         except Invalid as exc:
             return invalid(exc.problems)
-        except NotFound as exc:
-            raise JourneyNotFound(str(exc)) from exc
-        except Conflict as exc:
-            raise JourneyConflict(str(exc)) from exc
         return detail(row, file_journeys().get(journey_id))
 
     def status_route(action: Literal["pause", "resume", "archive"], summary_text: str) -> None:
         async def change(journey_id: JourneyId, principal: AdminPrincipal) -> JourneySummary:
             await existing(principal.workspace_id, journey_id)
-            try:
-                row = await store.change_status(
-                    principal.workspace_id, journey_id, action, now=clock.now()
-                )
-            except NotFound as exc:
-                raise JourneyNotFound(str(exc)) from exc
-            except Conflict as exc:
-                raise JourneyConflict(str(exc)) from exc
+            row = await store.change_status(
+                principal.workspace_id, journey_id, action, now=clock.now()
+            )
             return summary(row, file_journeys().get(journey_id))
 
         change.__name__ = f"{action}_journey"
@@ -465,11 +431,11 @@ def journeys_router(
         has_data = bool(counts or groups or active)
         if version is not None:
             if version not in known and not has_data:
-                raise JourneyNotFound(f"journey {journey_id!r} has no published version {version}")
+                raise NotFound(f"journey {journey_id!r} has no published version {version}")
             numbers = [version]
         else:
             if not known and not has_data:
-                raise JourneyNotFound(f"no journey {journey_id!r} in this workspace")
+                raise NotFound(f"no journey {journey_id!r} in this workspace")
             numbers = list(known)
             if row is not None and row.current_version is not None and file is not None:
                 # The file version was replaced here: shown only if it had runs.
