@@ -128,20 +128,20 @@ class TimerPoller:
         wanted = [(scope or "", j.id, j.version) for scope, j in catalog.dated()]
         async with JourneyUnitOfWork(self._sessions) as uow:
             unfinished = await uow.backfills.unfinished(wanted)
+            if unfinished:
+                key, after = unfinished[0]
+                upcoming = await uow.states.keys_after(key[0] or None, after, self._batch_size)
             await uow.commit()
         if not unfinished:
             self._backfilled = catalog
             return False
-        key, after = unfinished[0]
-        async with JourneyUnitOfWork(self._sessions) as uow:
-            upcoming = await uow.states.keys_after(key[0] or None, after, self._batch_size)
-            await uow.commit()
         policies = await self._policies.for_workspaces({w for w, _ in upcoming})
         async with JourneyUnitOfWork(self._sessions) as uow:
             await backfill_schedules(
                 uow,
                 key=key,
                 after=after,
+                keys=upcoming,
                 catalog=catalog,
                 policies=policies,
                 now=self._clock.now(),

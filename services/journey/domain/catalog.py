@@ -124,9 +124,6 @@ class JourneyCatalog:
             key=lambda item: (item[0] or "", item[1].id),
         )
 
-    def workspaces(self) -> set[str]:
-        return {w for w in self._current if w is not None}
-
     def __iter__(self) -> Iterator[Journey]:
         """The current version of every file journey."""
         return iter(j for j, _ in self._current.get(None, {}).values())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from services.journey.domain.engine import Policy
 
@@ -25,13 +24,3 @@ class WorkspacePolicy:
         if self.live_from is not None and occurred_at < self.live_from:
             return False
         return self.max_event_age is None or now - occurred_at <= self.max_event_age
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "live_from": self.live_from,
-            "max_event_age": self.max_event_age,
-            "default_timezone": self.policy.default_timezone,
-            "frequency_caps": [
-                {"channel": c.channel, "limit": c.limit, "per": c.per} for c in self.policy.caps
-            ],
-        }

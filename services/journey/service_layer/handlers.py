@@ -120,17 +120,17 @@ async def backfill_schedules(
     *,
     key: tuple[str, str, int],
     after: tuple[str, str] | None,
+    keys: list[tuple[str, str]],
     catalog: JourneyCatalog,
     policies: dict[str, WorkspacePolicy],
     now: datetime,
     limit: int,
 ) -> tuple[str, str] | None:
-    """Compute date-trigger schedules for the next ``limit`` customers of a dated journey's
-    scope (``key`` = (scope, journey id, version); scope '' is every workspace). Returns the
-    cursor to go on from, None when finished. Customers added since are scheduled by their own
-    events; computing twice keeps the first schedule."""
-    scope = key[0] or None
-    keys = await uow.states.keys_after(scope, after, limit)
+    """Compute date-trigger schedules for ``keys``, the next customers (at most ``limit``,
+    from ``CustomerStates.keys_after``) of a dated journey's scope (``key`` = (scope, journey
+    id, version); scope '' is every workspace). Returns the cursor to go on from, None when
+    finished. Customers added since are scheduled by their own events; computing twice keeps
+    the first schedule."""
     if keys:
         batch = await _Batch.open(uow, set(keys), now)
         for (workspace, _), state in sorted(batch.states.items()):
