@@ -38,9 +38,11 @@ from services.journey.domain.customer import (
     apply_event,
     apply_timer,
     drop_untracked,
+    jsonable,
+    rfc3339,
 )
 from services.journey.domain.definitions import Journey
-from services.journey.domain.durations import DurationError, format_duration, parse_duration
+from services.journey.domain.durations import DurationError, parse_duration
 from services.journey.domain.localtime import zone
 from shared.contracts.events import EventEnvelope
 
@@ -411,23 +413,6 @@ def simulate(
 # ── Output ────────────────────────────────────────────────────────────────────────────────────
 
 
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _plain(value: Any) -> Any:
-    """A value as JSON: instants in RFC 3339 UTC, durations in ISO 8601."""
-    if isinstance(value, datetime):
-        return rfc3339(value)
-    if isinstance(value, timedelta):
-        return format_duration(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 _SEND_FIELDS = ("channel", "template", "message_id")
 
 
@@ -452,7 +437,7 @@ def row(activity: Activity, categories: Mapping[str, str] | None = None) -> dict
     if activity.reason is not None:
         out["reason"] = activity.reason
     if detail:
-        out["detail"] = _plain(detail)
+        out["detail"] = jsonable(detail)
     return out
 
 

@@ -32,7 +32,7 @@ from services.journey.adapters.tables import (
     step_counts,
     timers,
 )
-from services.journey.domain.customer import Activity, CustomerState
+from services.journey.domain.customer import Activity, CustomerState, jsonable
 from services.journey.domain.engine import Instance
 
 
@@ -82,19 +82,6 @@ def _iso(value: datetime) -> str:
 
 def _when(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def _json_safe(value: Any) -> Any:
-    """Activity details hold datetimes and durations; JSON columns want text."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _upsert(session: AsyncSession, table: Any) -> Any:
@@ -278,7 +265,7 @@ class CustomerStates:
                         "step": a.step,
                         "kind": a.kind,
                         "reason": a.reason,
-                        "detail": _json_safe(dict(a.detail)),
+                        "detail": jsonable(dict(a.detail)),
                         "at": a.at,
                     }
                 )
@@ -446,7 +433,7 @@ def _instance_row(i: Instance) -> dict[str, Any]:
         "wake_at": i.wake_at,
         "waiting": i.waiting,
         "key": i.key,
-        "trigger": _json_safe(dict(i.trigger)),
+        "trigger": jsonable(dict(i.trigger)),
         "holdout": i.holdout,
         "goal_until": i.goal_until,
         "goal_at": i.goal_at,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from services.journey.domain import engine
@@ -27,6 +27,7 @@ from services.journey.domain.definitions import (
     Journey,
     ReentryAfter,
 )
+from services.journey.domain.durations import format_duration
 from services.journey.domain.localtime import next_date_trait, resolve_zone
 
 
@@ -122,6 +123,24 @@ class Changes:
         self.activity.extend(other.activity)
         self.messages.extend(other.messages)
         self.instances.update(other.instances)
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    """A value of an activity or a run as JSON: instants in RFC 3339 UTC, durations in
+    ISO 8601 (what the timeline prints and the database keeps)."""
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def event_view(event: EventLike) -> dict[str, Any]:
