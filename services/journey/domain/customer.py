@@ -302,18 +302,7 @@ def apply_timer(
             },
         }
         if trigger.yearly:
-            tz = resolve_zone(
-                trigger.timezone, state.traits.get("timezone"), policy.default_timezone
-            )
-            following = next_date_trait(
-                now,
-                state.traits.get(trigger.date_trait),
-                offset=trigger.offset,
-                at=trigger.at,
-                tz=tz,
-                yearly=True,
-                after=max(due, now),
-            )
+            following = _date_due(state, trigger, policy, now, after=max(due, now))
             # Also while the journey is paused: it takes no entry today, but next year's date
             # must still come round when it is published again.
             if following is not None:
@@ -396,15 +385,7 @@ def _reschedule(
         assert isinstance(trigger, DateTrigger)
         if trigger.date_trait not in changed and "timezone" not in changed:
             continue
-        tz = resolve_zone(trigger.timezone, state.traits.get("timezone"), policy.default_timezone)
-        when = next_date_trait(
-            now,
-            state.traits.get(trigger.date_trait),
-            offset=trigger.offset,
-            at=trigger.at,
-            tz=tz,
-            yearly=trigger.yearly,
-        )
+        when = _date_due(state, trigger, policy, now)
         if when is None:
             state.schedules.pop(journey.id, None)
         else:
@@ -419,17 +400,30 @@ def schedule_all(
     for journey in journeys.dated:
         trigger = journey.trigger
         assert isinstance(trigger, DateTrigger)
-        tz = resolve_zone(trigger.timezone, state.traits.get("timezone"), policy.default_timezone)
-        due = next_date_trait(
-            now,
-            state.traits.get(trigger.date_trait),
-            offset=trigger.offset,
-            at=trigger.at,
-            tz=tz,
-            yearly=trigger.yearly,
-        )
+        due = _date_due(state, trigger, policy, now)
         if due is not None:
             state.schedules.setdefault(journey.id, due)
+
+
+def _date_due(
+    state: CustomerState,
+    trigger: DateTrigger,
+    policy: engine.Policy,
+    now: datetime,
+    *,
+    after: datetime | None = None,
+) -> datetime | None:
+    """When the customer's date trait next comes round for this trigger, in their zone."""
+    tz = resolve_zone(trigger.timezone, state.traits.get("timezone"), policy.default_timezone)
+    return next_date_trait(
+        now,
+        state.traits.get(trigger.date_trait),
+        offset=trigger.offset,
+        at=trigger.at,
+        tz=tz,
+        yearly=trigger.yearly,
+        after=after,
+    )
 
 
 def _entry_name(journey_id: str, key: str | None) -> str:
