@@ -9,14 +9,11 @@ must be an IANA name.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -31,6 +28,7 @@ from pydantic import (
 )
 
 from services.ingest.currencies import ISO_4217
+from shared.contracts.addresses import normalise_email, normalise_phone
 from shared.contracts.events import EARLIEST, LATEST
 
 
@@ -50,27 +48,6 @@ class _Open(BaseModel):
     """Typed fields are checked; anything else is kept as sent."""
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
-
-
-@functools.lru_cache(maxsize=65_536)  # addresses repeat per customer; validation is costly
-def normalise_email(value: str) -> str:
-    try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address: {exc}") from None
-
-
-@functools.lru_cache(maxsize=65_536)
-def normalise_phone(value: str, region: str | None = None) -> str:
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException:
-        raise ValueError(
-            "not a phone number: give E.164 (+4930…) or a national number with traits.country"
-        ) from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 class Traits(_Open):

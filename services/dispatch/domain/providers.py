@@ -1,0 +1,126 @@
+"""Provider configuration: one model per provider kind, validated when it is saved.
+
+A workspace configures a primary and an optional fallback provider per channel (table
+``dispatch_providers``); a workspace with none uses the process-wide provider of the settings
+(``CICLO_EMAIL_PROVIDER``…), which in development is the local sink. Secret fields are kept in the
+database and never shown back: ``public()`` masks them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+Channel = Literal["email", "sms"]
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    secrets: ClassVar[tuple[str, ...]] = ()
+    channels: ClassVar[tuple[Channel, ...]] = ()
+
+    def public(self) -> dict[str, Any]:
+        """The configuration as the API shows it: every secret replaced by ``"***"``."""
+        data = self.model_dump(mode="json")
+        for name in self.secrets:
+            if data.get(name):
+                data[name] = "***"
+        return data
+
+
+class SinkConfig(_Config):
+    kind: Literal["sink"] = "sink"
+    channels = ("email", "sms")
+
+
+class SendGridConfig(_Config):
+    kind: Literal["sendgrid"] = "sendgrid"
+    api_key: str = Field(min_length=1)
+    base_url: str = "https://api.sendgrid.com"
+    webhook_public_key: str | None = Field(
+        None,
+        description="The Event Webhook's ECDSA public key (base64 DER, as SendGrid shows it).",
+    )
+    secrets = ("api_key",)
+    channels = ("email",)
+
+
+class MailgunConfig(_Config):
+    kind: Literal["mailgun"] = "mailgun"
+    api_key: str = Field(min_length=1)
+    domain: str = Field(min_length=1, description="The sending domain, e.g. mg.example.com.")
+    base_url: str = Field("https://api.mailgun.net", description="EU: https://api.eu.mailgun.net")
+    webhook_signing_key: str | None = None
+    secrets = ("api_key", "webhook_signing_key")
+    channels = ("email",)
+
+
+class PostmarkConfig(_Config):
+    kind: Literal["postmark"] = "postmark"
+    server_token: str = Field(min_length=1)
+    base_url: str = "https://api.postmarkapp.com"
+    message_stream: str = Field(
+        "outbound", description="Transactional stream; marketing uses `broadcast_stream`."
+    )
+    broadcast_stream: str = "broadcast"
+    webhook_username: str | None = None
+    webhook_password: str | None = None
+    secrets = ("server_token", "webhook_password")
+    channels = ("email",)
+
+
+class TwilioConfig(_Config):
+    kind: Literal["twilio"] = "twilio"
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: str = Field(min_length=1)
+    from_number: str | None = Field(None, description="E.164 sender, or use a messaging service.")
+    messaging_service_sid: str | None = Field(None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    base_url: str = "https://api.twilio.com"
+    status_callback: str | None = Field(
+        None, description="Public URL of Ciclo's Twilio webhook, sent as StatusCallback."
+    )
+    secrets = ("auth_token",)
+    channels = ("sms",)
+
+
+class VonageConfig(_Config):
+    kind: Literal["vonage"] = "vonage"
+    api_key: str = Field(min_length=1)
+    api_secret: str = Field(min_length=1)
+    from_number: str = Field(min_length=1, description="Sender number (E.164) or alphanumeric id.")
+    base_url: str = "https://api.nexmo.com"
+    signature_secret: str | None = Field(
+        None, description="Signs Vonage's webhooks (JWT HS256 in the Authorization header)."
+    )
+    secrets = ("api_secret", "signature_secret")
+    channels = ("sms",)
+
+
+class WebhookConfig(_Config):
+    """A generic signed webhook: Ciclo POSTs the rendered message as JSON to ``url``."""
+
+    kind: Literal["webhook"] = "webhook"
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16, description="Signs each request (HMAC-SHA256).")
+    secrets = ("secret",)
+    channels = ("email", "sms")
+
+
+ProviderConfig = Annotated[
+    SinkConfig
+    | SendGridConfig
+    | MailgunConfig
+    | PostmarkConfig
+    | TwilioConfig
+    | VonageConfig
+    | WebhookConfig,
+    Field(discriminator="kind"),
+]
+PROVIDER_CONFIG: TypeAdapter[ProviderConfig] = TypeAdapter(ProviderConfig)
+KINDS = ("sink", "sendgrid", "mailgun", "postmark", "twilio", "vonage", "webhook")
+
+
+def parse_config(data: dict[str, Any]) -> ProviderConfig:
+    """Validate a stored or posted configuration (raises pydantic's ValidationError)."""
+    return PROVIDER_CONFIG.validate_python(data)
