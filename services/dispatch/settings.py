@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from shared.errors import ConfigurationError
 from shared.settings import CommonSettings
@@ -32,6 +32,17 @@ class DispatchSettings(CommonSettings):
         description="A send that may have left but has no answer (timeout, crash): `skip` "
         "(never twice, may lose one) or `resend` (never lost, may duplicate).",
     )
+    public_url: str = Field(
+        "http://localhost:8000",
+        description="Base URL where recipients reach Ciclo (unsubscribe links, preference centre).",
+    )
+    unsubscribe_secret: SecretStr = Field(
+        SecretStr("ciclo-development-unsubscribe-secret"),
+        description="Signs unsubscribe links (HMAC-SHA256); set your own in production.",
+    )
+    unsubscribe_mailto: str = Field(
+        "", description="Optional mailto address also offered in List-Unsubscribe."
+    )
     dispatch_batch_size: int = Field(200, ge=1, le=10_000, description="Requests per batch.")
     dispatch_poll_timeout: float = Field(0.5, gt=0, description="Seconds a poll waits.")
 
@@ -44,5 +55,13 @@ class DispatchSettings(CommonSettings):
         if self.env == "production" and self.email_provider == "sink":
             raise ConfigurationError(
                 "CICLO_ENV=production needs a real CICLO_EMAIL_PROVIDER, not the local sink"
+            )
+        if (
+            self.env == "production"
+            and self.unsubscribe_secret.get_secret_value() == "ciclo-development-unsubscribe-secret"
+        ):
+            raise ConfigurationError(
+                "CICLO_ENV=production needs its own CICLO_UNSUBSCRIBE_SECRET (it signs "
+                "unsubscribe links)"
             )
         return self
