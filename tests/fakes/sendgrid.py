@@ -1,16 +1,14 @@
 """A fake SendGrid v3 Mail Send server that checks requests the way the real API does.
 
 It validates auth (Bearer key), content type, the required fields and their shapes, and answers 202
-with ``X-Message-Id`` like SendGrid. Tests can queue failures (429 with Retry-After, 5xx, a delay
-longer than the client's timeout) to exercise retries and the ambiguous case.
+with ``X-Message-Id`` like SendGrid. Tests can queue failures (``Injected``, from faults.py: 429
+with Retry-After, 5xx, a delay longer than the client's timeout) to exercise retries and the
+ambiguous case.
 """
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,29 +16,28 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.faults import Faults, Injected
+
+__all__ = ["MAX_BYTES", "FakeSendGrid", "Injected"]
+
 MAX_BYTES = 30 * 1024 * 1024
 
 
-@dataclass
-class Injected:
-    status: int = 500
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds before answering (longer than the client timeout: ambiguous)
-    accept: bool = False  # count the mail as sent although the answer fails (the ambiguous case)
-
-
 class FakeSendGrid:
-    def __init__(self, api_key: str = "SG.test-key") -> None:
+    def __init__(self, api_key: str = "SG.test-key", *, latency: float = 0.0) -> None:
         self.api_key = api_key
         self.accepted: list[dict[str, Any]] = []
         self.requests = 0
-        self._failures: list[Injected] = []
-        self._lock = threading.Lock()
+        self.faults = Faults(latency=latency)
         self.app = Starlette(routes=[Route("/v3/mail/send", self.mail_send, methods=["POST"])])
 
     def fail_next(self, *failures: Injected) -> None:
-        with self._lock:
-            self._failures.extend(failures)
+        self.faults.fail_next(*failures)
+
+    def reset(self) -> None:
+        self.accepted.clear()
+        self.requests = 0
+        self.faults.clear()
 
     def message_ids(self) -> list[str]:
         return [m["custom_args"]["ciclo_message_id"] for m in self.accepted]
@@ -54,6 +51,7 @@ class FakeSendGrid:
 
     async def mail_send(self, request: Request) -> Response:
         self.requests += 1
+        await self.faults.pause()
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return self._error(
                 401, "The provided authorization grant is invalid, expired, or revoked"
@@ -70,18 +68,16 @@ class FakeSendGrid:
         problem = self._validate(body)
         if problem:
             return self._error(400, *problem)
-        with self._lock:
-            injected = self._failures.pop(0) if self._failures else None
+        injected = self.faults.take()
         if injected is not None:
-            if injected.accept:
-                self.accepted.append(body)
-            if injected.delay:
-                await asyncio.sleep(injected.delay)
-            return (
-                self._error(injected.status, "injected failure")
-                if injected.status >= 400
-                else Response(status_code=injected.status)
+            return await self.faults.apply(
+                injected,
+                accept=lambda: self._accept(body),
+                error=lambda status: self._error(status, "injected failure"),
             )
+        return self._accept(body)
+
+    def _accept(self, body: dict[str, Any]) -> Response:
         self.accepted.append(body)
         return Response(status_code=202, headers={"X-Message-Id": secrets.token_urlsafe(16)})
 

@@ -1,10 +1,12 @@
-"""The provider port and the translation of httpx errors into send errors (done once, here)."""
+"""The provider port, the translation of httpx errors into send errors (done once, here), and the
+checks every provider shares (channel, E.164 numbers, display names)."""
 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -73,3 +75,62 @@ async def post(
         ) from exc
     except httpx.HTTPError as exc:
         raise TransientSendError(f"{provider} request failed: {exc!r}") from exc
+
+
+def raise_for_answer(response: httpx.Response, *, provider: str, detail: str) -> None:
+    """``raise_for_response``, and also refuse an answer that is neither 2xx nor an error: a
+    redirect is never followed, so the message was not accepted and will not be until the
+    configured URL is fixed."""
+    raise_for_response(response, provider=provider, detail=detail)
+    if not response.is_success:
+        location = response.headers.get("location", "")
+        raise PermanentSendError(
+            f"{provider} answered {response.status_code} (redirect to {location!r} not "
+            "followed: configure the final URL)"[:1000]
+        )
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or ``{}``: a garbled body must never turn an accepted send into
+    an error (the retry would send the message twice)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def ensure_channel(provider: str, channels: tuple[str, ...], message: Outbound) -> None:
+    """Refuse before any I/O: an SMS handed to an email provider is a configuration mistake that
+    no retry can fix."""
+    if message.channel not in channels:
+        raise PermanentSendError(
+            f"{provider} cannot send {message.channel} messages (it sends: {', '.join(channels)})"
+        )
+
+
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def e164(number: str, *, provider: str, field: str = "recipient") -> str:
+    """Check that ``number`` is E.164 (``+`` and 7 to 15 digits); SMS providers refuse anything
+    else, so this fails early with a message that names the number."""
+    if not _E164.fullmatch(number):
+        raise PermanentSendError(
+            f"{provider}: {field} {number!r} is not an E.164 phone number (like +14155552671)"
+        )
+    return number
+
+
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
+def mailbox(address: str, name: str | None) -> str:
+    """``Name <address>`` with the display name quoted when it holds RFC 5322 specials (a comma
+    in "Shop, Inc." would otherwise split it into two addresses). Non-ASCII names stay as they
+    are: the providers encode headers themselves."""
+    if not name:
+        return address
+    if _SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"

@@ -7,17 +7,27 @@ from typing import Any
 
 import httpx
 
-from services.dispatch.adapters.providers.base import post, raise_for_response
+from services.dispatch.adapters.providers.base import (
+    ensure_channel,
+    post,
+    raise_for_answer,
+)
 from services.dispatch.domain.messages import Outbound, Receipt
+from services.dispatch.domain.providers import Channel, SendGridConfig
 
 
 class SendGridProvider:
     name = "sendgrid"
+    channels: tuple[Channel, ...] = SendGridConfig.channels
 
     def __init__(self, client: httpx.AsyncClient, *, api_key: str, base_url: str) -> None:
         self._client = client
         self._url = base_url.rstrip("/") + "/v3/mail/send"
         self._headers = {"Authorization": f"Bearer {api_key}"}
+
+    @classmethod
+    def from_config(cls, client: httpx.AsyncClient, config: SendGridConfig) -> SendGridProvider:
+        return cls(client, api_key=config.api_key, base_url=config.base_url)
 
     def body(self, message: Outbound) -> dict[str, Any]:
         content = []
@@ -43,6 +53,7 @@ class SendGridProvider:
         return body
 
     async def send(self, message: Outbound) -> Receipt:
+        ensure_channel(self.name, self.channels, message)
         response = await post(
             self._client,
             self._url,
@@ -58,7 +69,7 @@ class SendGridProvider:
                     "; ".join(f"{e.get('field') or '-'}: {e.get('message')}" for e in errors)
                     or detail
                 )
-            except ValueError:
+            except (ValueError, AttributeError):
                 pass
-        raise_for_response(response, provider=self.name, detail=detail)
+        raise_for_answer(response, provider=self.name, detail=detail)
         return Receipt(provider=self.name, provider_message_id=response.headers.get("x-message-id"))

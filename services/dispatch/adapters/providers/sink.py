@@ -10,10 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import sink
 from services.dispatch.domain.messages import Outbound, Receipt
+from services.dispatch.domain.providers import Channel, SinkConfig
 
 
 class SinkProvider:
     name = "sink"
+    channels: tuple[Channel, ...] = SinkConfig.channels
 
     async def send_within(self, session: AsyncSession, message: Outbound) -> Receipt:
         await session.execute(
