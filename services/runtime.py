@@ -18,8 +18,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.components import ServiceName, components_for
-from services.dispatch.bootstrap import DispatchWorker
-from services.dispatch.entrypoints.http import sink_router
+from services.dispatch.adapters.template_repository import TemplateRenderer
+from services.dispatch.adapters.templates import TemplateStore
+from services.dispatch.adapters.workspace_config import WorkspaceConfig
+from services.dispatch.bootstrap import DispatchWorker, workspace_config
+from services.dispatch.entrypoints.http import admin_router, sink_router
+from services.dispatch.entrypoints.templates import templates_router
+from services.dispatch.entrypoints.unsubscribe import unsubscribe_router
+from services.dispatch.entrypoints.webhooks import provider_webhooks_router
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
@@ -67,6 +73,8 @@ class Runtime:
     keys: KeyStore = field(init=False)
     journey_worker: JourneyWorker | None = field(init=False, default=None)
     dispatch_worker: DispatchWorker | None = field(init=False, default=None)
+    dispatch_config: WorkspaceConfig | None = field(init=False, default=None)
+    dispatch_renderer: TemplateRenderer | None = field(init=False, default=None)
     _file_catalog: JourneyCatalog | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -82,6 +90,9 @@ class Runtime:
         self.bus = open_bus(self.server)
         self.keys = KeyStore(self.engine, cache_seconds=self.server.key_cache_seconds)
         self._sessions = session_factory(self.engine)
+        if self.dispatch is not None:
+            self.dispatch_config = workspace_config(self.dispatch, self.engine)
+            self.dispatch_renderer = TemplateRenderer(TemplateStore(self.dispatch.templates_dir))
 
     async def start(self) -> None:
         if self.server.auto_migrate:
@@ -98,7 +109,12 @@ class Runtime:
             await self.journey_worker.start()
         if self.dispatch is not None:
             self.dispatch_worker = DispatchWorker(
-                self.dispatch, engine=self.engine, bus=self.bus, clock=self.clock
+                self.dispatch,
+                engine=self.engine,
+                bus=self.bus,
+                clock=self.clock,
+                config=self.dispatch_config,
+                renderer=self.dispatch_renderer,
             )
             await self.dispatch_worker.start()
 
@@ -182,7 +198,36 @@ class Runtime:
                 )
             )
         if "dispatch" in self.services:
+            assert self.dispatch_config is not None
             app.include_router(sink_router(uow=self._dispatch_uow))
+            app.include_router(
+                admin_router(uow=self._dispatch_uow, config=self.dispatch_config, clock=self.clock)
+            )
+            assert self.dispatch is not None
+            app.include_router(
+                templates_router(
+                    uow=self._dispatch_uow,
+                    files=self.dispatch.templates_dir,
+                    clock=self.clock,
+                    renderer=self.dispatch_renderer,
+                )
+            )
+            app.include_router(
+                provider_webhooks_router(
+                    uow=self._dispatch_uow,
+                    configs=self.dispatch_config.by_kind,
+                    clock=self.clock,
+                    notify=self._notify_dispatch,
+                )
+            )
+            app.include_router(
+                unsubscribe_router(
+                    uow=self._dispatch_uow,
+                    secret=self.dispatch.unsubscribe_secret.get_secret_value(),
+                    clock=self.clock,
+                    shop_name=self.dispatch.email_from_name,
+                )
+            )
         if self.journey is not None:
             app.include_router(
                 journeys_router(
@@ -200,6 +245,11 @@ class Runtime:
             assert self.journey is not None
             self._file_catalog = load_catalog(self.journey.journeys_dir)
         return self._file_catalog
+
+    def _notify_dispatch(self) -> None:
+        """Wake dispatch's outbox relay after a webhook or unsubscribe wrote events."""
+        if self.dispatch_worker is not None:
+            self.dispatch_worker.relay.notify()
 
     def _dispatch_uow(self) -> DispatchUnitOfWork:
         return DispatchUnitOfWork(self._sessions)

@@ -1,21 +1,33 @@
-"""Wires the dispatch service: templates, provider, consumer of the messages topic, outbox relay."""
+"""Wires the dispatch service: templates, providers per workspace, the consumer of the messages
+topic, the held-message poller and the outbox relay."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.base import Provider, TransactionalProvider
-from services.dispatch.adapters.providers.sendgrid import SendGridProvider
-from services.dispatch.adapters.providers.sink import SinkProvider
+from services.dispatch.adapters.providers.registry import build_provider
+from services.dispatch.adapters.routing import ConfiguredRoutes
 from services.dispatch.adapters.tables import outbox
+from services.dispatch.adapters.template_repository import TemplateRenderer
 from services.dispatch.adapters.templates import TemplateStore
+from services.dispatch.adapters.workspace_config import ProviderSetting, WorkspaceConfig
+from services.dispatch.domain.policy import DispatchPolicy
+from services.dispatch.domain.providers import ProviderConfig, SendGridConfig, SinkConfig
 from services.dispatch.service_layer.handlers import Dispatcher, Sender
+from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
+from services.dispatch.webhooks.recorder import prune_webhook_events
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
 from shared.consumer import ConsumerRunner
@@ -27,40 +39,82 @@ from shared.outbox import OutboxRelay
 from shared.retry import RetryPolicy
 from shared.worker import ConsumerWorker
 
+log = logging.getLogger(__name__)
+
 GROUP = "dispatch"
 
 
-def build_provider(
-    settings: DispatchSettings, client: httpx.AsyncClient
-) -> Provider | TransactionalProvider:
+def default_providers(settings: DispatchSettings) -> dict[str, ProviderSetting]:
+    """The providers of workspaces that configured none: from the settings."""
+    email: ProviderConfig = SinkConfig()
     if settings.email_provider == "sendgrid":
-        return SendGridProvider(
-            client, api_key=settings.sendgrid_api_key, base_url=settings.sendgrid_base_url
+        email = SendGridConfig(
+            api_key=settings.sendgrid_api_key, base_url=settings.sendgrid_base_url
         )
-    return SinkProvider()
+    return {
+        "email": ProviderSetting(None, "email", "primary", email),
+        "sms": ProviderSetting(None, "sms", "primary", SinkConfig()),
+    }
+
+
+def workspace_config(settings: DispatchSettings, engine: AsyncEngine) -> WorkspaceConfig:
+    """Providers and sending settings per workspace, shared by the worker and the admin API of
+    one process (a change over HTTP reaches this process's sends at once)."""
+    return WorkspaceConfig(
+        engine,
+        defaults=default_providers(settings),
+        default_policy=DispatchPolicy(),
+        ttl=settings.dispatch_config_refresh,
+    )
 
 
 class DispatchWorker(ConsumerWorker):
     def __init__(
-        self, settings: DispatchSettings, *, engine: AsyncEngine, bus: Bus, clock: Clock
+        self,
+        settings: DispatchSettings,
+        *,
+        engine: AsyncEngine,
+        bus: Bus,
+        clock: Clock,
+        config: WorkspaceConfig | None = None,
+        renderer: TemplateRenderer | None = None,
     ) -> None:
         self.settings = settings
-        sessions = session_factory(engine)
-        self.uow = lambda: DispatchUnitOfWork(sessions)
+        self._sessions = session_factory(engine)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.send_timeout),
-            limits=httpx.Limits(max_connections=settings.send_concurrency),
+            limits=httpx.Limits(
+                max_connections=settings.send_concurrency * 2,
+                max_keepalive_connections=settings.send_concurrency * 2,
+            ),
         )
+        self.config = config or workspace_config(settings, engine)
+        self.routes = ConfiguredRoutes(
+            self.config,
+            partial(_build, client=self.client),
+            concurrency=settings.send_concurrency,
+            breaker_threshold=settings.breaker_threshold,
+            breaker_cooldown=settings.breaker_cooldown,
+        )
+        self.renderer = renderer or TemplateRenderer(TemplateStore(settings.templates_dir))
         self.dispatcher = Dispatcher(
             uow=self.uow,
-            templates=TemplateStore(settings.templates_dir),
-            provider=build_provider(settings, self.client),
+            renderer=self.renderer,
+            routes=self.routes,
             sender=Sender(email=settings.email_from, name=settings.email_from_name),
             retry=RetryPolicy(max_attempts=settings.send_max_attempts),
             ambiguous_policy=settings.ambiguous_policy,
-            concurrency=settings.send_concurrency,
             clock=clock,
+            hold_over=settings.send_hold_over,
+            links=SignedLinks(
+                public_url=settings.public_url,
+                secret=settings.unsubscribe_secret.get_secret_value(),
+                mailto=settings.unsubscribe_mailto,
+            ),
         )
+        self._clock = clock
+        self._held: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         publisher = bus.publisher()
         super().__init__(
             name=GROUP,
@@ -75,6 +129,9 @@ class DispatchWorker(ConsumerWorker):
             ),
         )
 
+    def uow(self) -> DispatchUnitOfWork:
+        return DispatchUnitOfWork(self._sessions)
+
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         requests = []
         for record in records:
@@ -85,7 +142,63 @@ class DispatchWorker(ConsumerWorker):
         await self.dispatcher.handle(requests)
         self.relay.notify()
 
+    async def release_held(self) -> int:
+        """Send the held messages whose time has come (quiet hours over, Retry-After passed)."""
+        async with self.uow() as uow:
+            due = await uow.ledger.due_held(
+                now=self._clock.now(), limit=self.settings.dispatch_batch_size
+            )
+        requests = []
+        for data in due:
+            try:
+                requests.append(MessageRequest.model_validate(data))
+            except ValidationError:  # pragma: no cover - written by this service
+                log.exception("held message unreadable")
+        if requests:
+            await self.dispatcher.handle(requests)
+            self.relay.notify()
+        return len(requests)
+
+    async def _release_loop(self) -> None:
+        """Held messages every few seconds; once an hour, forget provider webhook ids older than
+        any provider retries (their deduplication needs no more)."""
+        pruned_at: float | None = None
+        while not self._stopping.is_set():
+            try:
+                released = await self.release_held()
+                if pruned_at is None or time.monotonic() - pruned_at > 3600:
+                    await prune_webhook_events(self.uow, now=self._clock.now())
+                    pruned_at = time.monotonic()
+            except Exception:
+                log.exception("releasing held messages failed; trying again")
+                released = 0
+            if released < self.settings.dispatch_batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), timeout=self.settings.held_poll_interval
+                    )
+
+    async def start(self) -> None:
+        await super().start()
+        self._held = asyncio.create_task(self._release_loop(), name=f"{self.name}-held")
+
+    async def check(self) -> None:
+        await super().check()
+        if self._held is not None and self._held.done():
+            error = None if self._held.cancelled() else self._held.exception()
+            raise RuntimeError(f"{self._held.get_name()} stopped: {error!r}")
+
     async def stop(self) -> None:
-        """Finish the sends in hand and record them (ConsumerWorker.stop), then close HTTP."""
+        """Stop releasing held messages, finish the sends in hand and record them
+        (ConsumerWorker.stop), then close HTTP."""
+        self._stopping.set()
+        if self._held is not None:
+            await self._held
         await super().stop()
         await self.client.aclose()
+
+
+def _build(
+    config: ProviderConfig, *, client: httpx.AsyncClient
+) -> Provider | TransactionalProvider:
+    return build_provider(config, client)

@@ -43,6 +43,24 @@ class DispatchSettings(CommonSettings):
     unsubscribe_mailto: str = Field(
         "", description="Optional mailto address also offered in List-Unsubscribe."
     )
+    send_hold_over: float = Field(
+        60.0,
+        gt=0,
+        description="A provider asking to wait longer than this many seconds (Retry-After, an "
+        "open circuit) gets the message held and sent later instead of waiting in memory.",
+    )
+    breaker_threshold: int = Field(
+        5, ge=1, description="Failed sends in a row that open a provider's circuit breaker."
+    )
+    breaker_cooldown: float = Field(
+        30.0, gt=0, description="Seconds an open circuit breaker waits before a trial send."
+    )
+    held_poll_interval: float = Field(
+        5.0, gt=0, description="Seconds between looks for held messages that are due."
+    )
+    dispatch_config_refresh: float = Field(
+        10.0, gt=0, description="Seconds a workspace's providers and settings are cached."
+    )
     dispatch_batch_size: int = Field(200, ge=1, le=10_000, description="Requests per batch.")
     dispatch_poll_timeout: float = Field(0.5, gt=0, description="Seconds a poll waits.")
 

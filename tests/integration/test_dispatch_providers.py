@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from services.dispatch.adapters.providers.base import Provider
 from services.dispatch.adapters.providers.mailgun import MailgunProvider
@@ -369,7 +370,13 @@ async def test_twilio_without_a_sender_is_refused_before_sending(
     fakes: dict[str, Case], client: httpx.AsyncClient
 ) -> None:
     case = fakes["twilio"]
-    config = TwilioConfig(account_sid=TWILIO_SID, auth_token="twilio-token", base_url=case.url)
+    # Refused when configured; a stored configuration from before that check still fails
+    # before any request.
+    with pytest.raises(ValidationError, match="Twilio needs a sender"):
+        TwilioConfig(account_sid=TWILIO_SID, auth_token="twilio-token", base_url=case.url)
+    config = TwilioConfig.model_construct(
+        account_sid=TWILIO_SID, auth_token="twilio-token", base_url=case.url
+    )
     with pytest.raises(PermanentSendError, match="neither from_number nor messaging_service_sid"):
         await case.provider(client, config=config).send(sms())
     assert case.fake.requests == 0

@@ -16,11 +16,18 @@ from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.sink import SinkProvider
 from services.dispatch.adapters.tables import messages, outbox, sink
 from services.dispatch.adapters.templates import TemplateStore
-from services.dispatch.service_layer.handlers import Dispatcher, Sender
+from services.dispatch.service_layer.handlers import (
+    Dispatcher,
+    FileRenderer,
+    FixedRoutes,
+    Sender,
+    lane,
+)
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import SystemClock
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
+from shared.contracts.topics import EVENTS, dead_letter
 from shared.db.engine import session_factory
 from shared.retry import RetryPolicy
 from tests.fakes.sendgrid import FakeSendGrid, Injected
@@ -61,12 +68,11 @@ def dispatcher(
     sessions = session_factory(engine)
     return Dispatcher(
         uow=lambda: DispatchUnitOfWork(sessions),
-        templates=TemplateStore(TEMPLATES),
-        provider=provider,  # type: ignore[arg-type]
+        renderer=FileRenderer(TemplateStore(TEMPLATES)),
+        routes=FixedRoutes(lane(provider, concurrency=8)),  # type: ignore[arg-type]
         sender=Sender(email="shop@example.com", name="Shop"),
         retry=RetryPolicy(max_attempts=attempts, initial_delay=0.01, max_delay=2),
         ambiguous_policy=policy,
-        concurrency=8,
         clock=SystemClock(),
     )
 
@@ -81,8 +87,20 @@ async def ledger(engine: AsyncEngine) -> dict[str, tuple[str, int]]:
 
 async def emitted(engine: AsyncEngine) -> list[EventEnvelope]:
     async with engine.connect() as conn:
-        rows = await conn.execute(select(outbox.c.value).order_by(outbox.c.id))
+        rows = await conn.execute(
+            select(outbox.c.value).where(outbox.c.topic == EVENTS).order_by(outbox.c.id)
+        )
         return [EventEnvelope.from_json(r.value) for r in rows]
+
+
+async def dead_letters(engine: AsyncEngine) -> list[tuple[MessageRequest, dict[str, str]]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.value, outbox.c.headers)
+            .where(outbox.c.topic == dead_letter("dispatch"))
+            .order_by(outbox.c.id)
+        )
+        return [(MessageRequest.from_json(r.value), dict(r.headers)) for r in rows]
 
 
 @pytest.fixture
@@ -142,6 +160,10 @@ async def test_permanent_errors_are_not_retried(
     [event] = await emitted(engine)
     assert event.type == "message_failed"
     assert "401" in event.properties["reason"]
+    [(dead, headers)] = await dead_letters(engine)
+    assert dead.message_id == "msg_1"
+    assert "401" in headers["dlq_reason"]
+    assert headers["dlq_provider"] == "sendgrid"
 
 
 async def test_transient_errors_give_up_after_the_last_attempt(
@@ -178,13 +200,22 @@ async def test_resend_policy_retries_an_ambiguous_send(
     assert fake.message_ids() == ["msg_1", "msg_1"]  # the documented price of `resend`
 
 
-async def test_missing_address_and_bad_template_fail_with_a_reason(engine: AsyncEngine) -> None:
+async def test_missing_address_is_skipped_and_bad_template_fails_with_a_reason(
+    engine: AsyncEngine,
+) -> None:
     bad_template = request(2).model_copy(update={"template": "no-such-template"})
     await dispatcher(engine, SinkProvider()).handle([request(1, email=None), bad_template])
     events = {e.properties["message_id"]: e for e in await emitted(engine)}
-    assert events["msg_1"].properties["reason"] == "recipient has no email"
+    assert (events["msg_1"].type, events["msg_1"].properties["reason"]) == (
+        "message_skipped",
+        "no_address",
+    )
+    assert events["msg_2"].type == "message_failed"
     assert "subject.liquid is missing" in events["msg_2"].properties["reason"]
-    assert {s for s, _ in (await ledger(engine)).values()} == {"failed"}
+    assert {m: s for m, (s, _) in (await ledger(engine)).items()} == {
+        "msg_1": "skipped",
+        "msg_2": "failed",
+    }
 
 
 async def test_the_sink_receives_each_message_exactly_once(engine: AsyncEngine) -> None:

@@ -63,7 +63,9 @@ CONFIGS: dict[tuple[str, str], ProviderConfig] = {
     ("shop", "postmark"): PostmarkConfig(
         server_token="t", webhook_username="ciclo", webhook_password="pm-secret"
     ),
-    ("shop", "twilio"): TwilioConfig(account_sid="AC" + "0" * 32, auth_token=TWILIO_TOKEN),
+    ("shop", "twilio"): TwilioConfig(
+        account_sid="AC" + "0" * 32, auth_token=TWILIO_TOKEN, from_number="+15005550006"
+    ),
     ("shop", "vonage"): VonageConfig(
         api_key="k", api_secret="s", from_number="Shop", signature_secret=VONAGE_SECRET
     ),

@@ -63,6 +63,17 @@ def test_openapi_documents_every_public_route(server: tuple[str, str]) -> None:
         "/v1/sink/messages",
         "/v1/webhooks/shopify/{workspace_id}",
         "/v1/webhooks/woocommerce/{workspace_id}",
+        "/v1/providers",
+        "/v1/providers/{channel}/{role}",
+        "/v1/dispatch-settings",
+        "/v1/suppressions",
+        "/v1/templates",
+        "/v1/templates/{template_id}",
+        "/v1/templates/{template_id}/preview",
+        "/v1/discount-pools/{pool}/codes",
+        "/v1/webhooks/providers/{provider}/{workspace_id}",
+        "/u/{token}",
+        "/preferences/{token}",
     } <= set(document["paths"])
     post = document["paths"]["/v1/events"]["post"]
     assert {"401", "403", "413", "415", "422", "429"} <= set(post["responses"])

@@ -780,7 +780,9 @@ def test_twilio_behind_a_proxy_matches_the_configured_status_callback() -> None:
         headers={"x-twilio-signature": signature},
         url=internal,
     )
-    config = TwilioConfig(account_sid="AC" + "0" * 32, auth_token=TWILIO_TOKEN)
+    config = TwilioConfig(
+        account_sid="AC" + "0" * 32, auth_token=TWILIO_TOKEN, from_number="+15005550006"
+    )
     with pytest.raises(WebhookAuthError):
         registry.authenticate(config, request, now=NOW)
     configured = config.model_copy(update={"status_callback": public})

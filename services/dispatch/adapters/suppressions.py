@@ -2,8 +2,9 @@
 
 Scope ``all`` (hard bounce, complaint, manual) stops every message; scope ``marketing``
 (unsubscribe) stops marketing only, so order confirmations still arrive. An address is stored
-normalised (``shared.contracts.addresses``), so ``Ana@Example.com`` and ``ana@example.com`` are one
-entry. A stronger scope is never weakened: an unsubscribe after a complaint keeps ``all``.
+normalised (``shared.contracts.addresses``) and, for email, lower-cased (mailbox providers treat
+local parts case-insensitively), so ``Ana@Example.com`` and ``ana@example.com`` are one entry.
+A stronger scope is never weakened: an unsubscribe after a complaint keeps ``all``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class Suppression:
         return self.scope == "all" or category == "marketing"
 
 
+def key(channel: str, address: str) -> str:
+    """The address as the list keys it."""
+    return address.lower() if channel == "email" else address
+
+
 class Suppressions:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -54,7 +60,7 @@ class Suppressions:
         self, workspace_id: str, channel: str, addresses: Iterable[str]
     ) -> dict[str, Suppression]:
         """The suppressions among ``addresses`` (normalised) of one workspace and channel."""
-        wanted = sorted(set(addresses))
+        wanted = sorted({key(channel, a) for a in addresses})
         if not wanted:
             return {}
         rows = await self._session.execute(
@@ -70,7 +76,7 @@ class Suppressions:
         self, keys: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Suppression]:
         """Suppressions by (workspace, channel, address), for a batch across workspaces."""
-        wanted = sorted(set(keys))
+        wanted = sorted({(w, c, key(c, a)) for w, c, a in keys})
         if not wanted:
             return {}
         clause = or_(
@@ -99,6 +105,7 @@ class Suppressions:
     ) -> bool:
         """Suppress an address; True when it was not suppressed (with this scope) before."""
         scope = SCOPE_OF[reason]
+        address = key(channel, address)
         row: dict[str, Any] = {
             "workspace_id": workspace_id,
             "channel": channel,
@@ -139,6 +146,7 @@ class Suppressions:
         self, workspace_id: str, channel: str, address: str, *, reasons: Iterable[str] | None = None
     ) -> bool:
         """Lift a suppression (a re-subscribe lifts only ``unsubscribe``); True when one was."""
+        address = key(channel, address)
         where = [
             suppressions.c.workspace_id == workspace_id,
             suppressions.c.channel == channel,

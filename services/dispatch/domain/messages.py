@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
-Status = Literal["sending", "sent", "failed", "skipped", "ambiguous"]
+Status = Literal["sending", "sent", "failed", "skipped", "ambiguous", "held"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,3 +46,9 @@ class Outcome:
     attempts: int
     provider_message_id: str | None = None
     error: str | None = None
+    """Why it was not sent (or held): the reason recorded and emitted."""
+    provider: str | None = None
+    not_before: datetime | None = None
+    """Held: when to try again (quiet hours end, a provider's Retry-After)."""
+    request: dict[str, Any] | None = None
+    """Held: the request to send then."""

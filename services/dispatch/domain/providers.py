@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Channel = Literal["email", "sms"]
 
@@ -82,6 +82,12 @@ class TwilioConfig(_Config):
     )
     secrets = ("auth_token",)
     channels = ("sms",)
+
+    @model_validator(mode="after")
+    def _sender(self) -> TwilioConfig:
+        if not self.from_number and not self.messaging_service_sid:
+            raise ValueError("give from_number or messaging_service_sid: Twilio needs a sender")
+        return self
 
 
 class VonageConfig(_Config):

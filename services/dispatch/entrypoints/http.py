@@ -1,14 +1,21 @@
-"""HTTP routes of dispatch: the local sink's inbox (``GET /v1/sink/messages``, admin keys)."""
+"""HTTP routes of dispatch (admin keys): the local sink's inbox (``GET /v1/sink/messages``), the
+workspace's providers, sending settings and suppression list."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.dispatch.adapters.workspace_config import WorkspaceConfig
+from services.dispatch.domain.policy import DispatchPolicy
+from services.dispatch.domain.providers import ProviderConfig
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
+from shared.clock import Clock
+from shared.contracts.addresses import normalise_address
+from shared.http import NotFound, Unprocessable
 from shared.tenancy.http import AdminPrincipal
 
 
@@ -45,5 +52,200 @@ def sink_router(*, uow: Callable[[], DispatchUnitOfWork]) -> APIRouter:
             rows = await u.sink.list(principal.workspace_id, after_id=after, limit=limit)
         items = [SinkMessage(**{**r, "created_at": r["created_at"].isoformat()}) for r in rows]
         return SinkPage(messages=items, next_after=items[-1].id if len(items) == limit else None)
+
+    return router
+
+
+# ── Providers, sending settings, suppression list (admin keys) ─────────────────────────────────
+
+
+class ProviderBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: ProviderConfig = Field(
+        description="The provider and its settings; `kind` decides which fields apply.",
+        examples=[{"kind": "postmark", "server_token": "xxxx-xxxx"}],
+    )
+    rate_per_second: float | None = Field(
+        None, gt=0, le=100_000, description="At most this many sends per second."
+    )
+    concurrency: int | None = Field(None, ge=1, le=1_000, description="Sends in flight at most.")
+
+
+class ProviderView(BaseModel):
+    channel: str
+    role: str
+    config: dict[str, Any] = Field(description="Secrets are shown as `***`.")
+    rate_per_second: float | None
+    concurrency: int | None
+    updated_at: str | None
+    source: Literal["default", "workspace"]
+
+
+class SuppressionView(BaseModel):
+    channel: str
+    address: str
+    scope: str
+    reason: str
+    source: str
+    customer_id: str | None
+    created_at: str
+
+
+class SuppressionPage(BaseModel):
+    suppressions: list[SuppressionView]
+    next_after: str | None
+
+
+class SuppressionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal["manual", "hard_bounce", "complaint", "unsubscribe"] = "manual"
+    customer_id: str | None = Field(None, max_length=200)
+
+
+ChannelPath = Annotated[Literal["email", "sms"], Path(description="email or sms")]
+RolePath = Annotated[Literal["primary", "fallback"], Path(description="primary or fallback")]
+
+
+def _address(channel: str, raw: str) -> str:
+    try:
+        return normalise_address(channel, raw)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), field="address") from None
+
+
+def admin_router(
+    *,
+    uow: Callable[[], DispatchUnitOfWork],
+    config: WorkspaceConfig,
+    clock: Clock,
+) -> APIRouter:
+    router = APIRouter(tags=["dispatch"])
+
+    @router.get("/v1/providers", response_model=list[ProviderView], summary="Providers in use")
+    async def list_providers(principal: AdminPrincipal) -> list[ProviderView]:
+        found = await config.providers(principal.workspace_id)
+        return [ProviderView(**p.public()) for p in found]
+
+    @router.put(
+        "/v1/providers/{channel}/{role}",
+        response_model=ProviderView,
+        summary="Configure the primary or fallback provider of a channel",
+    )
+    async def put_provider(
+        principal: AdminPrincipal, channel: ChannelPath, role: RolePath, body: ProviderBody
+    ) -> ProviderView:
+        if channel not in body.config.channels:
+            raise Unprocessable(
+                f"{body.config.kind} cannot send {channel}; it sends "
+                f"{', '.join(body.config.channels)}",
+                field="config.kind",
+            )
+        if role == "fallback" and body.config.kind == "sink":
+            raise Unprocessable("the local sink cannot be a fallback", field="config.kind")
+        saved = await config.put_provider(
+            principal.workspace_id,
+            channel,
+            role,
+            body.config,
+            rate_per_second=body.rate_per_second,
+            concurrency=body.concurrency,
+            now=clock.now(),
+        )
+        return ProviderView(**saved.public())
+
+    @router.delete(
+        "/v1/providers/{channel}/{role}",
+        status_code=204,
+        summary="Remove a provider (the channel goes back to the service default)",
+    )
+    async def delete_provider(
+        principal: AdminPrincipal, channel: ChannelPath, role: RolePath
+    ) -> Response:
+        if not await config.delete_provider(principal.workspace_id, channel, role):
+            raise NotFound(f"no {role} provider configured for {channel}", field="role")
+        return Response(status_code=204)
+
+    @router.get("/v1/dispatch-settings", response_model=DispatchPolicy, summary="Sending settings")
+    async def get_settings(principal: AdminPrincipal) -> DispatchPolicy:
+        return await config.policy(principal.workspace_id)
+
+    @router.put(
+        "/v1/dispatch-settings",
+        response_model=DispatchPolicy,
+        summary="Set quiet hours, default time zone and sender of the workspace",
+    )
+    async def put_settings(principal: AdminPrincipal, body: DispatchPolicy) -> DispatchPolicy:
+        values = body.model_dump(mode="json", exclude_unset=True)
+        return await config.put_policy(principal.workspace_id, values, now=clock.now())
+
+    @router.get("/v1/suppressions", response_model=SuppressionPage, summary="The suppression list")
+    async def list_suppressions(
+        principal: AdminPrincipal,
+        channel: Annotated[Literal["email", "sms"] | None, Query()] = None,
+        after: Annotated[str, Query(max_length=320)] = "",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SuppressionPage:
+        async with uow() as u:
+            found = await u.suppressions.list(
+                principal.workspace_id, channel=channel, after=after, limit=limit
+            )
+        items = [
+            SuppressionView(
+                channel=s.channel,
+                address=s.address,
+                scope=s.scope,
+                reason=s.reason,
+                source=s.source,
+                customer_id=s.customer_id,
+                created_at=s.created_at.isoformat(),
+            )
+            for s in found
+        ]
+        return SuppressionPage(
+            suppressions=items, next_after=items[-1].address if len(items) == limit else None
+        )
+
+    @router.put(
+        "/v1/suppressions/{channel}/{address}",
+        status_code=204,
+        summary="Suppress an address (e.g. imported from a previous provider)",
+    )
+    async def put_suppression(
+        principal: AdminPrincipal,
+        channel: ChannelPath,
+        address: Annotated[str, Path(max_length=320)],
+        body: SuppressionBody,
+    ) -> Response:
+        normalised = _address(channel, address)
+        async with uow() as u:
+            await u.suppressions.add(
+                workspace_id=principal.workspace_id,
+                channel=channel,
+                address=normalised,
+                reason=body.reason,
+                source="api",
+                customer_id=body.customer_id,
+                at=clock.now(),
+            )
+            await u.commit()
+        return Response(status_code=204)
+
+    @router.delete(
+        "/v1/suppressions/{channel}/{address}",
+        status_code=204,
+        summary="Lift a suppression",
+    )
+    async def delete_suppression(
+        principal: AdminPrincipal,
+        channel: ChannelPath,
+        address: Annotated[str, Path(max_length=320)],
+    ) -> Response:
+        normalised = _address(channel, address)
+        async with uow() as u:
+            removed = await u.suppressions.remove(principal.workspace_id, channel, normalised)
+            await u.commit()
+        if not removed:
+            raise NotFound(f"{normalised} is not suppressed for {channel}", field="address")
+        return Response(status_code=204)
 
     return router

@@ -1,13 +1,20 @@
 """Sending a batch of message requests, each at most once.
 
 1. Claim: in one transaction, drop requests already handled (their message_id is in the ledger),
-   render the rest and write them as ``sending``.
-2. Send concurrently, retrying transient failures with backoff (honouring Retry-After).
-3. Record every outcome and emit it as an engagement event through the outbox, in one transaction.
+   run the checks before a send (address, consent, suppression, quiet hours:
+   ``domain/policy.py``), render the rest (claiming their discount codes) and write them as
+   ``sending``. Refusals are written as ``skipped`` and held messages as ``held``, each with its
+   reason, and emitted as events.
+2. Send concurrently through the workspace's provider, within its rate and concurrency limits,
+   retrying transient failures with backoff (honouring Retry-After); a provider whose circuit
+   breaker is open hands over to the fallback provider, if one is configured.
+3. Record every outcome and emit it as an event through the outbox, in one transaction; a message
+   that failed for good also goes to the dead-letter topic with its reason.
 
 A ``sending`` row found at claim time means a previous process died mid-send: whether the provider
 got it is unknown, and ``ambiguous_policy`` decides (``skip``: never twice; ``resend``: never lost).
 A transactional provider (the local sink) does all three steps in one transaction: exactly once.
+A ``held`` row is claimed again by one process only (a conditional update) once it is due.
 """
 
 from __future__ import annotations
@@ -15,26 +22,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeGuard
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol, TypeGuard
 
 from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.providers.base import Provider, TransactionalProvider
+from services.dispatch.adapters.suppressions import Suppression
+from services.dispatch.adapters.suppressions import key as suppression_key
 from services.dispatch.adapters.templates import TemplateStore
-from services.dispatch.domain.messages import Outbound, Outcome
+from services.dispatch.domain.events import event_record
+from services.dispatch.domain.messages import Outbound, Outcome, Rendered
+from services.dispatch.domain.policy import DispatchPolicy, Go, Hold, Refuse, address_of, decide
 from services.dispatch.errors import (
     AmbiguousSendError,
     PermanentSendError,
     TemplateError,
     TransientSendError,
 )
+from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.bus.ports import OutgoingRecord
 from shared.clock import Clock
-from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
-from shared.contracts.topics import EVENTS
+from shared.contracts.topics import dead_letter
 from shared.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -45,12 +58,19 @@ AMBIGUOUS = Counter(
     "Sends whose fate is unknown (timeout after leaving, crash)",
     ["provider"],
 )
+REFUSED = Counter(
+    "ciclo_dispatch_refused_total", "Messages not sent by a check before the send", ["reason"]
+)
+FALLBACKS = Counter(
+    "ciclo_dispatch_fallback_total", "Sends handed to the fallback provider", ["provider"]
+)
 
 _EVENT_TYPES = {
     "sent": "message_sent",
     "failed": "message_failed",
     "skipped": "message_skipped",
     "ambiguous": "message_ambiguous",
+    "held": "message_held",
 }
 
 
@@ -70,165 +90,503 @@ class Sender:
     name: str
 
 
+@dataclass(slots=True)
+class Lane:
+    """One provider with its own breaker and rate gate."""
+
+    provider: Provider | TransactionalProvider
+    breaker: CircuitBreaker
+    gate: RateGate
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRoute:
+    primary: Lane
+    fallback: Lane | None = None
+
+
+class Routes(Protocol):
+    """Where a workspace's messages go and what it decided for sending."""
+
+    async def route(self, workspace_id: str, channel: str) -> ResolvedRoute: ...
+    async def policy(self, workspace_id: str) -> DispatchPolicy: ...
+
+
+class Renderer(Protocol):
+    async def render(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: str,
+        template_id: str,
+        channel: str,
+        variables: dict[str, Any],
+        message_id: str,
+        now: datetime,
+    ) -> Rendered: ...
+
+
+class Links(Protocol):
+    """The unsubscribe headers and link variables of a message to an address."""
+
+    def for_message(
+        self, request: MessageRequest, address: str
+    ) -> tuple[dict[str, str], dict[str, str]]: ...
+
+
+@dataclass(slots=True)
+class FileRenderer:
+    """Templates from files only (templates/), no discount codes: simulation and tests."""
+
+    store: TemplateStore
+
+    async def render(
+        self,
+        session: AsyncSession,
+        *,
+        workspace_id: str,
+        template_id: str,
+        channel: str,
+        variables: dict[str, Any],
+        message_id: str,
+        now: datetime,
+    ) -> Rendered:
+        return self.store.render(template_id, channel, variables)
+
+
+@dataclass(slots=True)
+class FixedRoutes:
+    """Every workspace on the same providers and one policy (tests, benchmarks)."""
+
+    primary: Lane
+    fallback: Lane | None = None
+    sending: DispatchPolicy = field(default_factory=lambda: DispatchPolicy(quiet_hours={}))
+
+    async def route(self, workspace_id: str, channel: str) -> ResolvedRoute:
+        return ResolvedRoute(self.primary, self.fallback)
+
+    async def policy(self, workspace_id: str) -> DispatchPolicy:
+        return self.sending
+
+
+def lane(
+    provider: Provider | TransactionalProvider,
+    *,
+    concurrency: int = 32,
+    rate: float | None = None,
+    threshold: int = 5,
+    cooldown: float = 30.0,
+) -> Lane:
+    return Lane(
+        provider,
+        CircuitBreaker(provider.name, threshold=threshold, cooldown=cooldown),
+        RateGate(rate=rate, concurrency=concurrency),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookups:
+    """A batch's workspace policies and routes, looked up before its transaction."""
+
+    policies: dict[str, DispatchPolicy]
+    routes: dict[tuple[str, str], ResolvedRoute]
+
+
+@dataclass(slots=True)
+class _Claim:
+    request: MessageRequest
+    outbound: Outbound
+    attempts: int
+    route: ResolvedRoute
+
+
 class Dispatcher:
     def __init__(
         self,
         *,
         uow: Callable[[], DispatchUnitOfWork],
-        templates: TemplateStore,
-        provider: Provider | TransactionalProvider,
+        renderer: Renderer,
+        routes: Routes,
         sender: Sender,
         retry: RetryPolicy,
         ambiguous_policy: Literal["skip", "resend"],
-        concurrency: int,
         clock: Clock,
+        links: Links | None = None,
+        hold_over: float = 60.0,
     ) -> None:
         self._uow = uow
-        self._templates = templates
-        self._provider = provider
+        self._renderer = renderer
+        self._routes = routes
         self._sender = sender
         self._retry = retry
         self._ambiguous_policy = ambiguous_policy
-        self._limit = asyncio.Semaphore(concurrency)
         self._clock = clock
-        # Series at 0 from the start, so alerts on increase() see the first failure.
-        AMBIGUOUS.labels(provider.name)
-        for outcome in _EVENT_TYPES:
-            SENDS.labels(provider.name, outcome)
+        self._links = links
+        self._hold_over = hold_over
+        self._batch: tuple[dict[str, DispatchPolicy], dict[tuple[str, str], ResolvedRoute]] = (
+            {},
+            {},
+        )
+        """A provider asking us to wait longer than this (Retry-After) gets the message held in
+        the ledger and retried by the held-message poller, instead of a send waiting in memory."""
 
     async def handle(self, requests: Sequence[MessageRequest]) -> None:
         unique = list({r.message_id: r for r in requests}.values())
+        now = self._clock.now()
+        by_id = {r.message_id: r for r in unique}
+        outcomes: list[Outcome] = []
+        claims: list[_Claim] = []
+        # Looked up before the transaction: on SQLite a second connection could not begin while
+        # the batch's transaction holds the write lock.
+        policies = {
+            w: await self._routes.policy(w) for w in sorted({r.workspace_id for r in unique})
+        }
+        routes: dict[tuple[str, str], ResolvedRoute] = {
+            (w, c): await self._routes.route(w, c)
+            for w, c in sorted({(r.workspace_id, r.channel) for r in unique})
+        }
+        batch = _Lookups(policies, routes)
         async with self._uow() as uow:
             known = await uow.ledger.statuses(r.message_id for r in unique)
-            outcomes: list[Outcome] = []
-            to_send: list[tuple[Outbound, int]] = []
-            new_rows: list[dict[str, Any]] = []
-            by_id = {r.message_id: r for r in unique}
+            fresh: list[MessageRequest] = []
             for request in unique:
                 prior = known.get(request.message_id)
-                attempts = 0
-                if prior is not None:
-                    status, attempts = prior
-                    if status != "sending":
-                        continue  # already handled: a redelivered request
-                    if self._ambiguous_policy == "skip":
-                        AMBIGUOUS.labels(self._provider.name).inc()
-                        outcomes.append(
-                            Outcome(
-                                request.message_id,
-                                "ambiguous",
-                                attempts,
-                                error="process stopped during the send; not resent (policy skip)",
-                            )
-                        )
-                        continue
-                outbound, refusal = self._prepare(request)
                 if prior is None:
-                    new_rows.append(self._row(request, "sending" if outbound else "failed"))
-                if outbound is None:
-                    assert refusal is not None
-                    outcomes.append(refusal)
-                else:
-                    to_send.append((outbound, attempts))
-
-            if is_transactional(self._provider):
-                await uow.ledger.insert(new_rows)
-                for outbound, attempts in to_send:
-                    receipt = await self._provider.send_within(uow.session, outbound)
+                    fresh.append(request)
+                    continue
+                status, attempts, not_before = prior
+                if status == "held":
+                    if (not_before is None or not_before <= now) and await uow.ledger.release(
+                        request.message_id, at=now
+                    ):
+                        claimed = await self._claim(uow, batch, request, attempts, now, outcomes)
+                        if claimed is not None:
+                            claims.append(claimed)
+                    continue
+                if status != "sending":
+                    continue  # already handled: a redelivered request
+                if self._ambiguous_policy == "skip":
+                    current = routes[(request.workspace_id, request.channel)]
+                    AMBIGUOUS.labels(current.primary.name).inc()
                     outcomes.append(
                         Outcome(
-                            outbound.message_id, "sent", attempts + 1, receipt.provider_message_id
+                            request.message_id,
+                            "ambiguous",
+                            attempts,
+                            error="process stopped during the send; not resent (policy skip)",
                         )
                     )
-                await self._finish(uow, outcomes, by_id)
-                return
-            await uow.ledger.insert(new_rows)
-            await uow.commit()
+                    continue
+                claimed = await self._claim(uow, batch, request, attempts, now, outcomes)
+                if claimed is not None:
+                    claims.append(claimed)
 
-        results = await asyncio.gather(*(self._send(o, a) for o, a in to_send))
+            suppressed = await self._suppressions(uow, fresh)
+            rows: list[dict[str, Any]] = []
+            for request in fresh:
+                policy = policies[request.workspace_id]
+                decision = decide(
+                    channel=request.channel,
+                    category=request.category,
+                    recipient=request.recipient,
+                    suppressed=_blocking(suppressed, request),
+                    policy=policy,
+                    now=now,
+                )
+                if isinstance(decision, Refuse):
+                    REFUSED.labels(decision.reason.split(":")[0]).inc()
+                    rows.append(self._row(request, "skipped", "-", now))
+                    outcomes.append(
+                        Outcome(request.message_id, "skipped", 0, error=decision.reason)
+                    )
+                    continue
+                if isinstance(decision, Hold):
+                    rows.append(self._row(request, "held", "-", now, not_before=decision.until))
+                    outcomes.append(
+                        Outcome(
+                            request.message_id,
+                            "held",
+                            0,
+                            error=decision.reason,
+                            not_before=decision.until,
+                            request=rows[-1]["request"],
+                        )
+                    )
+                    continue
+                assert isinstance(decision, Go)
+                rows.append(self._row(request, "sending", "-", now))
+                prepared = await self._prepare(uow, batch, request, decision.address, 0, now)
+                if isinstance(prepared, Outcome):
+                    rows[-1]["status"] = "failed"
+                    outcomes.append(prepared)
+                else:
+                    claims.append(prepared)
+            await uow.ledger.insert(rows)
+
+            # The local sink joins this transaction: its sends are exactly once.
+            remote: list[_Claim] = []
+            for claim in claims:
+                provider = claim.route.primary.provider
+                if is_transactional(provider):
+                    receipt = await provider.send_within(uow.session, claim.outbound)
+                    outcomes.append(
+                        Outcome(
+                            claim.outbound.message_id,
+                            "sent",
+                            claim.attempts + 1,
+                            receipt.provider_message_id,
+                            provider=provider.name,
+                        )
+                    )
+                else:
+                    remote.append(claim)
+            await self._finish(uow, outcomes, by_id, now)
+        if not remote:
+            return
+        results = await asyncio.gather(*(self._send(c) for c in remote))
         async with self._uow() as uow:
-            await self._finish(uow, [*outcomes, *results], by_id)
+            await self._finish(uow, list(results), by_id, self._clock.now())
 
-    async def _finish(
-        self, uow: DispatchUnitOfWork, outcomes: list[Outcome], by_id: dict[str, MessageRequest]
-    ) -> None:
-        now = self._clock.now()
-        await uow.ledger.record(outcomes, at=now)
-        await uow.emit([self._event(by_id[o.message_id], o) for o in outcomes])
-        await uow.commit()
-        for o in outcomes:
-            SENDS.labels(self._provider.name, o.status).inc()
-
-    def _prepare(self, request: MessageRequest) -> tuple[Outbound | None, Outcome | None]:
-        address_key = "email" if request.channel == "email" else "phone"
-        to = request.recipient.get(address_key)
-        if not to:
-            return None, Outcome(
-                request.message_id, "failed", 0, error=f"recipient has no {address_key}"
+    async def _claim(
+        self,
+        uow: DispatchUnitOfWork,
+        batch: _Lookups,
+        request: MessageRequest,
+        attempts: int,
+        now: datetime,
+        outcomes: list[Outcome],
+    ) -> _Claim | None:
+        """A message claimed again (held and due, or resent after a crash): checked afresh,
+        since consent or the suppression list may have changed meanwhile."""
+        suppressed = await self._suppressions(uow, [request])
+        policy = batch.policies[request.workspace_id]
+        decision = decide(
+            channel=request.channel,
+            category=request.category,
+            recipient=request.recipient,
+            suppressed=_blocking(suppressed, request),
+            policy=policy,
+            now=now,
+        )
+        if isinstance(decision, Refuse):
+            REFUSED.labels(decision.reason.split(":")[0]).inc()
+            outcomes.append(Outcome(request.message_id, "skipped", attempts, error=decision.reason))
+            return None
+        if isinstance(decision, Hold):
+            outcomes.append(
+                Outcome(
+                    request.message_id,
+                    "held",
+                    attempts,
+                    error=decision.reason,
+                    not_before=decision.until,
+                    request=request.model_dump(mode="json"),
+                )
             )
-        variables = {
-            "customer": {**request.recipient.get("traits", {}), "id": request.customer_id},
+            return None
+        assert isinstance(decision, Go)
+        claimed = await self._prepare(uow, batch, request, decision.address, attempts, now)
+        if isinstance(claimed, Outcome):
+            outcomes.append(claimed)
+            return None
+        return claimed
+
+    async def _suppressions(
+        self, uow: DispatchUnitOfWork, requests: Sequence[MessageRequest]
+    ) -> dict[tuple[str, str, str], Suppression]:
+        keys = set()
+        for r in requests:
+            address = address_of(r.channel, r.recipient)
+            if isinstance(address, str):
+                keys.add((r.workspace_id, r.channel, address))
+        return await uow.suppressions.find_many(keys)
+
+    async def _prepare(
+        self,
+        uow: DispatchUnitOfWork,
+        batch: _Lookups,
+        request: MessageRequest,
+        address: str,
+        attempts: int,
+        now: datetime,
+    ) -> _Claim | Outcome:
+        headers: dict[str, str] = {}
+        links: dict[str, str] = {}
+        if self._links is not None:
+            headers, links = self._links.for_message(request, address)
+            if request.category != "marketing" or request.channel != "email":
+                headers = {}  # List-Unsubscribe belongs on marketing email only
+        traits = request.recipient.get("traits") or {}
+        variables: dict[str, Any] = {
+            "customer": {**traits, "id": request.customer_id},
             "event": request.data.get("event", {}),
             "message": {"id": request.message_id, "category": request.category},
+            "scores": request.recipient.get("scores") or {},
+            "segments": request.recipient.get("segments") or [],
+            **{k: v for k, v in request.data.items() if k not in ("event",)},
+            **links,
         }
         try:
-            content = self._templates.render(request.template, request.channel, variables)
+            content = await self._renderer.render(
+                uow.session,
+                workspace_id=request.workspace_id,
+                template_id=request.template,
+                channel=request.channel,
+                variables=variables,
+                message_id=request.message_id,
+                now=now,
+            )
         except TemplateError as exc:
-            return None, Outcome(request.message_id, "failed", 0, error=str(exc)[:1000])
-        return Outbound(
-            message_id=request.message_id,
-            workspace_id=request.workspace_id,
-            customer_id=request.customer_id,
-            channel=request.channel,
-            template=request.template,
-            category=request.category,
-            to=str(to),
-            sender=self._sender.email,
-            sender_name=self._sender.name,
-            content=content,
-        ), None
+            return Outcome(request.message_id, "failed", attempts, error=str(exc)[:1000])
+        route = batch.routes[(request.workspace_id, request.channel)]
+        policy = batch.policies[request.workspace_id]
+        return _Claim(
+            request=request,
+            outbound=Outbound(
+                message_id=request.message_id,
+                workspace_id=request.workspace_id,
+                customer_id=request.customer_id,
+                channel=request.channel,
+                template=request.template,
+                category=request.category,
+                to=address,
+                sender=policy.from_email or self._sender.email,
+                sender_name=policy.from_name or self._sender.name,
+                content=content,
+                headers=headers,
+            ),
+            attempts=attempts,
+            route=route,
+        )
 
-    async def _send(self, message: Outbound, attempts: int) -> Outcome:
-        provider = self._provider
-        assert is_http(provider)
-        async with self._limit:
-            while True:
-                attempts += 1
-                try:
+    async def _finish(
+        self,
+        uow: DispatchUnitOfWork,
+        outcomes: list[Outcome],
+        by_id: dict[str, MessageRequest],
+        now: datetime,
+    ) -> None:
+        if outcomes:
+            await uow.ledger.record(outcomes, at=now)
+            records = [self._event(by_id[o.message_id], o, now) for o in outcomes]
+            records.extend(
+                self._dead_letter(by_id[o.message_id], o) for o in outcomes if o.status == "failed"
+            )
+            await uow.emit(records)
+        await uow.commit()
+        for o in outcomes:
+            SENDS.labels(o.provider or "-", o.status).inc()
+
+    async def _send(self, claim: _Claim) -> Outcome:
+        message, attempts = claim.outbound, claim.attempts
+        retry_after: float | None = None
+        while True:
+            current = self._pick(claim.route)
+            if current is None:
+                # Every provider of the route is open: wait for the first trial slot.
+                wait = claim.route.primary.breaker.wait()
+                if wait > self._hold_over:
+                    return self._held(claim, attempts, wait, "provider circuit open")
+                await asyncio.sleep(max(wait, 0.05))
+                continue
+            provider = current.provider
+            assert is_http(provider)
+            attempts += 1
+            try:
+                async with current.gate:
                     receipt = await provider.send(message)
+            except PermanentSendError as exc:
+                current.breaker.success()  # the provider answered: it is healthy
+                return Outcome(
+                    message.message_id, "failed", attempts, error=str(exc), provider=provider.name
+                )
+            except AmbiguousSendError as exc:
+                current.breaker.failure()
+                AMBIGUOUS.labels(provider.name).inc()
+                if self._ambiguous_policy == "skip" or attempts >= self._retry.max_attempts:
                     return Outcome(
-                        message.message_id, "sent", attempts, receipt.provider_message_id
+                        message.message_id,
+                        "ambiguous",
+                        attempts,
+                        error=str(exc),
+                        provider=provider.name,
                     )
-                except PermanentSendError as exc:
-                    return Outcome(message.message_id, "failed", attempts, error=str(exc))
-                except AmbiguousSendError as exc:
-                    AMBIGUOUS.labels(provider.name).inc()
-                    if self._ambiguous_policy == "skip" or attempts >= self._retry.max_attempts:
-                        return Outcome(message.message_id, "ambiguous", attempts, error=str(exc))
-                    retry_after = None
-                except TransientSendError as exc:
-                    if attempts >= self._retry.max_attempts:
-                        return Outcome(message.message_id, "failed", attempts, error=str(exc))
-                    retry_after = exc.retry_after
-                await asyncio.sleep(self._retry.delay(attempts, retry_after=retry_after))
+                retry_after = None
+            except TransientSendError as exc:
+                retry_after = exc.retry_after
+                if retry_after is None:
+                    current.breaker.failure()
+                # else: the provider is throttling us, not failing: its breaker stays closed.
+                if retry_after is not None and retry_after > self._hold_over:
+                    return self._held(claim, attempts, retry_after, str(exc))
+                if attempts >= self._retry.max_attempts:
+                    return Outcome(
+                        message.message_id,
+                        "failed",
+                        attempts,
+                        error=str(exc),
+                        provider=provider.name,
+                    )
+            else:
+                current.breaker.success()
+                return Outcome(
+                    message.message_id,
+                    "sent",
+                    attempts,
+                    receipt.provider_message_id,
+                    provider=provider.name,
+                )
+            await asyncio.sleep(self._retry.delay(attempts, retry_after=retry_after))
 
-    def _row(self, request: MessageRequest, status: str) -> dict[str, Any]:
-        now = self._clock.now()
+    def _pick(self, route: ResolvedRoute) -> Lane | None:
+        if route.primary.breaker.allow():
+            return route.primary
+        fallback = route.fallback
+        if fallback is not None and is_http(fallback.provider) and fallback.breaker.allow():
+            FALLBACKS.labels(fallback.name).inc()
+            return fallback
+        return None
+
+    def _held(self, claim: _Claim, attempts: int, wait: float, why: str) -> Outcome:
+        return Outcome(
+            claim.outbound.message_id,
+            "held",
+            attempts,
+            error=f"rate_limited: {why}"[:1000],
+            not_before=self._clock.now() + timedelta(seconds=wait),
+            request=claim.request.model_dump(mode="json"),
+            provider=claim.route.primary.name,
+        )
+
+    def _row(
+        self,
+        request: MessageRequest,
+        status: str,
+        provider: str,
+        now: datetime,
+        *,
+        not_before: datetime | None = None,
+    ) -> dict[str, Any]:
         return {
             "message_id": request.message_id,
             "workspace_id": request.workspace_id,
             "customer_id": request.customer_id,
             "channel": request.channel,
             "template": request.template,
-            "provider": self._provider.name,
+            "provider": provider,
             "status": status,
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
+            "not_before": not_before,
+            "request": request.model_dump(mode="json") if status == "held" else None,
         }
 
-    def _event(self, request: MessageRequest, outcome: Outcome) -> OutgoingRecord:
-        now = self._clock.now()
+    def _event(self, request: MessageRequest, outcome: Outcome, now: datetime) -> OutgoingRecord:
         properties: dict[str, Any] = {
             "message_id": request.message_id,
             "channel": request.channel,
@@ -237,21 +595,50 @@ class Dispatcher:
             "journey_id": request.journey_id,
             "journey_version": request.journey_version,
             "step": request.step,
-            "provider": self._provider.name,
+            "provider": outcome.provider,
             "attempts": outcome.attempts,
         }
         if outcome.error:
             properties["reason"] = outcome.error
-        envelope = EventEnvelope(
-            event_id=f"{request.message_id}:{outcome.status}",
+        if outcome.not_before is not None:
+            properties["until"] = outcome.not_before.isoformat()
+        suffix: str = outcome.status
+        if outcome.status == "held":
+            # A message may be held more than once (quiet hours, then a rate limit).
+            suffix = f"held:{outcome.not_before.isoformat() if outcome.not_before else ''}"
+        return event_record(
+            event_id=f"{request.message_id}:{suffix}",
             workspace_id=request.workspace_id,
             customer_id=request.customer_id,
             type=_EVENT_TYPES[outcome.status],
-            occurred_at=now,
-            received_at=now,
-            source="dispatch",
+            at=now,
             properties=properties,
         )
-        return OutgoingRecord(
-            topic=EVENTS, key=envelope.key, value=envelope.to_json(), headers=envelope.headers()
+
+    def _dead_letter(self, request: MessageRequest, outcome: Outcome) -> OutgoingRecord:
+        headers = request.headers()
+        headers.update(
+            {
+                "dlq_reason": (outcome.error or "failed")[:1000],
+                "dlq_group": "dispatch",
+                "dlq_provider": outcome.provider or "-",
+                "dlq_attempts": str(outcome.attempts),
+            }
         )
+        return OutgoingRecord(
+            topic=dead_letter("dispatch"), key=request.key, value=request.to_json(), headers=headers
+        )
+
+
+def _blocking(
+    found: dict[tuple[str, str, str], Suppression], request: MessageRequest
+) -> str | None:
+    address = address_of(request.channel, request.recipient)
+    if not isinstance(address, str):
+        return None
+    entry = found.get(
+        (request.workspace_id, request.channel, suppression_key(request.channel, address))
+    )
+    if entry is not None and entry.blocks(request.category):
+        return entry.reason
+    return None

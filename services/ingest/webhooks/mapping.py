@@ -25,10 +25,9 @@ from pydantic import ValidationError
 from services.ingest.catalogue import (
     EventBase,
     error_field,
-    normalise_email,
-    normalise_phone,
     parse_event,
 )
+from shared.contracts.addresses import normalise_email, normalise_phone
 from shared.errors import CicloError
 
 Source = Literal["shopify", "woocommerce"]

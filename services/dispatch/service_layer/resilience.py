@@ -1,0 +1,124 @@
+"""Protecting providers and ourselves: a circuit breaker and a rate gate per provider.
+
+A provider that fails (5xx, timeouts, refused connections) for ``threshold`` sends in a row is
+*open* for ``cooldown`` seconds: sends go to the fallback provider if one is configured, else they
+wait, instead of hammering a provider that is down. After the cooldown one trial send is let
+through (*half-open*): success closes the breaker, failure opens it again. Refusals of a message
+(a permanent 4xx) say nothing about the provider's health and do not count.
+
+The gate bounds what we ask of a provider: at most ``rate`` sends per second (a token bucket; the
+providers' own limits, e.g. Twilio's per-number throughput) and ``concurrency`` in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from prometheus_client import Gauge
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+BREAKER = Gauge(
+    "ciclo_dispatch_breaker_open",
+    "1 while a provider's circuit breaker is open (sends go to the fallback or wait)",
+    ["provider"],
+)
+
+
+@dataclass(slots=True)
+class CircuitBreaker:
+    name: str
+    threshold: int = 5
+    cooldown: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: int = 0
+    _opened_at: float | None = None
+    _trial: bool = False
+
+    def __post_init__(self) -> None:
+        BREAKER.labels(self.name).set(0)
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        if self.clock() - self._opened_at >= self.cooldown:
+            return "half_open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a send go to this provider now? In half-open, only one trial at a time."""
+        state = self.state
+        if state == "closed":
+            return True
+        if state == "half_open" and not self._trial:
+            self._trial = True
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until the breaker lets a trial through (0 when it would now)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self.cooldown - self.clock())
+
+    def success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+        self._trial = False
+        BREAKER.labels(self.name).set(0)
+
+    def failure(self) -> None:
+        self._failures += 1
+        if self._trial or self._failures >= self.threshold:
+            self._opened_at = self.clock()
+            BREAKER.labels(self.name).set(1)
+        self._trial = False
+
+
+@dataclass(slots=True)
+class RateGate:
+    """At most ``rate`` starts per second (burst ``rate``) and ``concurrency`` in flight."""
+
+    rate: float | None
+    concurrency: int
+    clock: Callable[[], float] = time.monotonic
+    _tokens: float = 0.0
+    _updated: float = 0.0
+    _slots: asyncio.Semaphore = field(init=False)
+    _lock: asyncio.Lock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
+        self._lock = asyncio.Lock()
+        self._tokens = self.rate or 0.0
+        self._updated = self.clock()
+
+    async def __aenter__(self) -> RateGate:
+        await self._slots.acquire()
+        try:
+            await self._take()
+        except BaseException:
+            self._slots.release()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._slots.release()
+
+    async def _take(self) -> None:
+        if self.rate is None:
+            return
+        async with self._lock:  # one waiter at a time keeps the order fair
+            while True:
+                now = self.clock()
+                self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if self._tokens >= 1 - 1e-9:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)

@@ -1,0 +1,395 @@
+"""Dispatch before and around the send, on SQLite and PostgreSQL over real HTTP: consent,
+suppression, quiet hours (held, then sent once), circuit breaker and fallback provider, a long
+Retry-After held in the ledger; the admin API for providers, settings and suppressions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.dispatch.adapters.providers.sendgrid import SendGridProvider
+from services.dispatch.adapters.providers.sink import SinkProvider
+from services.dispatch.adapters.tables import messages, outbox
+from services.dispatch.adapters.templates import TemplateStore
+from services.dispatch.domain.policy import DispatchPolicy, QuietHours
+from services.dispatch.service_layer.handlers import (
+    Dispatcher,
+    FileRenderer,
+    FixedRoutes,
+    Sender,
+    lane,
+)
+from services.dispatch.service_layer.uow import DispatchUnitOfWork
+from services.dispatch.settings import DispatchSettings
+from services.runtime import Runtime
+from shared.clock import VirtualClock
+from shared.contracts.events import EventEnvelope
+from shared.contracts.messages import MessageRequest
+from shared.contracts.topics import EVENTS
+from shared.db.engine import session_factory
+from shared.retry import RetryPolicy
+from shared.settings import ServerSettings
+from shared.tenancy.keys import Scope
+from tests.fakes.sendgrid import FakeSendGrid, Injected
+from tests.fakes.server import serve
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+NIGHT = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 23:30 in Madrid
+
+
+def request(
+    n: int,
+    *,
+    channel: str = "email",
+    category: str = "marketing",
+    traits: dict[str, Any] | None = None,
+    email: str = "ana@example.com",
+) -> MessageRequest:
+    return MessageRequest(
+        message_id=f"msg_{n}",
+        workspace_id="shop",
+        customer_id=f"c{n}",
+        channel=channel,  # type: ignore[arg-type]
+        template="welcome-1" if channel == "email" else "sms-hello",
+        category=category,  # type: ignore[arg-type]
+        requested_at=NIGHT,
+        recipient={
+            "email": email,
+            "phone": "+34612345678",
+            "traits": {"first_name": "Ana", **(traits or {})},
+        },
+    )
+
+
+@pytest.fixture
+def templates(tmp_path: Path) -> Path:
+    folder = tmp_path / "templates"
+    for name in ("welcome-1",):
+        (folder / name).mkdir(parents=True)
+        for part in ("subject", "text"):
+            (folder / name / f"{part}.liquid").write_text(
+                (TEMPLATES / name / f"{part}.liquid").read_text()
+            )
+    (folder / "sms-hello").mkdir()
+    (folder / "sms-hello" / "sms.liquid").write_text("Hi {{ customer.first_name }}")
+    return folder
+
+
+def make(
+    engine: AsyncEngine,
+    templates: Path,
+    primary: object,
+    *,
+    fallback: object | None = None,
+    clock: VirtualClock | None = None,
+    policy: DispatchPolicy | None = None,
+    hold_over: float = 60,
+) -> Dispatcher:
+    sessions = session_factory(engine)
+    return Dispatcher(
+        uow=lambda: DispatchUnitOfWork(sessions),
+        renderer=FileRenderer(TemplateStore(templates)),
+        routes=FixedRoutes(
+            lane(primary, threshold=1, cooldown=60),  # type: ignore[arg-type]
+            lane(fallback) if fallback is not None else None,  # type: ignore[arg-type]
+            policy or DispatchPolicy(),
+        ),
+        sender=Sender(email="shop@example.com", name="Shop"),
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05),
+        ambiguous_policy="skip",
+        clock=clock or VirtualClock(NIGHT),
+        hold_over=hold_over,
+    )
+
+
+async def ledger(engine: AsyncEngine) -> dict[str, tuple[str, str | None]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(messages.c.message_id, messages.c.status, messages.c.error)
+        )
+        return {r.message_id: (r.status, r.error) for r in rows}
+
+
+async def events(engine: AsyncEngine) -> list[EventEnvelope]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.value).where(outbox.c.topic == EVENTS).order_by(outbox.c.id)
+        )
+        return [EventEnvelope.from_json(r.value) for r in rows]
+
+
+async def suppress(engine: AsyncEngine, address: str, reason: str) -> None:
+    async with DispatchUnitOfWork(session_factory(engine)) as uow:
+        await uow.suppressions.add(
+            workspace_id="shop",
+            channel="email",
+            address=address,
+            reason=reason,  # type: ignore[arg-type]
+            source="test",
+            customer_id=None,
+            at=NIGHT,
+        )
+        await uow.commit()
+
+
+@pytest.fixture
+def sendgrid() -> Iterator[tuple[FakeSendGrid, str]]:
+    fake = FakeSendGrid()
+    with serve(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=0.5) as c:
+        yield c
+
+
+async def test_refusals_are_recorded_with_their_reason_and_emitted(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    await suppress(engine, "bounced@example.com", "hard_bounce")
+    await suppress(engine, "left@example.com", "unsubscribe")
+    d = make(engine, templates, SinkProvider())
+    await d.handle(
+        [
+            request(1, traits={"email_marketing_consent": "revoked"}),
+            request(2, category="transactional", traits={"email_marketing_consent": "revoked"}),
+            request(3, email="Bounced@Example.com", category="transactional"),
+            request(4, email="left@example.com"),
+            request(5, email="left@example.com", category="transactional"),
+            request(6, email="nobody@@example"),
+        ]
+    )
+    assert await ledger(engine) == {
+        "msg_1": ("skipped", "no_consent"),
+        "msg_2": ("sent", None),
+        "msg_3": ("skipped", "suppressed:hard_bounce"),
+        "msg_4": ("skipped", "suppressed:unsubscribe"),
+        "msg_5": ("sent", None),
+        "msg_6": ("skipped", "invalid_address"),
+    }
+    skipped = {e.properties["message_id"]: e for e in await events(engine)}
+    assert skipped["msg_1"].type == "message_skipped"
+    assert skipped["msg_1"].properties["reason"] == "no_consent"
+    assert skipped["msg_2"].type == "message_sent"
+
+
+async def test_quiet_hours_hold_a_message_and_release_it_once(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    clock = VirtualClock(NIGHT)
+    d = make(engine, templates, SinkProvider(), clock=clock)
+    sms = request(
+        1, channel="sms", traits={"sms_marketing_consent": "granted", "timezone": "Europe/Madrid"}
+    )
+    await d.handle([sms])
+    assert (await ledger(engine))["msg_1"] == ("held", "quiet_hours")
+    [held] = await events(engine)
+    assert held.type == "message_held"
+    assert held.properties["until"] == "2026-11-24T07:00:00+00:00"
+
+    await d.handle([sms])  # redelivered while held: still held, nothing sent
+    async with DispatchUnitOfWork(session_factory(engine)) as uow:
+        assert await uow.ledger.due_held(now=clock.now(), limit=10) == []
+    clock.advance(timedelta(hours=8, minutes=30))  # 07:00 UTC = 08:00 in Madrid
+    async with DispatchUnitOfWork(session_factory(engine)) as uow:
+        due = await uow.ledger.due_held(now=clock.now(), limit=10)
+    assert [MessageRequest.model_validate(r) for r in due] == [sms]
+    await d.handle([MessageRequest.model_validate(r) for r in due])
+    await d.handle([sms])  # and again: sent once
+    assert (await ledger(engine))["msg_1"][0] == "sent"
+    async with engine.connect() as conn:
+        from services.dispatch.adapters.tables import sink
+
+        sent = (await conn.execute(select(sink.c.to, sink.c.text))).all()
+    assert sent == [("+34612345678", "Hi Ana")]
+
+
+async def test_consent_revoked_while_held_refuses_at_release(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    clock = VirtualClock(NIGHT)
+    policy = DispatchPolicy(quiet_hours={"email": QuietHours(start="21:00", end="08:00")})
+    d = make(engine, templates, SinkProvider(), clock=clock, policy=policy)
+    await d.handle([request(1)])
+    assert (await ledger(engine))["msg_1"][0] == "held"
+    await suppress(engine, "ana@example.com", "unsubscribe")
+    clock.advance(timedelta(hours=12))
+    async with DispatchUnitOfWork(session_factory(engine)) as uow:
+        due = await uow.ledger.due_held(now=clock.now(), limit=10)
+    await d.handle([MessageRequest.model_validate(r) for r in due])
+    assert (await ledger(engine))["msg_1"] == ("skipped", "suppressed:unsubscribe")
+
+
+async def test_an_open_circuit_hands_over_to_the_fallback_provider(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    primary_fake, primary_url = sendgrid
+    backup = FakeSendGrid(api_key="SG.backup")
+    primary_fake.fail_next(*[Injected(status=503)] * 5)
+    with serve(backup.app) as backup_url:
+        d = make(
+            engine,
+            templates,
+            SendGridProvider(client, api_key=primary_fake.api_key, base_url=primary_url),
+            fallback=SendGridProvider(client, api_key=backup.api_key, base_url=backup_url),
+            policy=DispatchPolicy(quiet_hours={}),
+        )
+        await d.handle([request(1, category="transactional")])
+        await d.handle([request(2, category="transactional")])
+    # The first 503 opened the breaker (threshold 1): both messages went out through the backup.
+    assert primary_fake.accepted == []
+    assert sorted(backup.message_ids()) == ["msg_1", "msg_2"]
+    assert primary_fake.requests == 1
+    sent = {e.properties["message_id"]: e.properties["provider"] for e in await events(engine)}
+    assert sent == {"msg_1": "sendgrid", "msg_2": "sendgrid"}
+
+
+async def test_a_long_retry_after_holds_the_message_instead_of_waiting(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    fake, url = sendgrid
+    fake.fail_next(Injected(status=429, headers={"Retry-After": "600"}))
+    clock = VirtualClock(NIGHT)
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        clock=clock,
+        policy=DispatchPolicy(quiet_hours={}),
+    )
+    await d.handle([request(1)])
+    status, error = (await ledger(engine))["msg_1"]
+    assert status == "held" and error is not None and error.startswith("rate_limited")
+    clock.advance(timedelta(minutes=10))
+    async with DispatchUnitOfWork(session_factory(engine)) as uow:
+        due = await uow.ledger.due_held(now=clock.now(), limit=10)
+    await d.handle([MessageRequest.model_validate(r) for r in due])
+    assert fake.message_ids() == ["msg_1"]
+    assert (await ledger(engine))["msg_1"][0] == "sent"
+
+
+# ── Admin API ─────────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, engine: AsyncEngine, database_url: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    runtime = Runtime(
+        services=("dispatch",),
+        clock=VirtualClock(NIGHT),
+        server=ServerSettings(data_dir=tmp_path, database_url=database_url, rate_limit=0),
+        dispatch=DispatchSettings(),
+    )
+    await runtime.keys.ensure_workspace("shop")
+    await runtime.keys.ensure_workspace("other")
+    _, admin = await runtime.keys.create_key("shop", Scope.ADMIN)
+    _, other = await runtime.keys.create_key("other", Scope.ADMIN)
+    _, ingest = await runtime.keys.create_key("shop", Scope.INGEST)
+    transport = httpx.ASGITransport(app=runtime.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as c:
+        yield c, {"admin": admin, "other": other, "ingest": ingest}
+    await runtime.engine.dispose()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_providers_are_configured_per_workspace_and_secrets_never_shown(
+    api: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    c, keys = api
+    listed = await c.get("/v1/providers", headers=auth(keys["admin"]))
+    assert [(p["channel"], p["config"]["kind"], p["source"]) for p in listed.json()] == [
+        ("email", "sink", "default"),
+        ("sms", "sink", "default"),
+    ]
+    body = {"config": {"kind": "postmark", "server_token": "pm-secret"}, "rate_per_second": 50}
+    put = await c.put("/v1/providers/email/primary", headers=auth(keys["admin"]), json=body)
+    assert put.status_code == 200, put.text
+    assert put.json()["config"]["server_token"] == "***"
+    listed = (await c.get("/v1/providers", headers=auth(keys["admin"]))).json()
+    assert [(p["channel"], p["config"]["kind"]) for p in listed] == [
+        ("email", "postmark"),
+        ("sms", "sink"),
+    ]
+    assert "pm-secret" not in str(listed)
+    other = (await c.get("/v1/providers", headers=auth(keys["other"]))).json()
+    assert other[0]["config"]["kind"] == "sink"
+
+    wrong = await c.put(
+        "/v1/providers/sms/primary",
+        headers=auth(keys["admin"]),
+        json={"config": {"kind": "postmark", "server_token": "x"}},
+    )
+    assert wrong.status_code == 422 and wrong.json()["error"]["field"] == "config.kind"
+    missing = await c.put(
+        "/v1/providers/sms/primary",
+        headers=auth(keys["admin"]),
+        json={"config": {"kind": "twilio", "auth_token": "x"}},
+    )
+    assert missing.status_code == 422 and "account_sid" in missing.text
+    forbidden = await c.get("/v1/providers", headers=auth(keys["ingest"]))
+    assert forbidden.status_code == 403
+    gone = await c.delete("/v1/providers/email/primary", headers=auth(keys["admin"]))
+    assert gone.status_code == 204
+    again = await c.delete("/v1/providers/email/primary", headers=auth(keys["admin"]))
+    assert again.status_code == 404
+
+
+async def test_dispatch_settings_and_the_suppression_list_over_http(
+    api: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    c, keys = api
+    default = (await c.get("/v1/dispatch-settings", headers=auth(keys["admin"]))).json()
+    assert default["quiet_hours"] == {"sms": {"start": "21:00", "end": "08:00"}}
+    put = await c.put(
+        "/v1/dispatch-settings",
+        headers=auth(keys["admin"]),
+        json={
+            "quiet_hours": {"email": {"start": "22:00", "end": "07:30"}},
+            "timezone": "Europe/Madrid",
+        },
+    )
+    assert put.status_code == 200, put.text
+    assert put.json()["timezone"] == "Europe/Madrid"
+    bad = await c.put(
+        "/v1/dispatch-settings",
+        headers=auth(keys["admin"]),
+        json={"quiet_hours": {"sms": {"start": "9pm", "end": "08:00"}}},
+    )
+    assert bad.status_code == 422 and "HH:MM" in bad.text
+
+    add = await c.put(
+        "/v1/suppressions/email/Ana@Example.COM",
+        headers=auth(keys["admin"]),
+        json={"reason": "manual"},
+    )
+    assert add.status_code == 204
+    page = (await c.get("/v1/suppressions", headers=auth(keys["admin"]))).json()
+    assert [(s["address"], s["scope"]) for s in page["suppressions"]] == [
+        ("ana@example.com", "all")
+    ]
+    invalid = await c.put("/v1/suppressions/sms/not-a-phone", headers=auth(keys["admin"]), json={})
+    assert invalid.status_code == 422, invalid.text
+    assert invalid.json()["error"]["field"] == "address", invalid.text
+    other = (await c.get("/v1/suppressions", headers=auth(keys["other"]))).json()
+    assert other["suppressions"] == []
+    lifted = await c.delete("/v1/suppressions/email/ana@example.com", headers=auth(keys["admin"]))
+    assert lifted.status_code == 204
