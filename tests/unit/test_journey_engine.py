@@ -969,3 +969,22 @@ def test_stop_ends_a_waiting_run() -> None:
     assert stopped.instance.wake_at is None
     assert records(stopped) == [("exited", "w", "archived")]
     assert timer(stopped, j, T0 + 3 * DAY) is None
+
+
+def test_a_branch_compares_an_instant_with_now() -> None:
+    j = journey(
+        {
+            "old": {
+                "branch": {"field": "customer.last_order_at", "op": "older_than", "value": "P90D"},
+                "then": "miss",
+                "else": "thanks",
+            },
+            "miss": send("miss-you"),
+            "thanks": send("thanks"),
+        }
+    )
+    day_90 = (T0 - timedelta(days=90)).isoformat()
+    day_89 = (T0 - timedelta(days=89)).isoformat()
+    assert sends(enter(j, traits={"last_order_at": day_90})) == ["miss-you"]
+    assert sends(enter(j, traits={"last_order_at": day_89})) == ["thanks"]
+    assert sends(enter(j)) == ["thanks"]  # never ordered: not "older than"

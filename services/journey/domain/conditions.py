@@ -1,4 +1,4 @@
-"""The predicate language shared by triggers, branches, exit conditions and (later) segments.
+"""The predicate language shared by triggers, branches, exit conditions and segments.
 
 A condition is one of::
 
@@ -13,13 +13,24 @@ typed: a number never equals a boolean or a word (a decimal string such as "63.9
 money travels, compares as its number), and an ordering between values of different
 kinds (or against a missing field) is false rather than an error, so one odd event cannot stop a
 journey.
+
+Two comparisons are relative to ``context["now"]`` (an RFC 3339 string or a datetime):
+``{"field": "profile.last_order_at", "op": "older_than", "value": "P90D"}`` holds once the
+instant in the field is at least 90 days before now, and ``within`` is its opposite (less than
+90 days ago, or in the future). A missing or unreadable instant makes both false: a customer who
+never ordered has no order "older than 90 days"; say ``exists: false`` to mean that. As time
+passes such a comparison flips on its own at the field's instant plus the duration;
+``next_change_at`` finds the first such instant at which the whole condition changes, so that a
+caller can set a timer for it instead of polling.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,10 +40,17 @@ from pydantic import (
     Field,
     JsonValue,
     Tag,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 
-Op = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists"]
+from services.journey.domain.durations import DurationError, parse_duration
+
+Op = Literal[
+    "eq", "ne", "gt", "gte", "lt", "lte", "in", "contains", "exists", "older_than", "within"
+]
+TIME_OPS = frozenset({"older_than", "within"})
+"""Comparisons of an instant with ``context["now"]``: their value changes as time passes."""
 FIELD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$"
 
 
@@ -48,19 +66,29 @@ class Comparison(_Frozen):
     )
     op: Op
     value: JsonValue = Field(
-        None, description="Literal to compare with; a list for 'in'; true/false for 'exists'."
+        None,
+        validate_default=True,
+        description="Literal to compare with; a list for 'in'; true/false for 'exists'; an "
+        "ISO-8601 duration for 'older_than' and 'within'.",
     )
 
-    @model_validator(mode="after")
-    def _check_value(self) -> Comparison:
-        # Checked here, once, so that evaluation never meets a comparison it cannot make sense of.
-        problem = _value_problem(self.op, self.value)
+    @field_validator("value")
+    @classmethod
+    def _check_value(cls, value: JsonValue, info: ValidationInfo) -> JsonValue:
+        # Checked here, once, so that evaluation never meets a comparison it cannot make sense
+        # of; on the field, so that an error points at the value rather than the comparison.
+        op = info.data.get("op")
+        if op is None:
+            return value  # the op itself was refused, and that error says why
+        problem = _value_problem(op, value)
         if problem:
             raise ValueError(problem)
-        return self
+        return value
 
 
 def _value_problem(op: Op, value: JsonValue) -> str | None:
+    if op in TIME_OPS:
+        return _duration_problem(op, value)
     if op in ("gt", "gte", "lt", "lte") and not (_is_number(value) or isinstance(value, str)):
         return f"'{op}' compares with a number or a string"
     if op == "in" and (not isinstance(value, list) or not value):
@@ -70,6 +98,24 @@ def _value_problem(op: Op, value: JsonValue) -> str | None:
     if op == "exists" and value is not None and not isinstance(value, bool):
         return "'exists' takes true or false (or no value, meaning true)"
     return None
+
+
+def _duration_problem(op: Op, value: JsonValue) -> str | None:
+    if not isinstance(value, str):
+        return f"'{op}' takes a duration such as 'P90D'"
+    try:
+        length = _duration(value)
+    except DurationError as exc:
+        return str(exc)
+    if length <= timedelta(0):
+        return f"'{op}' takes a duration longer than zero, got {value!r}"
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _duration(text: str) -> timedelta:
+    # Conditions are evaluated far more often than they are written: parse each text once.
+    return parse_duration(text)
 
 
 class All(_Frozen):
@@ -131,7 +177,89 @@ def evaluate(condition: Condition, context: Mapping[str, Any]) -> bool:
         return any(evaluate(c, context) for c in condition.any)
     if isinstance(condition, Not):
         return not evaluate(condition.not_, context)
+    if condition.op in TIME_OPS:
+        return _relative(condition, resolve(context, condition.field), resolve(context, "now"))
     return _compare(condition, resolve(context, condition.field))
+
+
+def as_instant(value: Any) -> datetime | None:
+    """An instant from a datetime or an ISO 8601 text ("2024-05-01T09:00:00Z", or a bare date,
+    read as midnight UTC); None for anything else. A time without offset is taken as UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _relative(c: Comparison, actual: Any, now: Any) -> bool:
+    at, current = as_instant(actual), as_instant(now)
+    if at is None or current is None:
+        return False
+    age, limit = current - at, _duration(str(c.value))
+    # The boundary belongs to older_than: "no order in 90 days" holds from the 90th day on.
+    return age >= limit if c.op == "older_than" else age < limit
+
+
+def _comparisons(condition: Condition) -> Iterator[Comparison]:
+    if isinstance(condition, All | AnyOf):
+        for child in condition.all if isinstance(condition, All) else condition.any:
+            yield from _comparisons(child)
+    elif isinstance(condition, Not):
+        yield from _comparisons(condition.not_)
+    else:
+        yield condition
+
+
+def comparisons(condition: Condition) -> list[Comparison]:
+    """Every comparison in the condition, depth first (what checks of a document walk)."""
+    return list(_comparisons(condition))
+
+
+def boundaries(condition: Condition, context: Mapping[str, Any]) -> set[datetime]:
+    """The instants at which a time-relative comparison of the condition flips: the instant in
+    its field plus its duration. Only there can the condition change without new input."""
+    found = set()
+    for c in _comparisons(condition):
+        if c.op not in TIME_OPS:
+            continue
+        at = as_instant(resolve(context, c.field))
+        if at is None:
+            continue
+        try:
+            found.add(at + _duration(str(c.value)))
+        except OverflowError:  # an instant near year 9999: it never comes
+            continue
+    return found
+
+
+def next_change_at(
+    condition: Condition, context: Mapping[str, Any], now: datetime
+) -> datetime | None:
+    """The earliest instant after ``now`` at which the condition's value changes with no new
+    input, or None when it never does (no time-relative comparison, or none that matters).
+
+    Only the boundaries can change the value, so the first boundary at which the condition
+    evaluates differently from ``now`` is the answer: a boundary that changes nothing (inside an
+    ``all`` that something else keeps false) asks for no timer. ``now`` stands in for
+    ``context["now"]``.
+    """
+    current = as_instant(now)
+    if current is None:
+        raise TypeError("now must be a datetime")
+    later = sorted(b for b in boundaries(condition, context) if b > current)
+    if not later:
+        return None
+    holds = evaluate(condition, {**context, "now": current})
+    for at in later:
+        if evaluate(condition, {**context, "now": at}) != holds:
+            return at
+    return None
 
 
 def _compare(c: Comparison, actual: Any) -> bool:

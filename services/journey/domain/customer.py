@@ -178,7 +178,7 @@ def apply_event(
     # it. At equal priority runs go first, so a run that this event ends (exit_when) makes way
     # for a new run of the same journey.
     runs = _by_priority(state, journeys, catalog)
-    entering = journeys.entries_for(view, engine.context(state.customer(), view))
+    entering = journeys.entries_for(view, engine.context(state.customer(), view, now))
     ranked: list[tuple[tuple[int, int], engine.Instance | Journey]] = [
         ((-_priority(journeys, r.journey_id), 0), r) for r in runs
     ]

@@ -219,10 +219,13 @@ def in_holdout(journey: Journey, workspace_id: str, customer_id: str) -> bool:
 # ── Matching events ───────────────────────────────────────────────────────────────────────────
 
 
-def context(customer: Customer, event: Mapping[str, Any]) -> dict[str, Any]:
+def context(
+    customer: Customer, event: Mapping[str, Any], now: datetime | None = None
+) -> dict[str, Any]:
     """What conditions read: ``customer.<trait>``, ``scores.<name>``, ``event.type``,
-    ``event.properties.<name>``."""
-    return {"customer": customer.traits, "scores": customer.scores, "event": event}
+    ``event.properties.<name>``, and ``now`` for the time-relative comparisons
+    (``older_than``, ``within``)."""
+    return {"customer": customer.traits, "scores": customer.scores, "event": event, "now": now}
 
 
 def event_matches(
@@ -232,6 +235,7 @@ def event_matches(
     event: Mapping[str, Any],
     customer: Customer,
     trigger: Mapping[str, Any],
+    now: datetime | None = None,
 ) -> bool:
     if event.get("type") != event_type:
         return False
@@ -239,7 +243,7 @@ def event_matches(
         wanted = trigger.get("properties", {}).get(match)
         if wanted is None or event.get("properties", {}).get(match) != wanted:
             return False
-    return where is None or evaluate(where, context(customer, event))
+    return where is None or evaluate(where, context(customer, event, now))
 
 
 def _exit_matches(
@@ -247,17 +251,18 @@ def _exit_matches(
     event: Mapping[str, Any],
     customer: Customer,
     trigger: Mapping[str, Any],
+    now: datetime,
 ) -> EventCondition | None:
     for condition in conditions:
         if event_matches(
-            condition.event, condition.where, condition.match, event, customer, trigger
+            condition.event, condition.where, condition.match, event, customer, trigger, now
         ):
             return condition
     return None
 
 
-def _goal_matches(goal: Goal, event: Mapping[str, Any], customer: Customer) -> bool:
-    return event_matches(goal.event, goal.where, None, event, customer, {})
+def _goal_matches(goal: Goal, event: Mapping[str, Any], customer: Customer, now: datetime) -> bool:
+    return event_matches(goal.event, goal.where, None, event, customer, {}, now)
 
 
 # ── Transitions ───────────────────────────────────────────────────────────────────────────────
@@ -327,12 +332,12 @@ def on_event(
         and current.goal_at is None
         and current.goal_until is not None
         and now <= current.goal_until
-        and _goal_matches(journey.goal, event, customer)
+        and _goal_matches(journey.goal, event, customer, now)
     ):
         current = replace(current, goal_at=now, updated_at=now)
         effects.append(Record("goal", current.step, now, detail={"event": event.get("type")}))
     if current.active:
-        exit_condition = _exit_matches(journey.exit_when, event, customer, current.trigger)
+        exit_condition = _exit_matches(journey.exit_when, event, customer, current.trigger, now)
         if exit_condition is not None:
             effects.append(
                 Record(
@@ -355,7 +360,9 @@ def on_event(
         step = journey.steps.get(current.step) if current.step is not None else None
         if current.waiting == "wait_for" and isinstance(step, WaitForStep):
             spec: WaitForSpec = step.wait_for
-            if event_matches(spec.event, spec.where, spec.match, event, customer, current.trigger):
+            if event_matches(
+                spec.event, spec.where, spec.match, event, customer, current.trigger, now
+            ):
                 effects.append(
                     Record(
                         "waited", current.step, now, reason="event", detail={"event": spec.event}
@@ -566,7 +573,8 @@ def _run(
             return _block(current, "wait_for", until, now, effects, ledger, visits)
         if isinstance(step, BranchStep):
             holds = evaluate(
-                step.branch, {"customer": traits, "scores": scores, "event": current.trigger}
+                step.branch,
+                {"customer": traits, "scores": scores, "event": current.trigger, "now": now},
             )
             effects.append(
                 Record("branched", name, now, detail={"branch": "then" if holds else "else"})
