@@ -153,22 +153,11 @@ class FitInfo:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class BgNbdFit:
-    """A fitted BG/NBD model: what predictions need (the parameters) and what tells whether to
-    trust them (``info``, ``forecast``)."""
+class _Reports:
+    """What a fit's report says, read through from its ``FitInfo``."""
 
-    r: float
-    alpha: float
-    a: float
-    b: float
-    n_with_repeats: int
+    __slots__ = ()
     info: FitInfo
-    forecast: Forecast | None = None
-
-    @property
-    def params(self) -> BgNbdParams:
-        return BgNbdParams(self.r, self.alpha, self.a, self.b)
 
     @property
     def log_likelihood(self) -> float:
@@ -189,6 +178,25 @@ class BgNbdFit:
     @property
     def reliable(self) -> bool:
         return self.info.reliable
+
+
+@dataclass(frozen=True, slots=True)
+class BgNbdFit(_Reports):
+    """A fitted BG/NBD model: what predictions need (the parameters) and what tells whether to
+    trust them (``info``, ``forecast``)."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+    n_with_repeats: int
+    info: FitInfo
+    forecast: Forecast | None = None
+
+    @property
+    def params(self) -> BgNbdParams:
+        return BgNbdParams(self.r, self.alpha, self.a, self.b)
+
 
     @property
     def aic(self) -> float:
@@ -521,7 +529,7 @@ the workspace's own mean order value."""
 
 
 @dataclass(frozen=True, slots=True)
-class GammaGammaFit:
+class GammaGammaFit(_Reports):
     """A fitted Gamma-Gamma model of order value."""
 
     p: float
@@ -533,21 +541,6 @@ class GammaGammaFit:
     """Pearson correlation of frequency and monetary value among repeat buyers."""
     info: FitInfo
 
-    @property
-    def log_likelihood(self) -> float:
-        return self.info.log_likelihood
-
-    @property
-    def n(self) -> int:
-        return self.info.n
-
-    @property
-    def converged(self) -> bool:
-        return self.info.converged
-
-    @property
-    def reliable(self) -> bool:
-        return self.info.reliable
 
     @property
     def population_mean(self) -> float:
