@@ -197,7 +197,11 @@ def test_config_map_and_secret_feed_ciclo(
     assert data["CICLO_DEMO"] == "false"
     assert data["CICLO_HOST"] == "0.0.0.0"
     assert data["CICLO_BUS_URL"].startswith("kafka://")
-    assert not {"CICLO_DATABASE_URL", "CICLO_SENDGRID_API_KEY"} & set(data), (
+    assert not {
+        "CICLO_DATABASE_URL",
+        "CICLO_SENDGRID_API_KEY",
+        "CICLO_UNSUBSCRIBE_SECRET",
+    } & set(data), (
         "secrets in a ConfigMap"
     )
     assert set(data) <= known_settings()
@@ -217,6 +221,7 @@ def test_config_map_and_secret_feed_ciclo(
             **data,
             "CICLO_DATABASE_URL": "postgresql+asyncpg://ciclo:pw@pg:5432/ciclo",
             "CICLO_SENDGRID_API_KEY": "SG.test",
+            "CICLO_UNSUBSCRIBE_SECRET": "a-real-secret-from-the-operator",
         }
     # What the pods will see is accepted by Ciclo's own settings classes.
     check_settings_accept(env, monkeypatch)

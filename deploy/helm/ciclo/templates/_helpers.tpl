@@ -98,6 +98,7 @@ CICLO_EMAIL_PROVIDER: {{ .Values.email.provider | quote }}
 CICLO_EMAIL_FROM: {{ .Values.email.from | quote }}
 CICLO_EMAIL_FROM_NAME: {{ .Values.email.fromName | quote }}
 CICLO_SENDGRID_BASE_URL: {{ .Values.email.sendgrid.baseUrl | quote }}
+CICLO_PUBLIC_URL: {{ .Values.email.publicUrl | quote }}
 CICLO_AMBIGUOUS_POLICY: {{ .Values.config.ambiguousPolicy | quote }}
 {{- range $key, $value := .Values.config.extraEnv }}
 {{ $key }}: {{ $value | toString | quote }}
@@ -131,6 +132,9 @@ by every template that depends on them, so `helm template` and `helm install` bo
 {{- if not .Values.existingSecret -}}
 {{- if not .Values.database.url -}}
 {{- fail "set database.url or existingSecret (a Secret with CICLO_DATABASE_URL)" -}}
+{{- end -}}
+{{- if and (eq .Values.config.env "production") (not .Values.email.unsubscribeSecret) -}}
+{{- fail "config.env=production needs email.unsubscribeSecret or existingSecret (with CICLO_UNSUBSCRIBE_SECRET): it signs unsubscribe links" -}}
 {{- end -}}
 {{- if and (eq .Values.email.provider "sendgrid") (not .Values.email.sendgrid.apiKey) -}}
 {{- fail "email.provider=sendgrid needs email.sendgrid.apiKey or existingSecret (with CICLO_SENDGRID_API_KEY)" -}}
