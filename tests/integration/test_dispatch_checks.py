@@ -393,3 +393,16 @@ async def test_dispatch_settings_and_the_suppression_list_over_http(
     assert other["suppressions"] == []
     lifted = await c.delete("/v1/suppressions/email/ana@example.com", headers=auth(keys["admin"]))
     assert lifted.status_code == 204
+
+
+async def test_a_batch_of_two_thousand_checks_the_suppression_list_at_once(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    """SQLite bounds bound parameters and expression depth: the lookup must still work for a
+    batch larger than those bounds."""
+    await suppress(engine, "u1999@example.com", "hard_bounce")
+    batch = [request(n, email=f"u{n}@example.com", category="transactional") for n in range(2000)]
+    await make(engine, templates, SinkProvider()).handle(batch)
+    statuses = await ledger(engine)
+    assert statuses["msg_1999"] == ("skipped", "suppressed:hard_bounce")
+    assert sum(1 for s, _ in statuses.values() if s == "sent") == 1999

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,6 +47,9 @@ class Suppression:
         return self.scope == "all" or category == "marketing"
 
 
+_CHUNK = 500
+
+
 def key(channel: str, address: str) -> str:
     """The address as the list keys it."""
     return address.lower() if channel == "email" else address
@@ -75,22 +78,26 @@ class Suppressions:
     async def find_many(
         self, keys: Iterable[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], Suppression]:
-        """Suppressions by (workspace, channel, address), for a batch across workspaces."""
-        wanted = sorted({(w, c, key(c, a)) for w, c, a in keys})
-        if not wanted:
-            return {}
-        clause = or_(
-            *(
-                and_(
-                    suppressions.c.workspace_id == w,
-                    suppressions.c.channel == c,
-                    suppressions.c.address == a,
+        """Suppressions by (workspace, channel, address), for a batch across workspaces: one
+        query per workspace and channel, the addresses in chunks (SQLite bounds the number of
+        bound parameters and the depth of an expression)."""
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for w, c, a in keys:
+            wanted.setdefault((w, c), set()).add(key(c, a))
+        found: dict[tuple[str, str, str], Suppression] = {}
+        for (workspace_id, channel), addresses in sorted(wanted.items()):
+            ordered = sorted(addresses)
+            for start in range(0, len(ordered), _CHUNK):
+                rows = await self._session.execute(
+                    select(suppressions).where(
+                        suppressions.c.workspace_id == workspace_id,
+                        suppressions.c.channel == channel,
+                        suppressions.c.address.in_(ordered[start : start + _CHUNK]),
+                    )
                 )
-                for w, c, a in wanted
-            )
-        )
-        rows = await self._session.execute(select(suppressions).where(clause))
-        return {(r.workspace_id, r.channel, r.address): Suppression(**r._mapping) for r in rows}
+                for r in rows:
+                    found[(r.workspace_id, r.channel, r.address)] = Suppression(**r._mapping)
+        return found
 
     async def add(
         self,
