@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey bench-dispatch bench-predict clean
 
 # Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
 # no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
@@ -60,6 +60,15 @@ bench: install
 # bench/results.md keep their last figures.
 bench-journey: install
 	$(BIN)/python -m bench --only journey
+
+# One dispatch process against a fake SendGrid answering in 50 ms (messages/s, CPU, profile);
+# the other sections of bench/results.md keep their last figures.
+bench-dispatch: install
+	$(BIN)/python -m bench --only dispatch
+
+# RFM + BG/NBD + Gamma-Gamma for 100,000 customers on one core.
+bench-predict: install
+	$(BIN)/python -m bench --only predict
 
 clean:
 	rm -rf $(VENV) .ciclo .pytest_cache .mypy_cache .ruff_cache

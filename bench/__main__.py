@@ -3,12 +3,14 @@
 Order: physical baselines (bare FastAPI, raw SQLite, raw aiokafka → Tansu), then Ciclo embedded
 (`ciclo run` defaults), then Ciclo distributed (Tansu + a fresh PostgreSQL database). Per mode, on
 a fresh server: end-to-end latency while idle, then single-event throughput with wrk; then one
-fresh server per batch size. Last, the journey engine in process (``bench/journey.py``: event
-throughput, timers, memory). A section that fails is recorded in the report and the run goes on;
-the exit code is 1 then.
+fresh server per batch size. Then the journey engine in process (``bench/journey.py``: event
+throughput, timers, memory), one dispatch process against a 50 ms provider
+(``bench/dispatch.py``: messages/s, CPU, profile) and the purchase predictions
+(``bench/predict.py``: RFM and both fits for 100,000 customers). A section that fails is recorded
+in the report and the run goes on; the exit code is 1 then.
 
-``--only journey`` (or any comma-separated list of baselines, embedded, distributed, journey)
-runs just those sections; the others keep their figures from the previous ``results.json``.
+``--only journey`` (or any comma-separated list of the SECTIONS) runs just those sections; the
+others keep their figures from the previous ``results.json``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +33,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, journey, load, machine, report
+from bench import baselines, dispatch, journey, load, machine, report
 from bench.machine import ForeignCpu, wait_quiet
 from bench.processes import (
     DEFAULT_POSTGRES,
     KEY_CACHE_SECONDS,
     PINNING,
+    PYTHON,
     RATE_LIMIT,
+    REPO,
     CicloServer,
     start_ciclo,
     start_tansu,
@@ -46,7 +51,11 @@ from bench.processes import (
 OUT_DIR = Path(__file__).resolve().parent
 PINNING_NOTE = "server on CPU 0, wrk on CPU 1 (taskset)" if PINNING else "none"
 JOURNEY_GROUP = "journey"
-SECTIONS = ("baselines", "embedded", "distributed", "journey")
+SECTIONS = ("baselines", "embedded", "distributed", "journey", "dispatch", "predict")
+# Sections that carry their own date, machine and plan: an --only run of them leaves the HTTP
+# sections' header alone.
+SELF_CONTAINED = ("journey", "dispatch", "predict")
+PLAN_KEYS = {"journey": "journey", "dispatch": "dispatch", "predict": "predict_customers"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,8 @@ class Plan:
     postgres: str = os.environ.get("CICLO_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     sections: tuple[str, ...] = SECTIONS
     journey: journey.JourneyPlan = field(default_factory=journey.JourneyPlan)
+    dispatch: dispatch.DispatchPlan = field(default_factory=dispatch.DispatchPlan)
+    predict_customers: int = 100_000
 
 
 def log(message: str) -> None:
@@ -265,10 +276,37 @@ class Bench:
             errors=self.results["errors"],
         )
 
+    # --- dispatch, against a 50 ms provider -------------------------------------------------
+
+    def dispatch(self) -> None:
+        self.results["dispatch"] = dispatch.run(
+            self.plan.dispatch,
+            postgres=self.plan.postgres,
+            work_dir=self.work_dir,
+            log=log,
+            errors=self.results["errors"],
+        )
+
+    # --- purchase predictions, in a child process of their own -----------------------------
+
+    def predict(self) -> None:
+        """``python -m bench.predict``: a fresh process, so its peak RSS is the models' own."""
+        argv = [PYTHON, "-m", "bench.predict", "--customers", str(self.plan.predict_customers)]
+        date = datetime.now(UTC).isoformat(timespec="seconds")
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+        try:
+            figures: dict[str, Any] = json.loads(done.stdout)
+        except ValueError:
+            raise RuntimeError(
+                f"bench.predict exited with {done.returncode}: {done.stderr[-2000:]}"
+            ) from None
+        self.results["predict"] = figures | {"date": date, "machine": machine.describe()}
+        log(f"predict: {figures['total_s']} s for {figures['customers']:,} customers")
+
     def run(self) -> dict[str, Any]:
         sections = self.plan.sections
         stamp = self.results["date"]
-        http = [s for s in sections if s != "journey"]
+        http = [s for s in sections if s not in SELF_CONTAINED]
         wrk_ok = True
         if http:
             try:
@@ -286,10 +324,15 @@ class Bench:
             if wrk_ok and mode in sections:
                 self.section(mode, partial(self.measure, mode))
                 self.results["sections"][mode] = stamp
-        if "journey" in sections:
-            self.section("journey", self.journey)
-            if "journey" in self.results:
-                self.results["sections"]["journey"] = stamp
+        for name, body in (
+            ("journey", self.journey),
+            ("dispatch", self.dispatch),
+            ("predict", self.predict),
+        ):
+            if name in sections:
+                self.section(name, body)
+                if name in self.results:
+                    self.results["sections"][name] = stamp
         return self.results
 
 
@@ -337,6 +380,22 @@ def parse_args(argv: list[str] | None) -> Plan:
     )
     group.add_argument("--journey-catchup-seconds", type=float, default=jp.catchup_seconds)
     group.add_argument("--journey-pollers", type=int, default=jp.pollers)
+    dp = dispatch.DispatchPlan()
+    group = parser.add_argument_group("dispatch (bench/dispatch.py)")
+    group.add_argument("--dispatch-messages", type=int, default=dp.messages)
+    group.add_argument("--dispatch-databases", default=",".join(dp.databases))
+    group.add_argument(
+        "--dispatch-concurrencies",
+        default=",".join(map(str, dp.concurrencies)),
+        help="CICLO_SEND_CONCURRENCY of each run; the first is the headline",
+    )
+    group.add_argument("--dispatch-batch-size", type=int, default=dp.batch_size)
+    group.add_argument(
+        "--dispatch-max-seconds", type=float, default=dp.max_seconds, help="s per run, at most"
+    )
+    group.add_argument("--dispatch-no-profile", action="store_true", help="skip the profiled runs")
+    group = parser.add_argument_group("purchase predictions (bench/predict.py)")
+    group.add_argument("--predict-customers", type=int, default=100_000)
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.only.split(",") if s)
     unknown = set(sections) - set(SECTIONS)
@@ -366,6 +425,15 @@ def parse_args(argv: list[str] | None) -> Plan:
         modes=tuple(m for m in args.modes.split(",") if m),
         sections=sections,
         journey=journey_plan,
+        dispatch=dispatch.DispatchPlan(
+            messages=args.dispatch_messages,
+            databases=_names(args.dispatch_databases),
+            concurrencies=tuple(int(c) for c in _names(args.dispatch_concurrencies)),
+            batch_size=args.dispatch_batch_size,
+            max_seconds=args.dispatch_max_seconds,
+            profile=not args.dispatch_no_profile,
+        ),
+        predict_customers=args.predict_customers,
     )
 
 
@@ -386,7 +454,7 @@ def merge_previous(results: dict[str, Any], sections: tuple[str, ...]) -> dict[s
     merged.pop("ratios", None)
     previous_sections = dict(previous.get("sections") or {})
     if not previous_sections:  # written before sections were recorded: one run, one date
-        previous_sections = {s: previous.get("date") for s in SECTIONS if s != "journey"}
+        previous_sections = {s: previous.get("date") for s in SECTIONS if s not in SELF_CONTAINED}
     merged["sections"] = previous_sections | results["sections"]
     errors = {
         k: v
@@ -400,20 +468,24 @@ def merge_previous(results: dict[str, Any], sections: tuple[str, ...]) -> dict[s
     for mode in ("embedded", "distributed"):
         if mode in sections and mode in results["modes"]:
             merged["modes"][mode] = results["modes"][mode]
-    if any(s != "journey" for s in sections):
+    if any(s not in SELF_CONTAINED for s in sections):
         merged["machine"] = results["machine"]
         merged["plan"] = results["plan"]
         merged["date"] = results["date"]
     else:
         merged.setdefault("machine", results["machine"])
         merged.setdefault("plan", results["plan"])
-        merged["plan"]["journey"] = results["plan"]["journey"]
-    if "journey" in sections:  # a failed journey section leaves no stale figures behind
-        merged.pop("journey", None)
-        merged["sections"].pop("journey", None)
-        if "journey" in results:
-            merged["journey"] = results["journey"]
-            merged["sections"]["journey"] = results["sections"]["journey"]
+        for name in sections:
+            merged["plan"][PLAN_KEYS[name]] = results["plan"][PLAN_KEYS[name]]
+    for name in SELF_CONTAINED:
+        if name not in sections:
+            continue
+        # A failed section leaves no stale figures behind.
+        merged.pop(name, None)
+        merged["sections"].pop(name, None)
+        if name in results:
+            merged[name] = results[name]
+            merged["sections"][name] = results["sections"][name]
     return merged
 
 

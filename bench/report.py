@@ -7,6 +7,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.markdown import number as _n
+from bench.markdown import percent as _pct
+from bench.markdown import table as _table
+from bench.report_sections import render_dispatch, render_predict
+
 # REFERENCE.md, "Physical baselines on a 2-core machine of this kind".
 REFERENCE = {
     "fastapi_const_req_per_s": 6800.0,
@@ -73,22 +78,6 @@ def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- Markdown -------------------------------------------------------------------------------------
-
-
-def _n(value: float | None, digits: int = 0) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:,.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0%}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
 
 
 def _errors(run: dict[str, Any]) -> str:
@@ -323,6 +312,10 @@ def render(results: dict[str, Any]) -> str:
     out += _table(["baseline", "this run", "REFERENCE.md", "this ÷ reference"], rows)
     if results.get("journey"):
         out += render_journey(results["journey"])
+    if results.get("dispatch"):
+        out += render_dispatch(results["dispatch"])
+    if results.get("predict"):
+        out += render_predict(results["predict"])
     if results.get("errors"):
         out += ["## Errors", ""]
         out += [f"- **{where}**: {_one_line(msg)}" for where, msg in results["errors"].items()]
