@@ -181,40 +181,25 @@ def fake_provider(log_dir: Path, *, latency: float) -> Iterator[tuple[Proc, str]
 
 def wrk_ceiling(url: str, body: Path, *, connections: int, seconds: float) -> dict[str, Any]:
     """wrk POSTing one SendGrid request with ``connections`` in flight, on the dispatch CPU."""
-    from bench.load import ensure_wrk
+    from bench.load import run_wrk
 
-    argv = pinned(
-        [
-            ensure_wrk(),
-            "-t1",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(Path(__file__).with_name("wrk_fixed.lua")),
-            f"{url}/v3/mail/send",
-            "--",
-            str(body),
-            f"Bearer {API_KEY}",
-        ],
-        SERVER_CPU,
+    result = run_wrk(
+        f"{url}/v3/mail/send",
+        seconds=seconds,
+        connections=connections,
+        key=API_KEY,
+        body_file=body,
+        cpu=SERVER_CPU,
+        quiet=False,
     )
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    raw = json.loads(line.removeprefix("WRK_JSON "))
-    seconds_run = raw["duration_us"] / 1e6
-    ok = sum(n for status, n in raw["statuses"].items() if status.startswith("2"))
     return {
         "connections": connections,
-        "seconds": round(seconds_run, 2),
-        "requests_per_s": round(ok / seconds_run, 1),
-        "latency_ms": {k: round(v / 1000, 1) for k, v in raw["latency_us"].items()},
-        "errors": {k: v for k, v in raw["errors"].items() if v},
-        "statuses": raw["statuses"],
-        "first_error": raw["first_error"],
+        "seconds": round(result.seconds, 2),
+        "requests_per_s": round(result.req_per_s, 1),
+        "latency_ms": {k: round(v, 1) for k, v in result.latency_ms.items()},
+        "errors": {k: v for k, v in result.errors.items() if v},
+        "statuses": result.statuses,
+        "first_error": result.first_error,
     }
 
 

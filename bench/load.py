@@ -112,10 +112,13 @@ def run_wrk(
     key: str = "",
     prefix: str = "c",
     batch: int = 0,
+    body_file: Path | None = None,
+    cpu: int = LOAD_CPU,
     quiet: bool = True,
 ) -> WrkResult:
-    """One wrk run (one thread, pinned to the load CPU) POSTing ``wrk_post.lua`` bodies; with
-    ``quiet``, first wait a little for other processes on the machine to calm down."""
+    """One wrk run (one thread, pinned to ``cpu``) POSTing ``wrk_post.lua`` bodies, or the
+    content of ``body_file`` every time; with ``quiet``, first wait a little for other processes
+    on the machine to calm down."""
     argv = pinned(
         [
             ensure_wrk(),
@@ -131,8 +134,9 @@ def run_wrk(
             key,
             prefix,
             str(batch),
+            str(body_file or ""),
         ],
-        LOAD_CPU,
+        cpu,
     )
     if quiet:
         wait_quiet()

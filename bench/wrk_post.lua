@@ -1,6 +1,8 @@
 -- wrk script: POST events to Ciclo (or a baseline), each for a customer id not used before.
 -- Arguments after `--`: API key ("" for none), customer id prefix, events per request
--- (0 = one bare event, the body of POST /v1/events; N = {"events":[...N events...]}).
+-- (0 = one bare event, the body of POST /v1/events; N = {"events":[...N events...]}), and
+-- optionally the path of a file whose content is POSTed as is, every time (a fixed body: the
+-- dispatch benchmark's provider request).
 -- done() prints one line "WRK_JSON {...}" that bench/load.py parses: wrk's summary, latency
 -- percentiles, the count of each HTTP status and the start of the first non-2xx answer.
 
@@ -9,7 +11,7 @@ statuses = {} -- HTTP status -> count, per thread
 first_error = "" -- status and body of the first non-2xx answer, per thread
 
 local threads = {}
-local key, prefix, batch
+local key, prefix, batch, fixed
 local counter = 0
 
 function setup(thread)
@@ -21,6 +23,11 @@ function init(args)
   key = args[1] or ""
   prefix = (args[2] or "c") .. "-" .. tostring(thread_id) .. "-"
   batch = tonumber(args[3]) or 0
+  if args[4] and args[4] ~= "" then
+    local file = assert(io.open(args[4], "rb"))
+    fixed = file:read("*a")
+    file:close()
+  end
   wrk.headers["Content-Type"] = "application/json"
   if key ~= "" then
     wrk.headers["Authorization"] = "Bearer " .. key
@@ -34,7 +41,9 @@ end
 
 function request()
   local body
-  if batch == 0 then
+  if fixed then
+    body = fixed
+  elseif batch == 0 then
     counter = counter + 1
     body = event(counter)
   else
