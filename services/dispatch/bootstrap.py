@@ -14,7 +14,6 @@ import httpx
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.dispatch.adapters.providers.base import Provider, TransactionalProvider
 from services.dispatch.adapters.providers.registry import build_provider
 from services.dispatch.adapters.routing import ConfiguredRoutes
 from services.dispatch.adapters.tables import outbox
@@ -91,7 +90,7 @@ class DispatchWorker(ConsumerWorker):
         self.config = config or workspace_config(settings, engine)
         self.routes = ConfiguredRoutes(
             self.config,
-            partial(_build, client=self.client),
+            partial(build_provider, client=self.client),
             concurrency=settings.send_concurrency,
             breaker_threshold=settings.breaker_threshold,
             breaker_cooldown=settings.breaker_cooldown,
@@ -196,9 +195,3 @@ class DispatchWorker(ConsumerWorker):
             await self._held
         await super().stop()
         await self.client.aclose()
-
-
-def _build(
-    config: ProviderConfig, *, client: httpx.AsyncClient
-) -> Provider | TransactionalProvider:
-    return build_provider(config, client)

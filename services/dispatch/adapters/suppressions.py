@@ -62,18 +62,9 @@ class Suppressions:
     async def find(
         self, workspace_id: str, channel: str, addresses: Iterable[str]
     ) -> dict[str, Suppression]:
-        """The suppressions among ``addresses`` (normalised) of one workspace and channel."""
-        wanted = sorted({key(channel, a) for a in addresses})
-        if not wanted:
-            return {}
-        rows = await self._session.execute(
-            select(suppressions).where(
-                suppressions.c.workspace_id == workspace_id,
-                suppressions.c.channel == channel,
-                suppressions.c.address.in_(wanted),
-            )
-        )
-        return {r.address: Suppression(**r._mapping) for r in rows}
+        """The suppressions among ``addresses`` of one workspace and channel, by their key."""
+        found = await self.find_many((workspace_id, channel, a) for a in addresses)
+        return {address: entry for (_, _, address), entry in found.items()}
 
     async def find_many(
         self, keys: Iterable[tuple[str, str, str]]

@@ -216,17 +216,6 @@ class WorkspaceConfig:
             {**self._default_policy.model_dump(mode="json"), **stored}
         )
 
-    async def stored_policy(self, workspace_id: str) -> dict[str, Any]:
-        async with self._engine.connect() as conn:
-            stored = (
-                await conn.execute(
-                    select(workspace_settings.c.settings).where(
-                        workspace_settings.c.workspace_id == workspace_id
-                    )
-                )
-            ).scalar_one_or_none()
-        return dict(stored or {})
-
     async def put_policy(
         self, workspace_id: str, values: dict[str, Any], *, now: datetime
     ) -> DispatchPolicy:

@@ -48,3 +48,36 @@ def event_record(
     return OutgoingRecord(
         topic=EVENTS, key=envelope.key, value=envelope.to_json(), headers=envelope.headers()
     )
+
+
+def consent_record(
+    *,
+    event_id: str,
+    workspace_id: str,
+    customer_id: str,
+    channel: str,
+    status: str,
+    source: str,
+    at: datetime,
+    message_id: str | None = None,
+    received_at: datetime | None = None,
+) -> OutgoingRecord:
+    """A ``consent_updated`` event for marketing on a channel: the shape the journey service
+    reads into the customer's ``<channel>_marketing_consent`` trait."""
+    properties: dict[str, Any] = {
+        "channel": channel,
+        "status": status,
+        "category": "marketing",
+        "source": source,
+    }
+    if message_id is not None:
+        properties["message_id"] = message_id
+    return event_record(
+        event_id=event_id,
+        workspace_id=workspace_id,
+        customer_id=customer_id,
+        type="consent_updated",
+        at=at,
+        received_at=received_at,
+        properties=properties,
+    )

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.contracts.addresses import normalise_address
+from shared.localtime import window_opens, zone
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
@@ -82,7 +83,7 @@ def _zone_or_none(name: object) -> ZoneInfo | None:
     if not isinstance(name, str) or not name or len(name) > 100:
         return None
     try:
-        return ZoneInfo(name)
+        return zone(name)
     except (ZoneInfoNotFoundError, ValueError):
         return None
 
@@ -125,20 +126,11 @@ def consent_refusal(channel: str, category: str, traits: dict[str, Any]) -> Refu
     return Refuse("no_consent") if consent == "revoked" else None
 
 
-def quiet_until(now: datetime, zone: ZoneInfo, window: QuietHours) -> datetime | None:
-    """The end of the quiet hours when ``now`` falls inside them (an aware instant), else None."""
+def quiet_until(now: datetime, tz: ZoneInfo, window: QuietHours) -> datetime | None:
+    """The end of the quiet hours when ``now`` falls inside them, else None: the quiet hours
+    are the complement of a send window from their end to their start."""
     start, end = window.bounds()
-    if start == end:
-        return None
-    local = now.astimezone(zone)
-    t = local.time().replace(tzinfo=None)
-    inside = start <= t < end if start < end else (t >= start or t < end)
-    if not inside:
-        return None
-    day = local.date() if (start < end or t < end) else local.date() + timedelta(days=1)
-    # Wall time to instant in the zone; a window ending in a DST gap resolves forwards (fold=0).
-    until = datetime.combine(day, end, tzinfo=zone)
-    return until.astimezone(now.tzinfo)
+    return window_opens(now, end, start, tz)
 
 
 def decide(
@@ -163,8 +155,8 @@ def decide(
         return Refuse(f"suppressed:{suppressed}")
     window = policy.quiet_hours.get(channel)  # type: ignore[call-overload]  # a str channel
     if category == "marketing" and window is not None:
-        zone = _zone_or_none(traits.get("timezone")) or ZoneInfo(policy.timezone)
-        until = quiet_until(now, zone, window)
+        tz = _zone_or_none(traits.get("timezone")) or zone(policy.timezone)
+        until = quiet_until(now, tz, window)
         if until is not None:
             return Hold(until)
     return Go(address)

@@ -32,7 +32,7 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Counter
 
 from services.dispatch.adapters.suppressions import Suppression
-from services.dispatch.domain.events import event_record
+from services.dispatch.domain.events import consent_record, event_record
 from services.dispatch.domain.unsubscribe import BadToken, Subscriber, verify
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.bus.ports import OutgoingRecord
@@ -241,7 +241,7 @@ async def _unsubscribe(
     if added:
         await u.emit(
             [
-                _event(who, "consent_updated", {"status": "revoked", "source": source}, at=at),
+                _consent(who, "revoked", source, at=at),
                 _event(who, "message_unsubscribed", {"source": source}, at=at),
             ]
         )
@@ -255,18 +255,34 @@ async def _resubscribe(u: DispatchUnitOfWork, who: Subscriber, *, at: datetime) 
         who.workspace_id, who.channel, who.address, reasons=["unsubscribe"]
     )
     if lifted:
-        properties = {"status": "granted", "source": PREFERENCE_CENTRE}
-        await u.emit([_event(who, "consent_updated", properties, at=at)])
+        await u.emit([_consent(who, "granted", PREFERENCE_CENTRE, at=at)])
     return lifted
+
+
+def _event_id(who: Subscriber, type: str) -> str:
+    # A fresh id per change: unsubscribing again after a re-subscribe, from the same message, is
+    # a new fact that the journey service must not drop as a duplicate.
+    return f"{who.message_id}:{type}:{uuid.uuid4().hex}"
+
+
+def _consent(who: Subscriber, status: str, source: str, *, at: datetime) -> OutgoingRecord:
+    return consent_record(
+        event_id=_event_id(who, "consent_updated"),
+        workspace_id=who.workspace_id,
+        customer_id=who.customer_id,
+        channel=who.channel,
+        status=status,
+        source=source,
+        at=at,
+        message_id=who.message_id,
+    )
 
 
 def _event(
     who: Subscriber, type: str, properties: dict[str, Any], *, at: datetime
 ) -> OutgoingRecord:
-    # A fresh id per change: unsubscribing again after a re-subscribe, from the same message, is
-    # a new fact that the journey service must not drop as a duplicate.
     return event_record(
-        event_id=f"{who.message_id}:{type}:{uuid.uuid4().hex}",
+        event_id=_event_id(who, type),
         workspace_id=who.workspace_id,
         customer_id=who.customer_id,
         type=type,

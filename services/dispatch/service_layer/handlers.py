@@ -35,7 +35,7 @@ from services.dispatch.adapters.suppressions import key as suppression_key
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.events import event_record
 from services.dispatch.domain.messages import Outbound, Outcome, Rendered
-from services.dispatch.domain.policy import DispatchPolicy, Go, Hold, Refuse, address_of, decide
+from services.dispatch.domain.policy import DispatchPolicy, Hold, Refuse, address_of, decide
 from services.dispatch.errors import (
     AmbiguousSendError,
     PermanentSendError,
@@ -252,79 +252,39 @@ class Dispatcher:
         batch = _Lookups(policies, routes)
         async with self._uow() as uow:
             known = await uow.ledger.statuses(r.message_id for r in unique)
-            fresh: list[MessageRequest] = []
+            suppressed = await self._suppressions(uow, unique)
+            rows: list[dict[str, Any]] = []
             for request in unique:
                 prior = known.get(request.message_id)
-                if prior is None:
-                    fresh.append(request)
-                    continue
-                status, attempts, not_before = prior
-                if status == "held":
-                    if (not_before is None or not_before <= now) and await uow.ledger.release(
-                        request.message_id, at=now
-                    ):
-                        claimed = await self._claim(uow, batch, request, attempts, now, outcomes)
-                        if claimed is not None:
-                            claims.append(claimed)
-                    continue
-                if status != "sending":
-                    continue  # already handled: a redelivered request
-                if self._ambiguous_policy == "skip":
-                    current = routes[(request.workspace_id, request.channel)]
-                    AMBIGUOUS.labels(current.primary.name).inc()
-                    outcomes.append(
-                        Outcome(
-                            request.message_id,
-                            "ambiguous",
-                            attempts,
-                            error="process stopped during the send; not resent (policy skip)",
+                attempts = 0
+                if prior is not None:
+                    status, attempts, not_before = prior
+                    if status == "held":
+                        due = not_before is None or not_before <= now
+                        if not due or not await uow.ledger.release(request.message_id, at=now):
+                            continue  # still held, or another process took it back
+                    elif status != "sending":
+                        continue  # already handled: a redelivered request
+                    elif self._ambiguous_policy == "skip":
+                        current = routes[(request.workspace_id, request.channel)]
+                        AMBIGUOUS.labels(current.primary.name).inc()
+                        outcomes.append(
+                            Outcome(
+                                request.message_id,
+                                "ambiguous",
+                                attempts,
+                                error="process stopped during the send; not resent (policy skip)",
+                            )
                         )
-                    )
-                    continue
-                claimed = await self._claim(uow, batch, request, attempts, now, outcomes)
-                if claimed is not None:
-                    claims.append(claimed)
-
-            suppressed = await self._suppressions(uow, fresh)
-            rows: list[dict[str, Any]] = []
-            for request in fresh:
-                policy = policies[request.workspace_id]
-                decision = decide(
-                    channel=request.channel,
-                    category=request.category,
-                    recipient=request.recipient,
-                    suppressed=_blocking(suppressed, request),
-                    policy=policy,
-                    now=now,
-                )
-                if isinstance(decision, Refuse):
-                    REFUSED.labels(decision.reason.split(":")[0]).inc()
-                    rows.append(self._row(request, "skipped", "-", now))
-                    outcomes.append(
-                        Outcome(request.message_id, "skipped", 0, error=decision.reason)
-                    )
-                    continue
-                if isinstance(decision, Hold):
-                    rows.append(self._row(request, "held", "-", now, not_before=decision.until))
-                    outcomes.append(
-                        Outcome(
-                            request.message_id,
-                            "held",
-                            0,
-                            error=decision.reason,
-                            not_before=decision.until,
-                            request=rows[-1]["request"],
-                        )
-                    )
-                    continue
-                assert isinstance(decision, Go)
-                rows.append(self._row(request, "sending", "-", now))
-                prepared = await self._prepare(uow, batch, request, decision.address, 0, now)
-                if isinstance(prepared, Outcome):
-                    rows[-1]["status"] = "failed"
-                    outcomes.append(prepared)
+                        continue
+                checked = await self._check(uow, batch, request, attempts, now, suppressed)
+                if isinstance(checked, Outcome):
+                    outcomes.append(checked)
                 else:
-                    claims.append(prepared)
+                    claims.append(checked)
+                if prior is None:
+                    status = checked.status if isinstance(checked, Outcome) else "sending"
+                    rows.append(self._row(request, status, now))
             await uow.ledger.insert(rows)
 
             # The local sink joins this transaction: its sends are exactly once.
@@ -351,49 +311,39 @@ class Dispatcher:
         async with self._uow() as uow:
             await self._finish(uow, list(results), by_id, self._clock.now())
 
-    async def _claim(
+    async def _check(
         self,
         uow: DispatchUnitOfWork,
         batch: _Lookups,
         request: MessageRequest,
         attempts: int,
         now: datetime,
-        outcomes: list[Outcome],
-    ) -> _Claim | None:
-        """A message claimed again (held and due, or resent after a crash): checked afresh,
-        since consent or the suppression list may have changed meanwhile."""
-        suppressed = await self._suppressions(uow, [request])
-        policy = batch.policies[request.workspace_id]
+        suppressed: dict[tuple[str, str, str], Suppression],
+    ) -> _Claim | Outcome:
+        """The checks before a send (``domain/policy.py``), then rendering. A message claimed
+        again (held and due, or resent after a crash) is checked afresh, since consent or the
+        suppression list may have changed meanwhile."""
         decision = decide(
             channel=request.channel,
             category=request.category,
             recipient=request.recipient,
             suppressed=_blocking(suppressed, request),
-            policy=policy,
+            policy=batch.policies[request.workspace_id],
             now=now,
         )
         if isinstance(decision, Refuse):
             REFUSED.labels(decision.reason.split(":")[0]).inc()
-            outcomes.append(Outcome(request.message_id, "skipped", attempts, error=decision.reason))
-            return None
+            return Outcome(request.message_id, "skipped", attempts, error=decision.reason)
         if isinstance(decision, Hold):
-            outcomes.append(
-                Outcome(
-                    request.message_id,
-                    "held",
-                    attempts,
-                    error=decision.reason,
-                    not_before=decision.until,
-                    request=request.model_dump(mode="json"),
-                )
+            return Outcome(
+                request.message_id,
+                "held",
+                attempts,
+                error=decision.reason,
+                not_before=decision.until,
+                request=request.model_dump(mode="json"),
             )
-            return None
-        assert isinstance(decision, Go)
-        claimed = await self._prepare(uow, batch, request, decision.address, attempts, now)
-        if isinstance(claimed, Outcome):
-            outcomes.append(claimed)
-            return None
-        return claimed
+        return await self._prepare(uow, batch, request, decision.address, attempts, now)
 
     async def _suppressions(
         self, uow: DispatchUnitOfWork, requests: Sequence[MessageRequest]
@@ -562,28 +512,20 @@ class Dispatcher:
             provider=claim.route.primary.name,
         )
 
-    def _row(
-        self,
-        request: MessageRequest,
-        status: str,
-        provider: str,
-        now: datetime,
-        *,
-        not_before: datetime | None = None,
-    ) -> dict[str, Any]:
+    def _row(self, request: MessageRequest, status: str, now: datetime) -> dict[str, Any]:
+        """A new ledger row; recording the batch's outcomes then fills in the rest (provider,
+        attempts, error, and for a held message when and what to send)."""
         return {
             "message_id": request.message_id,
             "workspace_id": request.workspace_id,
             "customer_id": request.customer_id,
             "channel": request.channel,
             "template": request.template,
-            "provider": provider,
+            "provider": "-",
             "status": status,
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
-            "not_before": not_before,
-            "request": request.model_dump(mode="json") if status == "held" else None,
         }
 
     def _event(self, request: MessageRequest, outcome: Outcome, now: datetime) -> OutgoingRecord:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.dispatch.adapters.webhook_events import SentMessage, WebhookEvents
-from services.dispatch.domain.events import event_record
+from services.dispatch.domain.events import consent_record, event_record
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.webhooks.model import Engagement, WebhookAuthError
 from services.dispatch.webhooks.registry import Nonce
@@ -142,20 +142,16 @@ def _events(
     ]
     if engagement.revokes_marketing:
         records.append(
-            event_record(
+            consent_record(
                 event_id=f"{engagement.event_id}:consent",
                 workspace_id=message.workspace_id,
                 customer_id=message.customer_id,
-                type="consent_updated",
+                channel=message.channel,
+                status="revoked",
+                source=engagement.provider,
                 at=engagement.occurred_at,
                 received_at=received_at,
-                properties={
-                    "channel": message.channel,
-                    "status": "revoked",
-                    "category": "marketing",
-                    "source": engagement.provider,
-                    "message_id": message.message_id,
-                },
+                message_id=message.message_id,
             )
         )
     return records
