@@ -71,12 +71,9 @@ class DispatchPolicy(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        _zone_or_none(value) or _raise(f"unknown time zone {value!r}")
+        if _zone_or_none(value) is None:
+            raise ValueError(f"unknown time zone {value!r}")
         return value
-
-
-def _raise(message: str) -> Any:
-    raise ValueError(message)
 
 
 def _zone_or_none(name: object) -> ZoneInfo | None:
