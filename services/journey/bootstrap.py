@@ -11,11 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.adapters.definitions import DatabaseCatalogs
 from services.journey.adapters.files import load_catalog
+from services.journey.adapters.intelligence_config import DatabaseIntel
 from services.journey.adapters.tables import outbox
 from services.journey.adapters.workspace_settings import DatabasePolicies
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.service_layer.handlers import handle_events
-from services.journey.service_layer.sources import Catalogs, Policies
+from services.journey.service_layer.sources import Catalogs, IntelSource, Policies
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.settings import JourneySettings
 from services.journey.timer_poller import TimerPoller
@@ -53,6 +54,7 @@ class JourneyWorker(ConsumerWorker):
         catalog: JourneyCatalog | None = None,
         catalogs: Catalogs | None = None,
         policies: Policies | None = None,
+        intel: IntelSource | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog if catalog is not None else load_catalog(settings.journeys_dir)
@@ -71,6 +73,11 @@ class JourneyWorker(ConsumerWorker):
             else DatabasePolicies(
                 engine, settings.default_policy(), refresh_seconds=settings.journey_catalog_refresh
             )
+        )
+        self.intel = (
+            intel
+            if intel is not None
+            else DatabaseIntel(engine, refresh_seconds=settings.journey_catalog_refresh)
         )
         self._sessions = session_factory(engine)
         self._clock = clock
@@ -93,6 +100,7 @@ class JourneyWorker(ConsumerWorker):
             clock=clock,
             catalogs=self.catalogs,
             policies=self.policies,
+            intel=self.intel,
             batch_size=settings.journey_timer_batch_size,
             poll_interval=settings.journey_timer_poll_interval,
             lease=settings.journey_timer_lease,
@@ -103,10 +111,12 @@ class JourneyWorker(ConsumerWorker):
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         events = decode_events(records)
         catalog = await self.catalogs.current()
-        policies = await self.policies.for_workspaces({e.workspace_id for e in events})
+        workspaces = {e.workspace_id for e in events}
+        policies = await self.policies.for_workspaces(workspaces)
+        intel = await self.intel.for_workspaces(workspaces)
         async with JourneyUnitOfWork(self._sessions) as uow:
             await handle_events(
-                uow, events, catalog=catalog, policies=policies, now=self._clock.now()
+                uow, events, catalog=catalog, policies=policies, now=self._clock.now(), intel=intel
             )
         self.relay.notify()
         self.timers.notify()

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.service_layer.handlers import Fired, backfill_schedules, handle_timers
-from services.journey.service_layer.sources import Catalogs, Policies
+from services.journey.service_layer.sources import Catalogs, IntelSource, Policies, StaticIntel
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.clock import Clock
 from shared.db.engine import session_factory
@@ -49,6 +49,7 @@ class TimerPoller:
         clock: Clock,
         catalogs: Catalogs,
         policies: Policies,
+        intel: IntelSource | None = None,
         batch_size: int,
         poll_interval: float,
         lease: float,
@@ -58,6 +59,7 @@ class TimerPoller:
         self._clock = clock
         self._catalogs = catalogs
         self._policies = policies
+        self._intel = intel or StaticIntel()
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._lease = timedelta(seconds=lease)
@@ -108,10 +110,14 @@ class TimerPoller:
             return 0
         fired = [Fired(*row) for row in leased]
         catalog = await self._catalogs.current()
-        policies = await self._policies.for_workspaces({f.workspace_id for f in fired})
+        workspaces = {f.workspace_id for f in fired}
+        policies = await self._policies.for_workspaces(workspaces)
+        intel = await self._intel.for_workspaces(workspaces)
         now = self._clock.now()
         async with JourneyUnitOfWork(self._sessions) as uow:
-            count = await handle_timers(uow, fired, catalog=catalog, policies=policies, now=now)
+            count = await handle_timers(
+                uow, fired, catalog=catalog, policies=policies, now=now, intel=intel
+            )
         for f in fired:
             LATENESS.observe(max((now - f.due_at).total_seconds(), 0.0))
         TIMERS_FIRED.inc(count)

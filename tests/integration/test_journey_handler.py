@@ -13,6 +13,7 @@ from services.journey.service_layer.handlers import handle_events
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
+from shared.contracts.topics import MESSAGES
 from shared.db.engine import session_factory
 
 NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
@@ -65,7 +66,11 @@ async def apply(
 
 async def outbox_requests(engine: AsyncEngine) -> list[MessageRequest]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(outbox.c.value).order_by(outbox.c.id))).all()
+        rows = (
+            await conn.execute(
+                select(outbox.c.value).where(outbox.c.topic == MESSAGES).order_by(outbox.c.id)
+            )
+        ).all()
     return [MessageRequest.from_json(r.value) for r in rows]
 
 

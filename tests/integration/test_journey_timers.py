@@ -27,6 +27,7 @@ from services.journey.timer_poller import TimerPoller
 from shared.clock import VirtualClock
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
+from shared.contracts.topics import MESSAGES
 from shared.db.engine import session_factory
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
@@ -101,16 +102,21 @@ def poller(engine: AsyncEngine, clock: VirtualClock, batch_size: int = 100) -> T
 
 async def sent(engine: AsyncEngine) -> list[MessageRequest]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(outbox.c.value).order_by(outbox.c.id))).all()
+        rows = (
+            await conn.execute(
+                select(outbox.c.value).where(outbox.c.topic == MESSAGES).order_by(outbox.c.id)
+            )
+        ).all()
     return [MessageRequest.from_json(r.value) for r in rows]
 
 
 async def pending(engine: AsyncEngine) -> list[tuple[str, str, datetime]]:
+    """The journeys' timers (customer intelligence's own ``intel`` timers left out)."""
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(timers.c.customer_id, timers.c.name, timers.c.due_at).order_by(
-                timers.c.customer_id
-            )
+            select(timers.c.customer_id, timers.c.name, timers.c.due_at)
+            .where(timers.c.name != "intel")
+            .order_by(timers.c.customer_id)
         )
         return [(r.customer_id, r.name, r.due_at) for r in rows]
 

@@ -14,6 +14,7 @@ import pytest
 from services.journey.domain import engine
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.customer import (
+    INTEL_TIMER,
     Changes,
     CustomerState,
     apply_event,
@@ -303,7 +304,9 @@ def test_exit_when_cancels_a_pending_wait_and_its_timer_at_once() -> None:
     name, _ = run_timer(s)
     changes = event_in(s, catalog, ev("order_completed", T0 + DAY))
     assert activity(changes) == [("j", "exited", "w", "exit_when")]
-    assert s.timers() == {}
+    # The run's timer is gone; only customer intelligence's own timer (the next time-based
+    # band, stage or segment change after the order) remains.
+    assert set(s.timers()) == {INTEL_TIMER}
     assert s.instances == {}
     [ended] = changes.instances.values()
     assert (ended.status, ended.wake_at) == ("exited", None)

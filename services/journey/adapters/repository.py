@@ -28,12 +28,15 @@ from services.journey.adapters.tables import (
     backfills,
     customers,
     instances,
+    orders,
     processed_events,
+    segment_members,
     step_counts,
     timers,
 )
-from services.journey.domain.customer import Activity, CustomerState, jsonable
+from services.journey.domain.customer import INTEL_TIMER, Activity, CustomerState, jsonable
 from services.journey.domain.engine import Instance
+from services.journey.domain.intelligence import Facts, OrderRecord
 
 
 def one_of(session: AsyncSession, column: Any, values: list[str]) -> Any:
@@ -70,10 +73,20 @@ class ProcessedEvents:
             found.update((workspace, r.event_id) for r in rows)
         return found
 
-    async def mark(self, keys: Iterable[tuple[str, str]], *, at: datetime) -> None:
+    async def mark(
+        self, keys: Iterable[tuple[str, str]], *, at: datetime, known_ok: bool = False
+    ) -> None:
+        """Record event ids as processed; ``known_ok`` lets an id already there be (derived
+        events, which a replayed cause can raise again)."""
         rows = [{"workspace_id": w, "event_id": e, "processed_at": at} for w, e in keys]
-        if rows:
-            await self._session.execute(insert(processed_events), rows)
+        if not rows:
+            return
+        statement: Any = insert(processed_events)
+        if known_ok:
+            statement = _upsert(self._session, processed_events).on_conflict_do_nothing(
+                index_elements=["workspace_id", "event_id"]
+            )
+        await self._session.execute(statement, rows)
 
 
 def _iso(value: datetime) -> str:
@@ -127,6 +140,15 @@ class CustomerStates:
                     entries={j: _when(at) for j, at in r.entries.items()},
                     ledger=tuple((_when(at), channel) for at, channel in r.ledger),
                     schedules={j: _when(at) for j, at in r.schedules.items()},
+                    facts=Facts.from_row(
+                        profile=r.profile,
+                        lead=r.lead,
+                        segment_state=r.segment_state,
+                        insights=r.insights,
+                        timeline=r.timeline,
+                        stage=r.stage,
+                        due=None,
+                    ),
                     stored=True,
                 )
             tracked = or_(
@@ -144,6 +166,18 @@ class CustomerStates:
                 state = states.get((workspace, r.customer_id))
                 if state is not None:
                     state.instances[r.run_id] = _instance(r)
+            t = timers
+            rows = await self._session.execute(
+                select(t.c.customer_id, t.c.due_at).where(
+                    t.c.workspace_id == workspace,
+                    one_of(self._session, t.c.customer_id, ids),
+                    t.c.name == INTEL_TIMER,
+                )
+            )
+            for r in rows:
+                state = states.get((workspace, r.customer_id))
+                if state is not None:
+                    state.facts.due = r.due_at
         return states
 
     async def keys_after(
@@ -174,6 +208,8 @@ class CustomerStates:
         timer_rows: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for state in states:
+            facts = state.facts
+            profile = facts.profile
             row = {
                 "w": state.workspace_id,
                 "c": state.customer_id,
@@ -183,6 +219,13 @@ class CustomerStates:
                 "entries": {j: _iso(at) for j, at in state.entries.items()},
                 "ledger": [[_iso(at), channel] for at, channel in state.ledger],
                 "schedules": {j: _iso(at) for j, at in state.schedules.items()},
+                **facts.to_json(),
+                "stage": facts.stage,
+                "lead_band": facts.band,
+                "order_count": profile.order_count,
+                "first_order_at": profile.first_order_at,
+                "last_order_at": profile.last_order_at,
+                "revenue": float(profile.revenue),
             }
             if state.stored:
                 known_profiles.append(row)
@@ -216,15 +259,9 @@ class CustomerStates:
                 insert(customers),
                 [
                     {
-                        "workspace_id": r["w"],
-                        "customer_id": r["c"],
-                        "traits": r["traits"],
-                        "scores": r["scores"],
-                        "first_seen_at": r["first_seen_at"],
-                        "last_seen_at": r["last_seen_at"],
-                        "entries": r["entries"],
-                        "ledger": r["ledger"],
-                        "schedules": r["schedules"],
+                        "workspace_id": r.pop("w"),
+                        "customer_id": r.pop("c"),
+                        **r,
                     }
                     for r in new_profiles
                 ],
@@ -245,6 +282,74 @@ class CustomerStates:
                     set_={"due_at": stmt.excluded.due_at, "leased_until": None},
                 ),
                 timer_rows,
+            )
+
+    async def record_orders(self, recorded: Iterable[tuple[CustomerState, OrderRecord]]) -> None:
+        """Append new orders to the order log and mark cancelled ones (the models' input)."""
+        new: dict[tuple[str, str, str], dict[str, Any]] = {}
+        cancelled: list[dict[str, Any]] = []
+        for state, order in recorded:
+            key = (state.workspace_id, state.customer_id, order.order_id)
+            if order.cancelled:
+                if key in new:
+                    new[key]["cancelled"] = True
+                else:
+                    cancelled.append({"w": key[0], "c": key[1], "o": key[2]})
+            else:
+                new[key] = {
+                    "workspace_id": key[0],
+                    "customer_id": key[1],
+                    "order_id": key[2],
+                    "placed_at": order.placed_at,
+                    "value": order.value,
+                    "cancelled": False,
+                }
+        if new:
+            stmt = _upsert(self._session, orders)
+            await self._session.execute(
+                stmt.on_conflict_do_nothing(
+                    index_elements=["workspace_id", "customer_id", "order_id"]
+                ),
+                list(new.values()),
+            )
+        if cancelled:
+            await self._session.execute(_CANCEL_ORDER, cancelled)
+
+    async def record_membership(
+        self, states: Iterable[CustomerState], before: dict[tuple[str, str], set[str]]
+    ) -> None:
+        """Bring ``journey_segment_members`` in line with the states' segment membership
+        (``before``: the members each state had when loaded)."""
+        entered: list[dict[str, Any]] = []
+        left: list[dict[str, Any]] = []
+        for state in states:
+            members = state.facts.segments.members
+            was = before.get((state.workspace_id, state.customer_id), set())
+            entered.extend(
+                {
+                    "workspace_id": state.workspace_id,
+                    "segment_id": segment,
+                    "customer_id": state.customer_id,
+                    "entered_at": at,
+                }
+                for segment, at in members.items()
+                if segment not in was
+            )
+            left.extend(
+                {"w": state.workspace_id, "s": segment, "c": state.customer_id}
+                for segment in was
+                if segment not in members
+            )
+        if left:
+            await self._session.execute(_LEAVE_SEGMENT, left)
+        if entered:
+            stmt = _upsert(self._session, segment_members)
+            await self._session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["workspace_id", "segment_id", "customer_id"],
+                    set_={"entered_at": stmt.excluded.entered_at},
+                ),
+                entered,
             )
 
     async def record(self, lines: Iterable[Activity]) -> None:
@@ -442,17 +547,46 @@ def _instance_row(i: Instance) -> dict[str, Any]:
     }
 
 
+_PROFILE_COLUMNS = (
+    "traits",
+    "scores",
+    "last_seen_at",
+    "entries",
+    "ledger",
+    "schedules",
+    "profile",
+    "lead",
+    "segment_state",
+    "insights",
+    "timeline",
+    "stage",
+    "lead_band",
+    "order_count",
+    "first_order_at",
+    "last_order_at",
+    "revenue",
+)
+
 _UPDATE_PROFILE = (
     update(customers)
     .where(customers.c.workspace_id == bindparam("w"), customers.c.customer_id == bindparam("c"))
-    .values(
-        traits=bindparam("traits"),
-        scores=bindparam("scores"),
-        last_seen_at=bindparam("last_seen_at"),
-        entries=bindparam("entries"),
-        ledger=bindparam("ledger"),
-        schedules=bindparam("schedules"),
+    .values({c: bindparam(c) for c in _PROFILE_COLUMNS})
+)
+
+_CANCEL_ORDER = (
+    update(orders)
+    .where(
+        orders.c.workspace_id == bindparam("w"),
+        orders.c.customer_id == bindparam("c"),
+        orders.c.order_id == bindparam("o"),
     )
+    .values(cancelled=True)
+)
+
+_LEAVE_SEGMENT = delete(segment_members).where(
+    segment_members.c.workspace_id == bindparam("w"),
+    segment_members.c.segment_id == bindparam("s"),
+    segment_members.c.customer_id == bindparam("c"),
 )
 
 _UPDATE_INSTANCE = (

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -35,6 +36,21 @@ customers = Table(
     Column("entries", JSON, nullable=False, doc="journey id -> last entry (RFC 3339)"),
     Column("ledger", JSON, nullable=False, doc="recent marketing sends [[at, channel]]"),
     Column("schedules", JSON, nullable=False, doc="journey id -> trigger due (RFC 3339)"),
+    # Customer intelligence (issue #6). The JSON documents are the domain's own ``to_json``;
+    # the plain columns repeat what the scheduled RFM / prediction job and the customer API
+    # filter or scan on, so they never parse a document per customer.
+    Column("profile", JSON, nullable=True, doc="profile.Profile.to_json()"),
+    Column("lead", JSON, nullable=True, doc="scoring.ScoreState.to_json() + last band"),
+    Column("segment_state", JSON, nullable=True, doc="segments.SegmentState.to_json()"),
+    Column("insights", JSON, nullable=True, doc="{rfm, predictions, computed_at} (scheduled)"),
+    Column("timeline", JSON, nullable=True, doc="recent events [[at, type, id]], newest last"),
+    Column("stage", String(20), nullable=True, doc="lifecycle stage (NULL: subscriber)"),
+    Column("lead_band", String(40), nullable=True),
+    Column("order_count", Integer, nullable=False, server_default=text("0")),
+    Column("first_order_at", UtcDateTime(), nullable=True),
+    Column("last_order_at", UtcDateTime(), nullable=True),
+    Column("revenue", Float, nullable=False, server_default=text("0")),
+    Index("ix_journey_customers_stage", "workspace_id", "stage"),
 )
 
 instances = Table(
@@ -174,4 +190,88 @@ workspace_settings = Table(
     Column("default_timezone", String(100), nullable=True),
     Column("frequency_caps", JSON, nullable=True, doc="[{channel, limit, per}]"),
     Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Segment membership, one row per (segment, customer) while the customer is in it: listing and
+# counting a segment read this table, never the customers' JSON.
+segment_members = Table(
+    "journey_segment_members",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("segment_id", String(100), primary_key=True),
+    Column("customer_id", String(210), primary_key=True),
+    Column("entered_at", UtcDateTime(), nullable=False),
+    Index("ix_journey_segment_members_customer", "workspace_id", "customer_id"),
+)
+
+# Segments a workspace defines over HTTP (the built-in ones live in the package); the same id
+# as a built-in one takes its place in that workspace.
+segments = Table(
+    "journey_segments",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("segment_id", String(100), primary_key=True),
+    Column("document", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Customer-intelligence settings of a workspace; a NULL column takes the built-in default.
+intelligence_settings = Table(
+    "journey_intelligence_settings",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("currency", String(3), nullable=True),
+    Column("rates", JSON, nullable=True, doc="currency -> value of one unit, as a decimal string"),
+    Column("score_rules", JSON, nullable=True, doc="scoring.ScoreRules document"),
+    Column("lifecycle", JSON, nullable=True, doc="lifecycle.LifecycleRules document"),
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", UtcDateTime(), nullable=False),
+)
+
+# Every order once, as the models need them: the fits as of a past date read the orders placed
+# before it (and the ones after it as the holdout). ``value`` is in the workspace currency
+# (NULL when no rate converted it).
+orders = Table(
+    "journey_orders",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("customer_id", String(210), primary_key=True),
+    Column("order_id", String(200), primary_key=True),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("cancelled", Boolean, nullable=False, server_default=text("false")),
+)
+
+# Identity resolution: an anonymous id or an old customer id merged into a customer. Events of
+# the alias go to the customer from then on.
+identities = Table(
+    "journey_identities",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("alias", String(210), primary_key=True, doc="subject merged away (anon:<id> or id)"),
+    Column("customer_id", String(210), nullable=False),
+    Column("merged_at", UtcDateTime(), nullable=False),
+    Index("ix_journey_identities_customer", "workspace_id", "customer_id"),
+)
+
+# The scheduled RFM scoring and model fits, per workspace: when they last ran and the fit report.
+insight_runs = Table(
+    "journey_insight_runs",
+    metadata,
+    Column("workspace_id", String(64), primary_key=True),
+    Column("ran_at", UtcDateTime(), nullable=False),
+    Column("as_of", UtcDateTime(), nullable=False),
+    Column("customers", Integer, nullable=False),
+    Column("report", JSON, nullable=True, doc="predictions.ModelReport.to_json()"),
+)
+
+# GDPR erasures, logged without personal data: which workspace, when, and how much was removed.
+erasures = Table(
+    "journey_erasures",
+    metadata,
+    Column("erasure_id", String(40), primary_key=True),
+    Column("workspace_id", String(64), nullable=False),
+    Column("requested_at", UtcDateTime(), nullable=False),
+    Column("removed", JSON, nullable=False, doc="table -> rows removed"),
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from services.journey.domain import engine
+from services.journey.domain import engine, intelligence
 from services.journey.domain.catalog import JourneyCatalog, WorkspaceJourneys
 from services.journey.domain.definitions import (
     DateTrigger,
@@ -28,6 +28,13 @@ from services.journey.domain.definitions import (
     ReentryAfter,
 )
 from services.journey.domain.durations import format_duration
+from services.journey.domain.intelligence import (
+    Derived,
+    Facts,
+    FactsView,
+    Intelligence,
+    OrderRecord,
+)
 from services.journey.domain.localtime import next_date_trait, resolve_zone
 
 
@@ -63,10 +70,28 @@ class CustomerState:
     """Runs still tracked (active, or goal window open), by run id."""
     schedules: dict[str, datetime] = field(default_factory=dict)
     """Journey id → when its date or inactivity trigger fires for this customer."""
+    facts: Facts = field(default_factory=Facts)
+    """Profile, lead score, lifecycle stage, segments, RFM and predictions."""
     stored: bool = False
+    intel: Intelligence | None = None
+    """The workspace's rules and the instant the state is being changed at: set by
+    ``apply_event`` and ``apply_timer`` so that conditions can read the facts."""
+    now: datetime | None = None
+
+    def bind(self, intel: Intelligence, now: datetime) -> None:
+        self.intel, self.now = intel, now
 
     def customer(self) -> engine.Customer:
-        return engine.Customer(traits=self.traits, scores=self.scores)
+        if self.now is None:
+            return engine.Customer(traits=self.traits, scores=self.scores)
+        facts = FactsView(
+            self.facts,
+            first_seen_at=self.first_seen_at,
+            last_seen_at=self.last_seen_at,
+            intel=self.intel or intelligence.default(),
+            now=self.now,
+        )
+        return engine.Customer(traits=self.traits, scores=self.scores, facts=facts)
 
     def timers(self) -> dict[str, datetime]:
         wanted = {
@@ -75,17 +100,25 @@ class CustomerState:
             if i.active and i.wake_at is not None
         }
         wanted.update({f"trigger:{j}": due for j, due in self.schedules.items()})
+        if self.facts.due is not None:
+            wanted[INTEL_TIMER] = self.facts.due
         return wanted
 
     def recipient(self) -> dict[str, Any]:
-        """The snapshot a message request carries: addresses plus traits for personalisation."""
-        return {
+        """The snapshot a message request carries: addresses, traits and what customer
+        intelligence knows, for personalisation (templates read ``profile``, ``lead``,
+        ``stage``, ``segments``, ``rfm`` and ``predictions``)."""
+        snapshot: dict[str, Any] = {
             "customer_id": self.customer_id,
             "email": self.traits.get("email"),
             "phone": self.traits.get("phone"),
             "traits": dict(self.traits),
             "scores": dict(self.scores),
         }
+        if self.now is not None:
+            view = self.customer().facts
+            snapshot.update({root: view[root] for root in FactsView._ROOTS})
+        return snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +151,22 @@ class Changes:
     messages: list[Outgoing] = field(default_factory=list)
     instances: dict[str, engine.Instance] = field(default_factory=dict)
     """Runs created or changed, to save (including ones no longer tracked)."""
+    events: list[tuple[CustomerState, Derived, bool]] = field(default_factory=list)
+    """Band, stage and segment changes raised, with the customer and whether live: the
+    service publishes them to the events topic."""
+    orders: list[tuple[CustomerState, OrderRecord]] = field(default_factory=list)
+    """Orders recorded or cancelled, for the order log the prediction models read."""
 
     def extend(self, other: Changes) -> None:
         self.activity.extend(other.activity)
         self.messages.extend(other.messages)
         self.instances.update(other.instances)
+        self.events.extend(other.events)
+        self.orders.extend(other.orders)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
 
 
 def rfc3339(value: datetime) -> str:
@@ -151,6 +195,13 @@ def event_view(event: EventLike) -> dict[str, Any]:
 # ── Inputs ────────────────────────────────────────────────────────────────────────────────────
 
 
+INTEL_TIMER = "intel"
+"""The timer of a customer's next time-based band, stage or segment change."""
+MAX_DERIVED_DEPTH = 3
+"""How far derived events may raise further derived events (a segment entry scored by a rule
+that moves the band): a bound, so that rules that feed each other cannot loop."""
+
+
 def apply_event(
     state: CustomerState,
     event: EventLike,
@@ -159,18 +210,84 @@ def apply_event(
     policy: engine.Policy,
     now: datetime,
     live: bool,
+    intel: Intelligence | None = None,
+    depth: int = 0,
 ) -> Changes:
     """Apply one event of the customer.
 
-    Every event updates the profile and the trigger schedules. Only a live event (not
-    backfilled, not older than the workspace's cut-off) moves runs and starts new ones.
+    Every event updates the profile, the lead score, the segments' windows and the trigger
+    schedules, then band, stage and segment membership are decided; each change is a derived
+    event, applied to the customer right after this one. Only a live event (not backfilled,
+    not older than the workspace's cut-off) moves runs and starts new ones.
     """
     changes = Changes()
+    intel = intel or intelligence.default()
+    state.bind(intel, now)
     changed = _observe(state, event)
+    order = intelligence.observe(state.facts, event, intel, now)
+    if order is not None:
+        changes.orders.append((state, order))
+    derived = _refresh(state, intel, now, cause=event.event_id)
     journeys = catalog.view(state.workspace_id)
     _reschedule(state, journeys, event, changed, policy, now)
-    if not live:
-        return changes
+    if live:
+        _run_journeys(state, event, changes, catalog, journeys, policy, now)
+    _follow(state, derived, changes, catalog, policy, now, live, intel, depth)
+    return changes
+
+
+def _refresh(state: CustomerState, intel: Intelligence, now: datetime, cause: str) -> list[Derived]:
+    return intelligence.refresh(
+        state.facts,
+        traits=state.traits,
+        first_seen_at=state.first_seen_at,
+        last_seen_at=state.last_seen_at,
+        intel=intel,
+        now=now,
+        cause=cause,
+        workspace_id=state.workspace_id,
+        customer_id=state.customer_id,
+    )
+
+
+def _follow(
+    state: CustomerState,
+    derived: list[Derived],
+    changes: Changes,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+    live: bool,
+    intel: Intelligence,
+    depth: int,
+) -> None:
+    """Record derived events and apply each to the customer, journeys included."""
+    for event in derived:
+        changes.events.append((state, event, live))
+        if depth < MAX_DERIVED_DEPTH:
+            changes.extend(
+                apply_event(
+                    state,
+                    event,
+                    catalog=catalog,
+                    policy=policy,
+                    now=now,
+                    live=live,
+                    intel=intel,
+                    depth=depth + 1,
+                )
+            )
+
+
+def _run_journeys(
+    state: CustomerState,
+    event: EventLike,
+    changes: Changes,
+    catalog: JourneyCatalog,
+    journeys: WorkspaceJourneys,
+    policy: engine.Policy,
+    now: datetime,
+) -> None:
     view = event_view(event)
     # The runs under way and the journeys this event enters, highest priority first, so that
     # the journey that matters most takes a send the frequency caps allow only once. The runs
@@ -205,7 +322,6 @@ def apply_event(
             )
         else:
             _try_enter(state, changes, item, event, view, policy, now)
-    return changes
 
 
 def _drive(
@@ -256,9 +372,19 @@ def apply_timer(
     catalog: JourneyCatalog,
     policy: engine.Policy,
     now: datetime,
+    intel: Intelligence | None = None,
 ) -> Changes:
     """Fire one of the customer's timers (a name from ``CustomerState.timers()``)."""
     changes = Changes()
+    intel = intel or intelligence.default()
+    state.bind(intel, now)
+    if timer == INTEL_TIMER:
+        due = state.facts.due
+        if due is None or due > now:
+            return changes
+        derived = _refresh(state, intel, now, cause=f"{INTEL_TIMER}@{_iso(due)}")
+        _follow(state, derived, changes, catalog, policy, now, True, intel, 0)
+        return changes
     kind, _, name = timer.partition(":")
     journeys = catalog.view(state.workspace_id)
     if kind == "run":
@@ -321,6 +447,36 @@ def apply_timer(
         return changes
     if status == "published" and _may_enter(state, journey, None, now):
         _enter(state, changes, journey, view, None, view["id"], policy, now)
+    return changes
+
+
+def apply_insights(
+    state: CustomerState,
+    insights: Mapping[str, Any],
+    *,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+    intel: Intelligence | None = None,
+) -> Changes:
+    """Store freshly computed RFM scores and predictions (``{"rfm", "predictions",
+    "computed_at"}``) and decide segments again: a segment on RFM or predictions changes here."""
+    changes = Changes()
+    intel = intel or intelligence.default()
+    state.bind(intel, now)
+    state.facts.insights = dict(insights)
+    cause = f"insights@{insights.get('computed_at') or _iso(now)}"
+    _follow(
+        state,
+        _refresh(state, intel, now, cause=cause),
+        changes,
+        catalog,
+        policy,
+        now,
+        True,
+        intel,
+        0,
+    )
     return changes
 
 
@@ -571,11 +727,13 @@ def drop_untracked(state: CustomerState, now: datetime) -> None:
 
 
 __all__ = [
+    "INTEL_TIMER",
     "Activity",
     "Changes",
     "CustomerState",
     "Outgoing",
     "apply_event",
+    "apply_insights",
     "apply_timer",
     "archive",
     "drop_untracked",

@@ -14,7 +14,7 @@ after the last message is counted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -140,6 +140,9 @@ class Customer:
 
     traits: Mapping[str, Any]
     scores: Mapping[str, float] = field(default_factory=dict)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """What customer intelligence adds to conditions: ``profile``, ``lead``, ``stage``,
+    ``rfm``, ``predictions``, ``segments`` (``intelligence.FactsView``)."""
 
 
 # ── Effects ───────────────────────────────────────────────────────────────────────────────────
@@ -221,11 +224,44 @@ def in_holdout(journey: Journey, workspace_id: str, customer_id: str) -> bool:
 
 def context(
     customer: Customer, event: Mapping[str, Any], now: datetime | None = None
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """What conditions read: ``customer.<trait>``, ``scores.<name>``, ``event.type``,
-    ``event.properties.<name>``, and ``now`` for the time-relative comparisons
-    (``older_than``, ``within``)."""
-    return {"customer": customer.traits, "scores": customer.scores, "event": event, "now": now}
+    ``event.properties.<name>``, ``now`` for the time-relative comparisons (``older_than``,
+    ``within``), and the customer's facts: ``profile.``, ``lead.``, ``stage``, ``rfm.``,
+    ``predictions.``, ``segments``."""
+    return _Context(customer.facts, customer.traits, customer.scores, event, now)
+
+
+class _Context(Mapping[str, Any]):
+    """The condition context without copying the facts (they compute lazily)."""
+
+    __slots__ = ("_facts", "_own")
+
+    def __init__(
+        self,
+        facts: Mapping[str, Any],
+        traits: Mapping[str, Any],
+        scores: Mapping[str, float],
+        event: Mapping[str, Any],
+        now: datetime | None,
+    ) -> None:
+        self._facts = facts
+        self._own = {"customer": traits, "scores": scores, "event": event, "now": now}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._own:
+            return self._own[key]
+        return self._facts[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._own or key in self._facts
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._own
+        yield from (k for k in self._facts if k not in self._own)
+
+    def __len__(self) -> int:
+        return len(set(self._own) | set(self._facts))
 
 
 def event_matches(
@@ -573,8 +609,7 @@ def _run(
             return _block(current, "wait_for", until, now, effects, ledger, visits)
         if isinstance(step, BranchStep):
             holds = evaluate(
-                step.branch,
-                {"customer": traits, "scores": scores, "event": current.trigger, "now": now},
+                step.branch, _Context(customer.facts, traits, scores, current.trigger, now)
             )
             effects.append(
                 Record("branched", name, now, detail={"branch": "then" if holds else "else"})

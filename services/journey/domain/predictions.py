@@ -197,7 +197,6 @@ class BgNbdFit(_Reports):
     def params(self) -> BgNbdParams:
         return BgNbdParams(self.r, self.alpha, self.a, self.b)
 
-
     @property
     def aic(self) -> float:
         return self.info.aic(4)
@@ -540,7 +539,6 @@ class GammaGammaFit(_Reports):
     correlation: float | None
     """Pearson correlation of frequency and monetary value among repeat buyers."""
     info: FitInfo
-
 
     @property
     def population_mean(self) -> float:

@@ -8,7 +8,7 @@ workspace for the whole batch, and written with one statement per table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,15 +18,20 @@ from services.journey.domain.customer import (
     CustomerState,
     Outgoing,
     apply_event,
+    apply_insights,
     apply_timer,
     schedule_all,
 )
+from services.journey.domain.intelligence import Derived, Intelligence
 from services.journey.domain.policy import WorkspacePolicy
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.bus.ports import OutgoingRecord
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
-from shared.contracts.topics import MESSAGES
+from shared.contracts.topics import EVENTS, MESSAGES
+
+Intel = Mapping[str, Intelligence]
+"""Each workspace's customer-intelligence rules; a workspace not in it takes the defaults."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,7 @@ async def handle_events(
     catalog: JourneyCatalog,
     policies: dict[str, WorkspacePolicy],
     now: datetime,
+    intel: Intel | None = None,
 ) -> int:
     """Apply a batch of events; returns how many were new (duplicates are skipped)."""
     seen = await uow.processed.seen((e.workspace_id, e.event_id) for e in events)
@@ -66,7 +72,15 @@ async def handle_events(
         policy = policies.get(event.workspace_id) or WorkspacePolicy()
         live = policy.is_live(occurred_at=event.occurred_at, historical=event.historical, now=now)
         batch.add(
-            apply_event(state, event, catalog=catalog, policy=policy.policy, now=now, live=live)
+            apply_event(
+                state,
+                event,
+                catalog=catalog,
+                policy=policy.policy,
+                now=now,
+                live=live,
+                intel=(intel or {}).get(event.workspace_id),
+            )
         )
     await batch.close(now)
     await uow.processed.mark(batch_ids, at=now)
@@ -81,6 +95,7 @@ async def handle_timers(
     catalog: JourneyCatalog,
     policies: dict[str, WorkspacePolicy],
     now: datetime,
+    intel: Intel | None = None,
 ) -> int:
     """Fire leased timers; returns how many fired. A timer that an event moved or removed since
     it was leased is left alone: the state, read under the customer's lock, is the truth."""
@@ -108,11 +123,50 @@ async def handle_timers(
         if due is None or due > now:
             continue
         policy = policies.get(timer.workspace_id) or WorkspacePolicy()
-        batch.add(apply_timer(state, timer.name, catalog=catalog, policy=policy.policy, now=now))
+        batch.add(
+            apply_timer(
+                state,
+                timer.name,
+                catalog=catalog,
+                policy=policy.policy,
+                now=now,
+                intel=(intel or {}).get(timer.workspace_id),
+            )
+        )
         count += 1
     await batch.close(now)
     await uow.commit()
     return count
+
+
+async def handle_insights(
+    uow: JourneyUnitOfWork,
+    insights: Mapping[tuple[str, str], Mapping[str, object]],
+    *,
+    catalog: JourneyCatalog,
+    policies: dict[str, WorkspacePolicy],
+    now: datetime,
+    intel: Intel | None = None,
+) -> int:
+    """Store RFM scores and predictions computed by the scheduled job for these customers
+    ((workspace, customer) → ``{"rfm", "predictions", "computed_at"}``) and decide their
+    segments again; returns how many customers were updated (one no longer there is skipped)."""
+    batch = await _Batch.open(uow, set(insights), now)
+    for key, state in sorted(batch.states.items()):
+        policy = policies.get(key[0]) or WorkspacePolicy()
+        batch.add(
+            apply_insights(
+                state,
+                insights[key],
+                catalog=catalog,
+                policy=policy.policy,
+                now=now,
+                intel=(intel or {}).get(key[0]),
+            )
+        )
+    await batch.close(now)
+    await uow.commit()
+    return len(batch.states)
 
 
 async def backfill_schedules(
@@ -153,6 +207,7 @@ class _Batch:
         self.uow = uow
         self.states = states
         self.timers_before = {key: s.timers() for key, s in states.items()}
+        self.members_before = {key: set(s.facts.segments.members) for key, s in states.items()}
         self.stored_runs = {run for s in states.values() for run in s.instances}
         self.changes = Changes()
 
@@ -181,7 +236,44 @@ class _Batch:
             changed_runs=[r for r in runs if r.run_id in self.stored_runs],
         )
         await self.uow.states.record(self.changes.activity)
-        await self.uow.emit(list(_requests(self.changes.messages, self.states, now)))
+        await self.uow.states.record_orders(self.changes.orders)
+        await self.uow.states.record_membership(self.states.values(), self.members_before)
+        derived = self.changes.events
+        if derived:
+            # Published for everyone downstream; marked processed here because this service
+            # already applied them: when they come back from the events topic they are skipped.
+            await self.uow.processed.mark(
+                {(state.workspace_id, event.event_id) for state, event, _ in derived},
+                at=now,
+                known_ok=True,
+            )
+        await self.uow.emit(
+            [
+                *_requests(self.changes.messages, self.states, now),
+                *(_announce(state, event, live, now) for state, event, live in derived),
+            ]
+        )
+
+
+def _announce(state: CustomerState, event: Derived, live: bool, now: datetime) -> OutgoingRecord:
+    """A derived event (band, stage or segment change) as an events-topic record."""
+    subject = state.customer_id
+    anonymous = subject.removeprefix("anon:") if subject.startswith("anon:") else None
+    envelope = EventEnvelope(
+        event_id=event.event_id,
+        workspace_id=state.workspace_id,
+        customer_id=None if anonymous is not None else subject,
+        anonymous_id=anonymous,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        received_at=now,
+        source="journey",
+        properties=event.properties,
+        historical=not live,
+    )
+    return OutgoingRecord(
+        topic=EVENTS, key=envelope.key, value=envelope.to_json(), headers=envelope.headers()
+    )
 
 
 def _requests(

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from services.journey.domain import intelligence
 from services.journey.domain.catalog import JourneyCatalog
+from services.journey.domain.intelligence import Intelligence
 from services.journey.domain.policy import WorkspacePolicy
 
 
@@ -19,6 +21,23 @@ class Catalogs(Protocol):
 
 class Policies(Protocol):
     async def for_workspaces(self, workspaces: Iterable[str]) -> dict[str, WorkspacePolicy]: ...
+
+
+class IntelSource(Protocol):
+    """Each workspace's customer-intelligence rules: currency and rates, score rules,
+    lifecycle thresholds, segments (built-in ones merged with the workspace's own)."""
+
+    async def for_workspaces(self, workspaces: Iterable[str]) -> dict[str, Intelligence]: ...
+
+
+class StaticIntel:
+    """The same rules for every workspace (the defaults; tests and the simulator)."""
+
+    def __init__(self, intel: Intelligence | None = None) -> None:
+        self.intel = intel or intelligence.default()
+
+    async def for_workspaces(self, workspaces: Iterable[str]) -> dict[str, Intelligence]:
+        return {w: self.intel for w in workspaces}
 
 
 class StaticCatalogs:
