@@ -27,6 +27,7 @@ from services.journey.adapters.tables import (
     activity,
     backfills,
     customers,
+    identities,
     instances,
     orders,
     processed_events,
@@ -352,6 +353,25 @@ class CustomerStates:
                 entered,
             )
 
+    async def remove_merged(self, merged: Iterable[tuple[str, str, str]]) -> None:
+        """After (workspace, source, target) merges: the source's row, timers and segment rows
+        go; its runs, activity and orders now belong to the target (an order both had stays
+        once)."""
+        params = [{"w": w, "s": source, "t": target} for w, source, target in merged]
+        if not params:
+            return
+        session = self._session
+        for statement in (
+            _DELETE_SHARED_ORDERS,
+            _MOVE_ORDERS,
+            _MOVE_RUNS,
+            _MOVE_ACTIVITY,
+            _DELETE_SOURCE_TIMERS,
+            _DELETE_SOURCE_MEMBERS,
+            _DELETE_SOURCE_CUSTOMER,
+        ):
+            await session.execute(statement, params)
+
     async def record(self, lines: Iterable[Activity]) -> None:
         """Append the activity worth keeping and bump the per-step counters."""
         rows: list[dict[str, Any]] = []
@@ -403,6 +423,50 @@ class CustomerStates:
                     for (w, j, v, s, k, r), n in sorted(counts.items())
                 ],
             )
+
+
+class Identities:
+    """Which subjects (anonymous ids, old customer ids) were merged into which customer."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def resolve(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(workspace, subject) → the customer it was merged into, for the merged ones."""
+        t = identities
+        found: dict[tuple[str, str], str] = {}
+        for workspace, subjects in by_workspace(keys).items():
+            rows = await self._session.execute(
+                select(t.c.alias, t.c.customer_id).where(
+                    t.c.workspace_id == workspace, one_of(self._session, t.c.alias, subjects)
+                )
+            )
+            found.update({(workspace, r.alias): r.customer_id for r in rows})
+        return found
+
+    async def record(self, merged: Iterable[tuple[str, str, str]], *, at: datetime) -> None:
+        """Record (workspace, alias, customer) links; aliases that pointed at the alias now
+        point at the customer, so a chain of merges resolves in one step."""
+        rows = {(w, a): c for w, a, c in merged}
+        if not rows:
+            return
+        await self._session.execute(
+            _REPOINT_IDENTITY, [{"w": w, "a": a, "c": c} for (w, a), c in rows.items()]
+        )
+        stmt = _upsert(self._session, identities)
+        await self._session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["workspace_id", "alias"],
+                set_={
+                    "customer_id": stmt.excluded.customer_id,
+                    "merged_at": stmt.excluded.merged_at,
+                },
+            ),
+            [
+                {"workspace_id": w, "alias": a, "customer_id": c, "merged_at": at}
+                for (w, a), c in rows.items()
+            ],
+        )
 
 
 class Backfills:
@@ -623,4 +687,29 @@ _LEASE_TIMER = (
         timers.c.name == bindparam("n"),
     )
     .values(leased_until=bindparam("until"))
+)
+
+
+def _of_source(table: Any) -> Any:
+    return and_(table.c.workspace_id == bindparam("w"), table.c.customer_id == bindparam("s"))
+
+
+_shared_order = (
+    select(orders.c.order_id)
+    .where(orders.c.workspace_id == bindparam("w"), orders.c.customer_id == bindparam("t"))
+    .scalar_subquery()
+)
+_DELETE_SHARED_ORDERS = delete(orders).where(
+    _of_source(orders), orders.c.order_id.in_(_shared_order)
+)
+_MOVE_ORDERS = update(orders).where(_of_source(orders)).values(customer_id=bindparam("t"))
+_MOVE_RUNS = update(instances).where(_of_source(instances)).values(customer_id=bindparam("t"))
+_MOVE_ACTIVITY = update(activity).where(_of_source(activity)).values(customer_id=bindparam("t"))
+_DELETE_SOURCE_TIMERS = delete(timers).where(_of_source(timers))
+_DELETE_SOURCE_MEMBERS = delete(segment_members).where(_of_source(segment_members))
+_DELETE_SOURCE_CUSTOMER = delete(customers).where(_of_source(customers))
+_REPOINT_IDENTITY = (
+    update(identities)
+    .where(identities.c.workspace_id == bindparam("w"), identities.c.customer_id == bindparam("a"))
+    .values(customer_id=bindparam("c"))
 )

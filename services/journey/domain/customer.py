@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from services.journey.domain import engine, intelligence
+from services.journey.domain import engine, identity, intelligence
 from services.journey.domain.catalog import JourneyCatalog, WorkspaceJourneys
 from services.journey.domain.definitions import (
     DateTrigger,
@@ -480,6 +480,58 @@ def apply_insights(
     return changes
 
 
+def merge_into(
+    target: CustomerState,
+    source: CustomerState,
+    *,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+    live: bool,
+    intel: Intelligence | None = None,
+) -> Changes:
+    """Fold ``source`` (an anonymous visitor, an old id) into ``target``, the same person
+    (``identity`` says how each part merges); band, stage and segments are then decided anew.
+    The caller deletes the source's own rows and records the alias."""
+    changes = Changes()
+    intel = intel or intelligence.default()
+    target.bind(intel, now)
+    for name, value in source.traits.items():
+        target.traits.setdefault(name, value)
+    for name, value in source.scores.items():
+        target.scores[name] = target.scores.get(name, 0) + value
+    target.first_seen_at = identity.earlier(target.first_seen_at, source.first_seen_at)
+    target.last_seen_at = identity.later(target.last_seen_at, source.last_seen_at)
+    for name, at in source.entries.items():
+        if name not in target.entries or target.entries[name] < at:
+            target.entries[name] = at
+    target.ledger = tuple(sorted({*target.ledger, *source.ledger}))
+    for name, due in source.schedules.items():
+        target.schedules.setdefault(name, due)
+    identity.merge_facts(
+        target.facts,
+        source.facts,
+        rules=intel.score_rules,
+        definitions=intel.segments,
+    )
+    running = {(i.journey_id, i.key) for i in target.instances.values() if i.active}
+    for run in sorted(source.instances.values(), key=lambda r: r.entered_at):
+        moved = identity.move_run(run, target.customer_id)
+        if moved.active and (moved.journey_id, moved.key) in running:
+            journey = catalog.version(target.workspace_id, moved.journey_id, moved.version)
+            _apply(target, changes, journey, _stop(target, moved, identity.MERGED, now))
+            continue
+        if moved.active:
+            running.add((moved.journey_id, moved.key))
+        target.instances[moved.run_id] = moved
+        changes.instances[moved.run_id] = moved
+    source.instances.clear()
+    source.facts.due = None
+    derived = _refresh(target, intel, now, cause=f"merge:{source.customer_id}")
+    _follow(target, derived, changes, catalog, policy, now, live, intel, 0)
+    return changes
+
+
 def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
     """Stop the customer's active runs of a journey at once (archived over HTTP)."""
     changes = Changes()
@@ -738,5 +790,6 @@ __all__ = [
     "archive",
     "drop_untracked",
     "event_view",
+    "merge_into",
     "schedule_all",
 ]

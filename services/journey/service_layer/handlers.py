@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.journey.domain import engine, identity
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.customer import (
     Changes,
@@ -20,6 +21,7 @@ from services.journey.domain.customer import (
     apply_event,
     apply_insights,
     apply_timer,
+    merge_into,
     schedule_all,
 )
 from services.journey.domain.intelligence import Derived, Intelligence
@@ -66,11 +68,55 @@ async def handle_events(
     if not fresh:
         return 0
 
-    batch = await _Batch.open(uow, {(e.workspace_id, e.subject) for e in fresh}, now)
-    for event in fresh:
-        state = batch.state(event.workspace_id, event.subject)
+    def live_of(event: EventEnvelope) -> bool:
         policy = policies.get(event.workspace_id) or WorkspacePolicy()
-        live = policy.is_live(occurred_at=event.occurred_at, historical=event.historical, now=now)
+        return policy.is_live(occurred_at=event.occurred_at, historical=event.historical, now=now)
+
+    # Identity: subjects merged earlier go to their customer; links in this batch (an
+    # anonymous id identified, an alias) merge the linked record into the customer first.
+    links: dict[tuple[str, str], tuple[str, bool]] = {}
+    for event in fresh:
+        for alias in identity.links(
+            type=event.type,
+            customer_id=event.customer_id,
+            anonymous_id=event.anonymous_id,
+            properties=event.properties,
+        ):
+            assert event.customer_id is not None
+            links[(event.workspace_id, alias)] = (event.customer_id, live_of(event))
+    subjects = {(e.workspace_id, e.subject) for e in fresh}
+    aliases = await uow.identities.resolve(
+        subjects | set(links) | {(w, target) for (w, _), (target, _) in links.items()}
+    )
+    merges: list[tuple[str, str, str, bool]] = []
+    for (workspace, alias), (target, live) in sorted(links.items()):
+        target = aliases.get((workspace, target), target)
+        if alias != target and aliases.get((workspace, alias)) != target:
+            merges.append((workspace, alias, target, live))
+            aliases[(workspace, alias)] = target
+
+    def subject_of(event: EventEnvelope) -> str:
+        return aliases.get((event.workspace_id, event.subject), event.subject)
+
+    keys = {(e.workspace_id, subject_of(e)) for e in fresh}
+    keys.update((w, s) for w, s, _, _ in merges)
+    keys.update((w, t) for w, _, t, _ in merges)
+    batch = await _Batch.open(uow, keys, now)
+    for workspace, alias, target, live in merges:
+        batch.merge(
+            workspace,
+            alias,
+            target,
+            catalog=catalog,
+            policy=(policies.get(workspace) or WorkspacePolicy()).policy,
+            now=now,
+            live=live,
+            intel=(intel or {}).get(workspace),
+        )
+    for event in fresh:
+        state = batch.state(event.workspace_id, subject_of(event))
+        policy = policies.get(event.workspace_id) or WorkspacePolicy()
+        live = live_of(event)
         batch.add(
             apply_event(
                 state,
@@ -210,6 +256,8 @@ class _Batch:
         self.members_before = {key: set(s.facts.segments.members) for key, s in states.items()}
         self.stored_runs = {run for s in states.values() for run in s.instances}
         self.changes = Changes()
+        self.merged: list[tuple[str, str, str]] = []
+        """(workspace, source, target) of records merged in this batch."""
 
     @classmethod
     async def open(
@@ -227,6 +275,36 @@ class _Batch:
     def add(self, changes: Changes) -> None:
         self.changes.extend(changes)
 
+    def merge(
+        self,
+        workspace: str,
+        source: str,
+        target: str,
+        *,
+        catalog: JourneyCatalog,
+        policy: engine.Policy,
+        now: datetime,
+        live: bool,
+        intel: Intelligence | None,
+    ) -> None:
+        """Merge the record ``source`` into ``target`` (recording the link even when there is
+        no such record yet: its later events go to the target)."""
+        self.merged.append((workspace, source, target))
+        state = self.states.pop((workspace, source), None)
+        if state is None:
+            return
+        self.add(
+            merge_into(
+                self.state(workspace, target),
+                state,
+                catalog=catalog,
+                policy=policy,
+                now=now,
+                live=live,
+                intel=intel,
+            )
+        )
+
     async def close(self, now: datetime) -> None:
         runs = self.changes.instances.values()
         await self.uow.states.save(
@@ -235,6 +313,9 @@ class _Batch:
             new_runs=[r for r in runs if r.run_id not in self.stored_runs],
             changed_runs=[r for r in runs if r.run_id in self.stored_runs],
         )
+        if self.merged:
+            await self.uow.states.remove_merged(self.merged)
+            await self.uow.identities.record(self.merged, at=now)
         await self.uow.states.record(self.changes.activity)
         await self.uow.states.record_orders(self.changes.orders)
         await self.uow.states.record_membership(self.states.values(), self.members_before)

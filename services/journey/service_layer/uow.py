@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.journey.adapters.repository import (
     Backfills,
     CustomerStates,
+    Identities,
     ProcessedEvents,
     Timers,
 )
@@ -23,12 +24,14 @@ class JourneyUnitOfWork(SqlUnitOfWork):
     states: CustomerStates
     timers: Timers
     backfills: Backfills
+    identities: Identities
 
     def _bind(self, session: AsyncSession) -> None:
         self.processed = ProcessedEvents(session)
         self.states = CustomerStates(session)
         self.timers = Timers(session)
         self.backfills = Backfills(session)
+        self.identities = Identities(session)
 
     async def emit(self, records: Sequence[OutgoingRecord]) -> None:
         """Write records to the outbox; the relay publishes them after commit."""
