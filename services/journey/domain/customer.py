@@ -13,6 +13,8 @@ date or inactivity trigger); ``CustomerState.timers()`` lists the ones the state
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -77,6 +79,8 @@ class CustomerState:
     """The workspace's rules and the instant the state is being changed at: set by
     ``apply_event`` and ``apply_timer`` so that conditions can read the facts."""
     now: datetime | None = None
+    traits_set: bool = False
+    """A run set a trait since the flag was cleared (segments are decided again then)."""
 
     def bind(self, intel: Intelligence, now: datetime) -> None:
         self.intel, self.now = intel, now
@@ -223,7 +227,9 @@ def apply_event(
     changes = Changes()
     intel = intel or intelligence.default()
     state.bind(intel, now)
-    changed = _observe(state, event)
+    # A derived event is Ciclo's own news about the customer, not a sign of them: it does not
+    # move first / last seen (a "not seen for 30 days" segment would otherwise never hold).
+    changed = _observe(state, event, seen=not isinstance(event, Derived))
     order = intelligence.observe(state.facts, event, intel, now)
     if order is not None:
         changes.orders.append((state, order))
@@ -231,7 +237,10 @@ def apply_event(
     journeys = catalog.view(state.workspace_id)
     _reschedule(state, journeys, event, changed, policy, now)
     if live:
+        state.traits_set = False
         _run_journeys(state, event, changes, catalog, journeys, policy, now)
+        if state.traits_set:  # an update step set a trait: segments may move on it at once
+            derived += _refresh(state, intel, now, cause=f"{event.event_id}:runs")
     _follow(state, derived, changes, catalog, policy, now, live, intel, depth)
     return changes
 
@@ -391,6 +400,7 @@ def apply_timer(
         instance = state.instances.get(name)
         if instance is None:
             return changes  # ended meanwhile (an exit_when event came first)
+        state.traits_set = False
         _drive(
             state,
             changes,
@@ -407,6 +417,9 @@ def apply_timer(
                 now=now,
             ),
         )
+        if state.traits_set:
+            derived = _refresh(state, intel, now, cause=f"{timer}@{_iso(now)}")
+            _follow(state, derived, changes, catalog, policy, now, True, intel, 0)
         return changes
     due = state.schedules.get(name)
     if due is None or due > now:
@@ -465,7 +478,12 @@ def apply_insights(
     intel = intel or intelligence.default()
     state.bind(intel, now)
     state.facts.insights = dict(insights)
-    cause = f"insights@{insights.get('computed_at') or _iso(now)}"
+    # The content is part of the cause: the same run stored again after membership moved in
+    # between must not raise an entry with the id of the earlier one.
+    digest = hashlib.blake2b(
+        json.dumps(jsonable(dict(insights)), sort_keys=True).encode(), digest_size=8
+    ).hexdigest()
+    cause = f"insights@{insights.get('computed_at') or _iso(now)}:{digest}"
     _follow(
         state,
         _refresh(state, intel, now, cause=cause),
@@ -544,7 +562,7 @@ def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
 # ── Internals ─────────────────────────────────────────────────────────────────────────────────
 
 
-def _observe(state: CustomerState, event: EventLike) -> set[str]:
+def _observe(state: CustomerState, event: EventLike, *, seen: bool = True) -> set[str]:
     """Merge the event's traits (later wins, None clears); the names that changed.
 
     A consent_updated event also sets ``<channel>_<category>_consent`` to granted or revoked,
@@ -564,6 +582,8 @@ def _observe(state: CustomerState, event: EventLike) -> set[str]:
         elif state.traits.get(key) != value:
             state.traits[key] = value
             changed.add(key)
+    if not seen:
+        return changed
     at = event.occurred_at
     if state.first_seen_at is None or at < state.first_seen_at:
         state.first_seen_at = at
@@ -717,6 +737,7 @@ def _apply(
             changes.messages.append(Outgoing(send=effect, instance=instance))
         elif isinstance(effect, engine.SetTraitEffect):
             state.traits[effect.name] = effect.value
+            state.traits_set = True
         elif isinstance(effect, engine.AddScoreEffect):
             state.scores[effect.name] = state.scores.get(effect.name, 0) + effect.by
         elif isinstance(effect, engine.SetScoreEffect):

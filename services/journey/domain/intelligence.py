@@ -21,14 +21,15 @@ Work per event is O(1) in the customer's history and O(definitions) in the works
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from typing import Any, Protocol
 
-from services.journey.domain import builtin_segments, lifecycle, scoring, segments
+from services.journey.domain import builtin_segments, conditions, lifecycle, scoring, segments
 from services.journey.domain.lifecycle import LifecycleRules, Stage
 from services.journey.domain.profile import Profile
 from services.journey.domain.profile import observe as observe_profile
@@ -68,6 +69,8 @@ class Intelligence:
     score_rules: ScoreRules = field(default_factory=scoring.default_score_rules)
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
     segments: tuple[SegmentDefinition, ...] = field(default_factory=lambda: _builtin())
+    enabled: bool = True
+    """False keeps no profile, score, stage or segments at all (the benchmark's baseline)."""
 
     def segment(self, segment_id: str) -> SegmentDefinition | None:
         for definition in self.segments:
@@ -182,16 +185,40 @@ def observe(
     facts: Facts, event: IntelEvent, intel: Intelligence, now: datetime
 ) -> OrderRecord | None:
     """Fold one (new, not redelivered) event into the facts; the order it recorded, if any."""
+    if not intel.enabled:
+        return None
+    revenue, unconverted = facts.profile.revenue, facts.profile.unconverted_orders
     changed = observe_profile(facts.profile, event, currency=intel.currency, rates=intel.rates)
-    duplicate = event.type == "order_completed" and not changed
+    # An order (or cancellation) reported again changes nothing in the profile: it earns no
+    # points and is not counted again in segment windows either.
+    duplicate = event.type in _ORDER_EVENTS and not changed
     if not duplicate:
         facts.lead, _ = scoring.apply(facts.lead, intel.score_rules, event, now)
-    view = {"type": event.type, "id": event.event_id, "properties": event.properties}
-    segments.observe(facts.segments, intel.segments, view, event.occurred_at)
+        view = {"type": event.type, "id": event.event_id, "properties": event.properties}
+        segments.observe(facts.segments, intel.segments, view, event.occurred_at)
     _remember(facts, event)
     if duplicate:
         return None
-    return _order_record(facts.profile, event, changed)
+    record = _order_record(facts.profile, event, changed)
+    if record is None and event.type == "order_completed" and changed:
+        # Counted, but older than every order the profile remembers (a late or out-of-order
+        # import): the profile did not keep it, the order log still needs it.
+        order_id = _order_id(event.properties.get("order_id"))
+        if order_id is not None:
+            converted = facts.profile.unconverted_orders == unconverted
+            value = float(facts.profile.revenue - revenue) if converted else None
+            record = OrderRecord(order_id, event.occurred_at, value)
+    return record
+
+
+_ORDER_EVENTS = frozenset({"order_completed", "order_cancelled"})
+
+
+def _order_id(value: Any) -> str | None:
+    """An order id as the profile reads it (text or a whole number, trimmed)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return str(value).strip() or None
 
 
 def _remember(facts: Facts, event: IntelEvent) -> None:
@@ -208,10 +235,10 @@ def _remember(facts: Facts, event: IntelEvent) -> None:
 def _order_record(profile: Profile, event: IntelEvent, changed: set[str]) -> OrderRecord | None:
     if event.type not in ("order_completed", "order_cancelled") or not changed:
         return None
-    order_id = event.properties.get("order_id")
+    order_id = _order_id(event.properties.get("order_id"))
     if order_id is None:
         return None
-    entry = profile._entry(str(order_id))
+    entry = profile._entry(order_id)
     if entry is None:
         return None
     if event.type == "order_cancelled":
@@ -235,6 +262,9 @@ def refresh(
     """Decide band, stage and segments at ``now``; the events announcing what changed (their
     ids derive from ``cause``, the event or timer that led here), and ``facts.due`` set."""
     out: list[Derived] = []
+    if not intel.enabled:
+        facts.due = None  # a timer set while it was on must not fire again and again
+        return out
 
     def derived(kind: str, properties: dict[str, Any], key: str) -> None:
         digest = hashlib.blake2b(
@@ -269,9 +299,63 @@ def refresh(
             facts.profile, facts.stage or lifecycle.START, now, intel.lifecycle
         ),
         segments.next_change_at(facts.segments, intel.segments, ctx, now),
+        _score_change_at(facts.lead, rules, intel.segments, now),
     ]
     facts.due = min((c for c in candidates if c is not None), default=None)
     return out
+
+
+_ORDERINGS = frozenset({"gt", "gte", "lt", "lte"})
+_MICROSECOND = timedelta(microseconds=1)
+_ROUNDS_TO_ZERO = 0.001
+"""A score this close to 0 reads as 0.0 (``lead_view`` rounds to two decimals)."""
+
+
+def _score_change_at(
+    state: ScoreState, rules: ScoreRules, definitions: Sequence[SegmentDefinition], now: datetime
+) -> datetime | None:
+    """The first instant after ``now`` at which decay alone flips a segment's comparison of
+    ``lead.score`` (e.g. ``gte 30``, which need not be a band's floor), or None.
+
+    The score read is rounded as ``lead_view`` rounds it and decays monotonically towards 0, so
+    each comparison flips at most once: found by bisection to the microsecond."""
+    compared = [
+        c
+        for d in definitions
+        if d.rule is not None
+        for c in conditions.comparisons(d.rule)
+        if c.field == "lead.score" and c.op in _ORDERINGS
+    ]
+    if not compared:
+        return None
+    value = scoring.score(state, rules, now)
+    if value == 0:
+        return None
+
+    def holds(c: conditions.Comparison, at: datetime) -> bool:
+        read = round(scoring.score(state, rules, at), 2)
+        return conditions.evaluate(c, {"lead": {"score": read}})
+
+    # By then the score reads 0.0 and stays there.
+    halvings = max(math.log2(abs(value) / _ROUNDS_TO_ZERO), 0.0) + 1
+    try:
+        horizon = now + rules.half_life * halvings
+    except OverflowError:
+        return None
+    earliest: datetime | None = None
+    for c in compared:
+        before = holds(c, now)
+        low, high = now, horizon if earliest is None else min(horizon, earliest)
+        if holds(c, high) == before:
+            continue  # never flips (or not before a change already found)
+        while high - low > _MICROSECOND:
+            middle = low + (high - low) // 2
+            if holds(c, middle) == before:
+                low = middle
+            else:
+                high = middle
+        earliest = high
+    return earliest
 
 
 # ── Reading ───────────────────────────────────────────────────────────────────────────────────
