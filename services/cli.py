@@ -8,13 +8,17 @@ import signal
 import sys
 import threading
 from collections.abc import Coroutine, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 import uvicorn
 
 from shared.errors import CicloError
+
+if TYPE_CHECKING:
+    from services.journey.settings import JourneySettings
 
 T = TypeVar("T")
 
@@ -302,6 +306,98 @@ def simulate_command(
     )
     lines = sim.rows(result)
     click.echo(sim.table(lines) if as_table else sim.json_lines(lines), nl=False)
+
+
+@main.group(help="Purchase predictions (BG/NBD and Gamma-Gamma) and RFM scores.")
+def predict() -> None:
+    pass
+
+
+@predict.command(
+    "fit",
+    help="Fit BG/NBD and Gamma-Gamma on a workspace's customers as of DATE (default: now) and "
+    "print the fits and their quality as JSON. With --as-of in the past, the orders since DATE "
+    "are the holdout and the report compares them with the forecast (quality.calibration). "
+    "Uses the configured database (CICLO_DATABASE_URL).",
+)
+@click.option("--workspace", required=True, help="Workspace id.")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    metavar="DATE",
+    help="YYYY-MM-DD (midnight UTC) or an RFC 3339 instant; not in the future. Default: now.",
+)
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Also store RFM scores and predictions on every customer and record the run, as the "
+    "scheduled job does (segments are decided again; their events wait in the outbox for the "
+    "journey worker). Not with --as-of.",
+)
+def predict_fit(workspace: str, as_of: str | None, save: bool) -> None:
+    import json
+
+    from services.journey import insights
+    from services.journey.settings import JourneySettings
+    from shared.clock import SystemClock
+
+    try:
+        settings = JourneySettings()
+    except (CicloError, ValueError) as exc:
+        raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
+    now = SystemClock().now()
+    when = None
+    if as_of is not None:
+        if save:
+            raise click.UsageError(
+                "--save stores today's scores on the customers; it cannot be combined with --as-of"
+            )
+        try:
+            when = insights.parse_as_of(as_of, now=now)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--as-of") from exc
+    try:
+        report = _run(_predict_fit(settings, workspace, as_of=when, now=now, save=save))
+    except insights.InsightsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(report, indent=2))
+
+
+async def _predict_fit(
+    settings: JourneySettings, workspace: str, *, as_of: datetime | None, now: datetime, save: bool
+) -> dict[str, Any]:
+    from services.components import components_for
+    from services.journey import insights
+    from services.journey.adapters.definitions import DatabaseCatalogs
+    from services.journey.adapters.files import load_catalog
+    from services.journey.adapters.intelligence_config import DatabaseIntel
+    from services.journey.adapters.workspace_settings import DatabasePolicies
+    from shared.clock import SystemClock
+    from shared.db.engine import create_engine
+    from shared.db.migrate import upgrade
+
+    url = settings.resolved_database_url()
+    await upgrade(url, components_for(("journey",)))
+    engine = create_engine(url)
+    try:
+        intel = DatabaseIntel(engine)
+        if not save:
+            rules = (await intel.for_workspaces([workspace]))[workspace]
+            return await insights.fit_report(engine, workspace, as_of=as_of, now=now, intel=rules)
+        await insights.require_buyers(engine, workspace)
+        scheduler = insights.InsightScheduler(
+            engine,
+            SystemClock(),
+            catalogs=DatabaseCatalogs(engine, load_catalog(settings.journeys_dir)),
+            policies=DatabasePolicies(engine, settings.default_policy()),
+            intel=intel,
+            interval_seconds=settings.journey_insights_interval,
+            batch_size=settings.journey_insights_batch_size,
+        )
+        return await scheduler.run_workspace(workspace, now=now)
+    finally:
+        await engine.dispose()
 
 
 def _register() -> None:

@@ -15,6 +15,7 @@ from services.journey.adapters.intelligence_config import DatabaseIntel
 from services.journey.adapters.tables import outbox
 from services.journey.adapters.workspace_settings import DatabasePolicies
 from services.journey.domain.catalog import JourneyCatalog
+from services.journey.insights import InsightScheduler
 from services.journey.service_layer.handlers import handle_events
 from services.journey.service_layer.sources import Catalogs, IntelSource, Policies
 from services.journey.service_layer.uow import JourneyUnitOfWork
@@ -106,7 +107,18 @@ class JourneyWorker(ConsumerWorker):
             lease=settings.journey_timer_lease,
             after_commit=self.relay.notify,
         )
+        self.insights = InsightScheduler(
+            engine,
+            clock,
+            catalogs=self.catalogs,
+            policies=self.policies,
+            intel=self.intel,
+            interval_seconds=settings.journey_insights_interval,
+            batch_size=settings.journey_insights_batch_size,
+            after_commit=self.relay.notify,
+        )
         self._timing: asyncio.Task[None] | None = None
+        self._insighting: asyncio.Task[None] | None = None
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
         events = decode_events(records)
@@ -124,16 +136,20 @@ class JourneyWorker(ConsumerWorker):
     async def start(self) -> None:
         await super().start()
         self._timing = asyncio.create_task(self.timers.run(), name=f"{self.name}-timers")
+        self._insighting = asyncio.create_task(self.insights.run(), name=f"{self.name}-insights")
 
     async def check(self) -> None:
         await super().check()
-        if self._timing is not None and self._timing.done():
-            error = None if self._timing.cancelled() else self._timing.exception()
-            raise RuntimeError(f"{self._timing.get_name()} stopped: {error!r}")
+        for task in (self._timing, self._insighting):
+            if task is not None and task.done():
+                error = None if task.cancelled() else task.exception()
+                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
 
     async def stop(self) -> None:
         """Stop firing timers, then finish the batch in hand and drain the outbox."""
         self.timers.stop()
-        if self._timing is not None:
-            await self._timing
+        self.insights.stop()
+        for task in (self._timing, self._insighting):
+            if task is not None:
+                await task
         await super().stop()

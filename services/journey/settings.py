@@ -46,6 +46,20 @@ class JourneySettings(CommonSettings):
         description="Seconds a replica holds due timers it leased; after a crash another "
         "replica fires them once this passes.",
     )
+    journey_insights_interval: float = Field(
+        86_400,
+        ge=0,
+        description="Seconds between recomputations of each workspace's RFM scores and purchase "
+        "predictions (stored on every customer; segments on `rfm.*` and `predictions.*` are "
+        "decided again). 0 turns the scheduled job off (`ciclo predict fit --save` still runs "
+        "it on demand).",
+    )
+    journey_insights_batch_size: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Customers whose RFM scores and predictions are stored per transaction.",
+    )
     journey_catalog_refresh: float = Field(
         2.0,
         ge=0,
