@@ -21,7 +21,13 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.domain.catalog import JourneyCatalog
-from services.journey.service_layer.handlers import Fired, backfill_schedules, handle_timers
+from services.journey.service_layer.handlers import (
+    RULES_BACKFILL,
+    Fired,
+    backfill_schedules,
+    handle_timers,
+    reconsider_customers,
+)
 from services.journey.service_layer.sources import Catalogs, IntelSource, Policies, StaticIntel
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.clock import Clock
@@ -87,7 +93,7 @@ class TimerPoller:
                 await self._pause(self._poll_interval * 5)
             if fired == 0:
                 try:
-                    if await self.backfill_step():
+                    if await self.backfill_step() or await self.rules_step():
                         continue
                 except Exception:
                     log.exception("schedule backfill failed; retrying")
@@ -153,6 +159,42 @@ class TimerPoller:
                 now=self._clock.now(),
                 limit=self._batch_size,
             )
+        return True
+
+    async def rules_step(self) -> bool:
+        """When idle: decide band, stage and segments anew for one chunk of the customers of a
+        workspace whose rules changed (a segment saved, new score rules). True when a chunk was
+        done and more may follow."""
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            revisions = await uow.backfills.rule_revisions()
+            unfinished = await uow.backfills.unfinished(
+                [(w, RULES_BACKFILL, revision) for w, revision in revisions]
+            )
+            if unfinished:
+                (workspace, _, revision), after = unfinished[0]
+                upcoming = await uow.states.keys_after(workspace, after, self._batch_size)
+            await uow.commit()
+        if not unfinished:
+            return False
+        intel = (await self._intel.for_workspaces([workspace]))[workspace]
+        if intel.revision < revision:
+            return False  # the cached rules are older than the change: after the next refresh
+        catalog = await self._catalogs.current()
+        policies = await self._policies.for_workspaces([workspace])
+        async with JourneyUnitOfWork(self._sessions) as uow:
+            await reconsider_customers(
+                uow,
+                workspace=workspace,
+                revision=revision,
+                after=after,
+                keys=upcoming,
+                catalog=catalog,
+                policies=policies,
+                intel=intel,
+                now=self._clock.now(),
+                limit=self._batch_size,
+            )
+        self._after_commit()
         return True
 
     async def _idle_for(self) -> float:

@@ -106,6 +106,7 @@ def intelligence_of(
         score_rules=values.get("score_rules", base.score_rules),
         lifecycle=values.get("lifecycle", base.lifecycle),
         segments=segments_in_force,
+        revision=int(row["revision"]) if row is not None else 0,
     )
 
 

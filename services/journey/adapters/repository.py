@@ -29,6 +29,7 @@ from services.journey.adapters.tables import (
     customers,
     identities,
     instances,
+    intelligence_settings,
     orders,
     processed_events,
     segment_members,
@@ -499,6 +500,14 @@ class Backfills:
                 )
                 out.append((key, after))
         return out
+
+    async def rule_revisions(self) -> list[tuple[str, int]]:
+        """Each workspace whose intelligence rules were ever changed, with their revision."""
+        s = intelligence_settings
+        rows = await self._session.execute(
+            select(s.c.workspace_id, s.c.revision).where(s.c.revision > 0)
+        )
+        return [(r.workspace_id, int(r.revision)) for r in rows]
 
     async def advance(
         self, key: tuple[str, str, int], after: tuple[str, str] | None, finished_at: datetime | None

@@ -550,6 +550,23 @@ def merge_into(
     return changes
 
 
+def reconsider(
+    state: CustomerState,
+    *,
+    catalog: JourneyCatalog,
+    policy: engine.Policy,
+    now: datetime,
+    intel: Intelligence,
+) -> Changes:
+    """Decide band, stage and segments anew under rules that changed (a segment saved over
+    HTTP, new score rules): the customer enters or leaves without waiting for an event."""
+    changes = Changes()
+    state.bind(intel, now)
+    derived = _refresh(state, intel, now, cause=f"rules@{intel.revision}")
+    _follow(state, derived, changes, catalog, policy, now, True, intel, 0)
+    return changes
+
+
 def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
     """Stop the customer's active runs of a journey at once (archived over HTTP)."""
     changes = Changes()
@@ -812,5 +829,6 @@ __all__ = [
     "drop_untracked",
     "event_view",
     "merge_into",
+    "reconsider",
     "schedule_all",
 ]

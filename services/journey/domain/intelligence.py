@@ -70,6 +70,8 @@ class Intelligence:
     lifecycle: LifecycleRules = field(default_factory=LifecycleRules)
     segments: tuple[SegmentDefinition, ...] = field(default_factory=lambda: _builtin())
     enabled: bool = True
+    revision: int = 0
+    """The stored rules' revision (0: never changed): customers are re-decided when it moves."""
     """False keeps no profile, score, stage or segments at all (the benchmark's baseline)."""
 
     def segment(self, segment_id: str) -> SegmentDefinition | None:

@@ -22,6 +22,7 @@ from services.journey.domain.customer import (
     apply_insights,
     apply_timer,
     merge_into,
+    reconsider,
     schedule_all,
 )
 from services.journey.domain.intelligence import Derived, Intelligence
@@ -240,6 +241,41 @@ async def backfill_schedules(
     done = len(keys) < limit
     cursor = keys[-1] if keys else after
     await uow.backfills.advance(key, cursor, now if done else None)
+    await uow.commit()
+    return None if done else cursor
+
+
+RULES_BACKFILL = "~rules"
+"""The journey id under which ``journey_backfills`` tracks re-deciding a workspace's customers
+after its rules changed (the version is the rules' revision; no journey id has a '~')."""
+
+
+async def reconsider_customers(
+    uow: JourneyUnitOfWork,
+    *,
+    workspace: str,
+    revision: int,
+    after: tuple[str, str] | None,
+    keys: list[tuple[str, str]],
+    catalog: JourneyCatalog,
+    policies: dict[str, WorkspacePolicy],
+    intel: Intelligence,
+    now: datetime,
+    limit: int,
+) -> tuple[str, str] | None:
+    """Decide band, stage and segments anew for ``keys``, the next customers of a workspace
+    whose rules moved to ``revision``; the cursor to go on from, None when finished."""
+    if keys:
+        batch = await _Batch.open(uow, set(keys), now)
+        policy = (policies.get(workspace) or WorkspacePolicy()).policy
+        for _, state in sorted(batch.states.items()):
+            batch.add(reconsider(state, catalog=catalog, policy=policy, now=now, intel=intel))
+        await batch.close(now)
+    done = len(keys) < limit
+    cursor = keys[-1] if keys else after
+    await uow.backfills.advance(
+        (workspace, RULES_BACKFILL, revision), cursor, now if done else None
+    )
     await uow.commit()
     return None if done else cursor
 
