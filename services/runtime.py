@@ -36,7 +36,9 @@ from services.ingest.webhooks.routes import webhooks_router
 from services.journey.adapters.files import load_catalog
 from services.journey.bootstrap import JourneyWorker
 from services.journey.domain.catalog import JourneyCatalog
+from services.journey.entrypoints.customers import customers_router
 from services.journey.entrypoints.http import journeys_router
+from services.journey.entrypoints.intelligence import intelligence_router
 from services.journey.settings import JourneySettings
 from shared.bus.factory import ensure_standard_topics, open_bus
 from shared.bus.ports import Bus
@@ -179,7 +181,7 @@ class Runtime:
             app.add_middleware(
                 CORSMiddleware,
                 allow_origins=origins,
-                allow_methods=["POST", "GET", "OPTIONS"],
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-Id"],
                 max_age=600,
             )
@@ -237,6 +239,8 @@ class Runtime:
                     clock=self.clock,
                 )
             )
+            app.include_router(intelligence_router(engine=self.engine, clock=self.clock))
+            app.include_router(customers_router(engine=self.engine, clock=self.clock))
         return app
 
     def _file_journeys(self) -> JourneyCatalog:

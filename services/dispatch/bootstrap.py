@@ -1,5 +1,5 @@
 """Wires the dispatch service: templates, providers per workspace, the consumer of the messages
-topic, the held-message poller and the outbox relay."""
+topic, the consumer of the erasures topic, the held-message poller and the outbox relay."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.adapters.workspace_config import ProviderSetting, WorkspaceConfig
 from services.dispatch.domain.policy import DispatchPolicy
 from services.dispatch.domain.providers import ProviderConfig, SendGridConfig, SinkConfig
+from services.dispatch.service_layer.erasure import erase_customers
 from services.dispatch.service_layer.handlers import Dispatcher, Sender
 from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
@@ -30,8 +31,9 @@ from services.dispatch.webhooks.recorder import prune_webhook_events
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
 from shared.consumer import ConsumerRunner
+from shared.contracts.erasure import ErasureRequest
 from shared.contracts.messages import MessageRequest
-from shared.contracts.topics import MESSAGES
+from shared.contracts.topics import ERASURES, MESSAGES
 from shared.db.engine import session_factory
 from shared.errors import PoisonRecordError
 from shared.outbox import OutboxRelay
@@ -41,6 +43,7 @@ from shared.worker import ConsumerWorker
 log = logging.getLogger(__name__)
 
 GROUP = "dispatch"
+ERASURE_GROUP = "dispatch-erasure"
 
 
 def default_providers(settings: DispatchSettings) -> dict[str, ProviderSetting]:
@@ -113,8 +116,18 @@ class DispatchWorker(ConsumerWorker):
         )
         self._clock = clock
         self._held: asyncio.Task[None] | None = None
+        self._erasing: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         publisher = bus.publisher()
+        # Erasures have a group of their own: a backlog of sends never delays an erasure.
+        self.erasures = ConsumerRunner(
+            group=ERASURE_GROUP,
+            consumer=bus.consumer(group=ERASURE_GROUP, topics=[ERASURES]),
+            handler=self.handle_erasures,
+            dead_letters=publisher,
+            max_records=settings.dispatch_batch_size,
+            poll_timeout=settings.dispatch_poll_timeout,
+        )
         super().__init__(
             name=GROUP,
             relay=OutboxRelay(engine=engine, table=outbox, publisher=publisher),
@@ -140,6 +153,15 @@ class DispatchWorker(ConsumerWorker):
                 raise PoisonRecordError(f"not a MessageRequest v1: {exc.errors()[:3]}") from exc
         await self.dispatcher.handle(requests)
         self.relay.notify()
+
+    async def handle_erasures(self, records: Sequence[ConsumedRecord]) -> None:
+        requests = []
+        for record in records:
+            try:
+                requests.append(ErasureRequest.from_json(record.value))
+            except ValidationError as exc:
+                raise PoisonRecordError(f"not an ErasureRequest v1: {exc.errors()[:3]}") from exc
+        await erase_customers(self.uow, requests)
 
     async def release_held(self) -> int:
         """Send the held messages whose time has come (quiet hours over, Retry-After passed)."""
@@ -180,18 +202,23 @@ class DispatchWorker(ConsumerWorker):
     async def start(self) -> None:
         await super().start()
         self._held = asyncio.create_task(self._release_loop(), name=f"{self.name}-held")
+        self._erasing = asyncio.create_task(self.erasures.run(), name=f"{ERASURE_GROUP}-consumer")
 
     async def check(self) -> None:
         await super().check()
-        if self._held is not None and self._held.done():
-            error = None if self._held.cancelled() else self._held.exception()
-            raise RuntimeError(f"{self._held.get_name()} stopped: {error!r}")
+        for task in (self._held, self._erasing):
+            if task is not None and task.done():
+                error = None if task.cancelled() else task.exception()
+                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
 
     async def stop(self) -> None:
-        """Stop releasing held messages, finish the sends in hand and record them
-        (ConsumerWorker.stop), then close HTTP."""
+        """Stop releasing held messages, finish the erasures and the sends in hand and record
+        them (ConsumerWorker.stop), then close HTTP."""
         self._stopping.set()
+        self.erasures.stop()
         if self._held is not None:
             await self._held
+        if self._erasing is not None:
+            await self._erasing
         await super().stop()
         await self.client.aclose()

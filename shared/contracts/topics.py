@@ -1,10 +1,15 @@
-"""Topic names. One events topic (keyed ``workspace_id:customer_id``), one messages topic, and a
-dead-letter topic per consumer group."""
+"""Topic names. One events topic (keyed ``workspace_id:customer_id``), one messages topic, one
+erasures topic (GDPR erasure requests, keyed ``workspace_id:customer_id``), and a dead-letter
+topic per consumer group."""
 
 from __future__ import annotations
 
 EVENTS = "ciclo.events"
 MESSAGES = "ciclo.messages"
+ERASURES = "ciclo.erasures"
+
+GROUPS = ("journey", "dispatch", "dispatch-erasure")
+"""Every consumer group Ciclo runs: each has a dead-letter topic."""
 
 
 def dead_letter(group: str) -> str:
@@ -12,5 +17,5 @@ def dead_letter(group: str) -> str:
     return f"ciclo.dlq.{group}"
 
 
-def all_topics(groups: tuple[str, ...] = ("journey", "dispatch")) -> list[str]:
-    return [EVENTS, MESSAGES, *(dead_letter(g) for g in groups)]
+def all_topics(groups: tuple[str, ...] = GROUPS) -> list[str]:
+    return [EVENTS, MESSAGES, ERASURES, *(dead_letter(g) for g in groups)]
