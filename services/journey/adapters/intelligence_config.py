@@ -29,10 +29,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Table, delete, func, null, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.adapters.tables import intelligence_settings, segment_members, segments
+from services.journey.adapters.workspace_cache import WorkspaceCache
 from services.journey.domain import builtin_segments, intelligence, scoring
 from services.journey.domain.intelligence import Intelligence
 from services.journey.domain.lifecycle import LifecycleRules
@@ -122,34 +122,24 @@ class DatabaseIntel:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
-        self._refresh = refresh_seconds
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, Intelligence]] = {}
+        self._cache: WorkspaceCache[Intelligence] = WorkspaceCache(
+            self._load,
+            what="intelligence settings",
+            refresh_seconds=refresh_seconds,
+            monotonic=monotonic,
+        )
+
+    async def _load(self, workspaces: list[str]) -> dict[str, Intelligence]:
+        async with self._engine.connect() as conn:
+            rows, documents = await load(conn, workspaces)
+        return {w: intelligence_of(w, rows.get(w), documents.get(w, ())) for w in workspaces}
 
     async def for_workspaces(self, workspaces: Iterable[str]) -> dict[str, Intelligence]:
-        wanted = set(workspaces)
-        now = self._monotonic()
-        stale = [w for w in wanted if (c := self._cache.get(w)) is None or c[0] <= now]
-        if stale:
-            try:
-                async with self._engine.connect() as conn:
-                    rows, documents = await load(conn, stale)
-            except (SQLAlchemyError, OSError):
-                if any(w not in self._cache for w in stale):
-                    raise
-                log.warning("intelligence settings refresh failed; keeping the last", exc_info=True)
-            else:
-                expires = now + self._refresh
-                for w in stale:
-                    self._cache[w] = (
-                        expires,
-                        intelligence_of(w, rows.get(w), documents.get(w, ())),
-                    )
-        return {w: self._cache[w][1] for w in wanted}
+        return await self._cache.get(workspaces)
 
     def forget(self, workspace_id: str) -> None:
         """Drop a workspace's cached rules (after a change over HTTP in this process)."""
-        self._cache.pop(workspace_id, None)
+        self._cache.forget(workspace_id)
 
 
 # ── Reading and writing over HTTP ─────────────────────────────────────────────────────────────

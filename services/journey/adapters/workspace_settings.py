@@ -33,10 +33,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.adapters.tables import workspace_settings
+from services.journey.adapters.workspace_cache import WorkspaceCache
 from services.journey.domain.durations import Duration, format_duration, parse_duration
 from services.journey.domain.engine import Cap, Policy
 from services.journey.domain.policy import WorkspacePolicy
@@ -286,24 +286,17 @@ class DatabasePolicies:
     ) -> None:
         self._engine = engine
         self.defaults = defaults
-        self._refresh = refresh_seconds
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, WorkspacePolicy]] = {}
+        self._cache: WorkspaceCache[WorkspacePolicy] = WorkspaceCache(
+            self._load,
+            what="journey settings",
+            refresh_seconds=refresh_seconds,
+            monotonic=monotonic,
+        )
+
+    async def _load(self, workspaces: list[str]) -> dict[str, WorkspacePolicy]:
+        async with self._engine.connect() as conn:
+            rows = await load(conn, workspaces)
+        return {w: policy_of(rows.get(w), self.defaults) for w in workspaces}
 
     async def for_workspaces(self, workspaces: Iterable[str]) -> dict[str, WorkspacePolicy]:
-        wanted = set(workspaces)
-        now = self._monotonic()
-        stale = [w for w in wanted if (c := self._cache.get(w)) is None or c[0] <= now]
-        if stale:
-            try:
-                async with self._engine.connect() as conn:
-                    rows = await load(conn, stale)
-            except (SQLAlchemyError, OSError):
-                if any(w not in self._cache for w in stale):
-                    raise
-                log.warning("journey settings refresh failed; keeping the last", exc_info=True)
-            else:
-                expires = now + self._refresh
-                for w in stale:
-                    self._cache[w] = (expires, policy_of(rows.get(w), self.defaults))
-        return {w: self._cache[w][1] for w in wanted}
+        return await self._cache.get(workspaces)

@@ -110,7 +110,7 @@ class ProblemOut(BaseModel):
     message: str = Field(examples=["unknown step 'nope'"])
 
 
-class InvalidJourneyError(BaseModel):
+class InvalidDocumentError(BaseModel):
     status: int = Field(examples=[422])
     code: str = Field(examples=["validation_failed"])
     message: str = Field(description="The first problem.")
@@ -118,8 +118,8 @@ class InvalidJourneyError(BaseModel):
     problems: list[ProblemOut] = Field(description="Every problem found.")
 
 
-class InvalidJourneyBody(BaseModel):
-    error: InvalidJourneyError
+class InvalidDocumentBody(BaseModel):
+    error: InvalidDocumentError
 
 
 EXAMPLE = {
@@ -152,7 +152,7 @@ _WRITE: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body larger than CICLO_MAX_BODY_BYTES"},
     415: {"description": "Body is not JSON"},
     422: {
-        "model": InvalidJourneyBody,
+        "model": InvalidDocumentBody,
         "description": "The journey does not validate: `error.problems` lists every problem "
         "with its JSON path",
     },

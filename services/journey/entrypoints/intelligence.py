@@ -35,7 +35,7 @@ from services.journey.domain.lifecycle import LifecycleRules
 from services.journey.domain.scoring import validate_score_rules
 from services.journey.domain.segments import InvalidSegment, parse_segment, validate_segment
 from services.journey.domain.validation import Problem, schema_problems
-from services.journey.entrypoints.http import ProblemOut, invalid
+from services.journey.entrypoints.http import InvalidDocumentBody, ProblemOut, invalid
 from shared.clock import Clock
 from shared.http import Conflict, NotFound, require_json
 from shared.tenancy.http import AdminPrincipal
@@ -103,18 +103,6 @@ class ValidationOut(BaseModel):
     problems: list[ProblemOut] = Field(description="Every problem found; empty when valid.")
 
 
-class InvalidError(BaseModel):
-    status: int = Field(examples=[422])
-    code: str = Field(examples=["validation_failed"])
-    message: str = Field(description="The first problem.")
-    field: str = Field(description="JSON path of the first problem.")
-    problems: list[ProblemOut] = Field(description="Every problem found.")
-
-
-class InvalidBody(BaseModel):
-    error: InvalidError
-
-
 class IntelligenceSettingsOut(BaseModel):
     """The rules in force: the workspace's own values, the defaults for the rest."""
 
@@ -163,7 +151,7 @@ _JSON: dict[int | str, dict[str, Any]] = {
 }
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {
-        "model": InvalidBody,
+        "model": InvalidDocumentBody,
         "description": "The document does not validate: `error.problems` lists every problem "
         "with its JSON path",
     }
