@@ -34,25 +34,18 @@ from services.journey.domain.intelligence import (
     Derived,
     Facts,
     FactsView,
+    IntelEvent,
     Intelligence,
     OrderRecord,
 )
 from services.journey.domain.localtime import next_date_trait, resolve_zone
 
 
-class EventLike(Protocol):
+class EventLike(IntelEvent, Protocol):
     """What the processor reads of an event (``EventEnvelope`` has it)."""
 
     @property
-    def event_id(self) -> str: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def properties(self) -> dict[str, Any]: ...
-    @property
     def traits(self) -> dict[str, Any]: ...
-    @property
-    def occurred_at(self) -> datetime: ...
 
 
 @dataclass(slots=True)

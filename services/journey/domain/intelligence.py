@@ -39,11 +39,6 @@ from services.journey.domain.segments import SegmentDefinition, SegmentState
 TIMELINE = 20
 """Recent events kept per customer for the customer API (type, id, when)."""
 
-DERIVED_TYPES = frozenset(
-    {scoring.EVENT_TYPE, lifecycle.EVENT_TYPE, "segment_entered", "segment_exited"}
-)
-
-
 class IntelEvent(Protocol):
     @property
     def event_id(self) -> str: ...
@@ -447,7 +442,6 @@ def _read(text: str) -> datetime:
 
 
 __all__ = [
-    "DERIVED_TYPES",
     "Derived",
     "Facts",
     "FactsView",
