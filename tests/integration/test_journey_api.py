@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.dispatch.adapters.tables import templates as dispatch_templates
 from services.journey.adapters.definitions import DatabaseCatalogs
 from services.journey.adapters.files import load_catalog
 from services.journey.adapters.tables import activity, instances, step_counts
@@ -247,6 +248,38 @@ async def test_publish_makes_a_version_immutable(api: Api) -> None:
     assert old.status_code == 409
     assert "superseded by version 2" in old.json()["error"]["message"]
     assert (await api.post("/v1/journeys/cart/versions/9/publish")).status_code == 404
+
+
+async def test_a_journey_may_name_a_template_saved_over_http_in_its_workspace(
+    api: Api,
+) -> None:
+    promo = cart(id="promo")
+    promo["steps"]["remind"]["send"]["template"] = "promo-x"
+    refused = await api.post("/v1/journeys", promo)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "$.steps.remind.send.template"
+
+    async def save_template(workspace: str) -> None:
+        async with api.engine.begin() as conn:
+            await conn.execute(
+                insert(dispatch_templates).values(
+                    workspace_id=workspace,
+                    template_id="promo-x",
+                    version=1,
+                    channel="email",
+                    parts={"subject": "Hi", "text": "Hello"},
+                    sample=None,
+                    created_at=NOW,
+                )
+            )
+
+    await save_template("other")  # another workspace's template does not count
+    assert (await api.post("/v1/journeys", promo)).status_code == 422
+    await save_template("shop")
+    created = await api.post("/v1/journeys", promo)
+    assert created.status_code == 201, created.text
+    published = await api.post("/v1/journeys/promo/versions/1/publish")
+    assert published.status_code == 200, published.text
 
 
 async def test_a_draft_whose_template_disappeared_is_not_published(api: Api) -> None:

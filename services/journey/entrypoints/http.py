@@ -31,6 +31,7 @@ from services.journey.adapters.definitions import (
     VersionRow,
 )
 from services.journey.adapters.files import template_ids
+from services.journey.adapters.saved_templates import SavedTemplates
 from services.journey.adapters.stats import CustomerRuns, JourneyStats
 from services.journey.adapters.workspace_settings import JourneySettingsIn, JourneySettingsOut
 from services.journey.domain.definitions import Journey
@@ -187,8 +188,17 @@ def journeys_router(
     def file_journeys() -> dict[str, Journey]:
         return {j.id: j for j in files()}
 
-    def check(document: Mapping[str, Any]) -> list[Problem]:
-        return problems_of(document, templates=template_ids(settings.templates_dir))
+    saved = SavedTemplates(engine)
+
+    async def checker(workspace: str) -> Callable[[Mapping[str, Any]], list[Problem]]:
+        """The check of a workspace's documents: the templates a journey may name are the files
+        in templates/ and the workspace's templates saved over HTTP (read before any
+        transaction opens)."""
+        templates = template_ids(settings.templates_dir) | await saved.ids(workspace)
+        return lambda document: problems_of(document, templates=templates)
+
+    async def check(workspace: str, document: Mapping[str, Any]) -> list[Problem]:
+        return (await checker(workspace))(document)
 
     async def existing(workspace: str, journey_id: str) -> DefinitionRow:
         row = await store.get(workspace, journey_id)
@@ -257,7 +267,7 @@ def journeys_router(
         principal: AdminPrincipal,
         response: Response,
     ) -> JourneyDetail | JSONResponse:
-        problems = check({**document, "version": 1})
+        problems = await check(principal.workspace_id, {**document, "version": 1})
         if problems:
             return invalid(problems)
         journey_id = str(document["id"])
@@ -292,7 +302,9 @@ def journeys_router(
             not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_INT
         ):
             problems.append(Problem("$.version", "a version is an integer from 1"))
-        problems = problems or check({**document, "id": journey_id, "version": version or 1})
+        problems = problems or await check(
+            principal.workspace_id, {**document, "id": journey_id, "version": version or 1}
+        )
         if problems:
             return invalid(problems)
         await existing(principal.workspace_id, journey_id)
@@ -323,7 +335,9 @@ def journeys_router(
         given = document.get("version")
         if given is not None and given != version:
             problems.append(Problem("$.version", f"must be {version} (the version in the path)"))
-        problems = problems or check({**document, "id": journey_id, "version": version})
+        problems = problems or await check(
+            principal.workspace_id, {**document, "id": journey_id, "version": version}
+        )
         if problems:
             return invalid(problems)
         await existing(principal.workspace_id, journey_id)
@@ -363,9 +377,10 @@ def journeys_router(
         journey_id: JourneyId, version: VersionNumber, principal: AdminPrincipal
     ) -> JourneyDetail | JSONResponse:
         await existing(principal.workspace_id, journey_id)
+        check_document = await checker(principal.workspace_id)
         try:
             row = await store.publish(
-                principal.workspace_id, journey_id, version, check=check, now=clock.now()
+                principal.workspace_id, journey_id, version, check=check_document, now=clock.now()
             )
         except Invalid as exc:
             return invalid(exc.problems)
