@@ -159,6 +159,33 @@ Not.model_rebuild()
 _MISSING: Any = object()
 
 
+class Layered(Mapping[str, Any]):
+    """``top``'s names over ``base``'s, without copying either (``base`` may compute its values
+    when read): how a segment or journey adds ``now`` and its own names to a shared context."""
+
+    __slots__ = ("_base", "_top")
+
+    def __init__(self, top: Mapping[str, Any], base: Mapping[str, Any]) -> None:
+        self._top = top
+        self._base = base
+
+    def __getitem__(self, key: str) -> Any:
+        top = self._top
+        if key in top:
+            return top[key]
+        return self._base[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._top or key in self._base
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._top
+        yield from (k for k in self._base if k not in self._top)
+
+    def __len__(self) -> int:
+        return len(set(self._top) | set(self._base))
+
+
 def resolve(context: Mapping[str, Any], path: str) -> Any:
     """The value at a dotted path, or ``_MISSING`` when any part of the path is absent."""
     current: Any = context

@@ -238,7 +238,10 @@ def apply_event(
     return changes
 
 
-def _refresh(state: CustomerState, intel: Intelligence, now: datetime, cause: str) -> list[Derived]:
+def _refresh(
+    state: CustomerState, intel: Intelligence, now: datetime, cause: str, *, full: bool = False
+) -> list[Derived]:
+    """Decide band, stage and segments (``full``: every segment, see ``intelligence.refresh``)."""
     return intelligence.refresh(
         state.facts,
         traits=state.traits,
@@ -249,6 +252,7 @@ def _refresh(state: CustomerState, intel: Intelligence, now: datetime, cause: st
         cause=cause,
         workspace_id=state.workspace_id,
         customer_id=state.customer_id,
+        full=full,
     )
 
 
@@ -384,7 +388,7 @@ def apply_timer(
         due = state.facts.due
         if due is None or due > now:
             return changes
-        derived = _refresh(state, intel, now, cause=f"{INTEL_TIMER}@{_iso(due)}")
+        derived = _refresh(state, intel, now, cause=f"{INTEL_TIMER}@{_iso(due)}", full=True)
         _follow(state, derived, changes, catalog, policy, now, True, intel, 0)
         return changes
     kind, _, name = timer.partition(":")
@@ -479,7 +483,7 @@ def apply_insights(
     cause = f"insights@{insights.get('computed_at') or _iso(now)}:{digest}"
     _follow(
         state,
-        _refresh(state, intel, now, cause=cause),
+        _refresh(state, intel, now, cause=cause, full=True),
         changes,
         catalog,
         policy,
@@ -538,7 +542,7 @@ def merge_into(
         changes.instances[moved.run_id] = moved
     source.instances.clear()
     source.facts.due = None
-    derived = _refresh(target, intel, now, cause=f"merge:{source.customer_id}")
+    derived = _refresh(target, intel, now, cause=f"merge:{source.customer_id}", full=True)
     _follow(target, derived, changes, catalog, policy, now, live, intel, 0)
     return changes
 
@@ -555,7 +559,7 @@ def reconsider(
     HTTP, new score rules): the customer enters or leaves without waiting for an event."""
     changes = Changes()
     state.bind(intel, now)
-    derived = _refresh(state, intel, now, cause=f"rules@{intel.revision}")
+    derived = _refresh(state, intel, now, cause=f"rules@{intel.revision}", full=True)
     _follow(state, derived, changes, catalog, policy, now, True, intel, 0)
     return changes
 
@@ -592,13 +596,17 @@ def _observe(state: CustomerState, event: EventLike, *, seen: bool = True) -> se
         elif state.traits.get(key) != value:
             state.traits[key] = value
             changed.add(key)
+    touched = state.facts.touched
+    touched.update(f"customer.{name}" for name in changed)
     if not seen:
         return changed
     at = event.occurred_at
     if state.first_seen_at is None or at < state.first_seen_at:
         state.first_seen_at = at
+        touched.add("profile.first_seen_at")
     if state.last_seen_at is None or at > state.last_seen_at:
         state.last_seen_at = at
+        touched.add("profile.last_seen_at")
     return changed
 
 
@@ -748,6 +756,7 @@ def _apply(
         elif isinstance(effect, engine.SetTraitEffect):
             state.traits[effect.name] = effect.value
             state.traits_set = True
+            state.facts.touched.add(f"customer.{effect.name}")
         elif isinstance(effect, engine.AddScoreEffect):
             state.scores[effect.name] = state.scores.get(effect.name, 0) + effect.by
         elif isinstance(effect, engine.SetScoreEffect):

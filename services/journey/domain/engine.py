@@ -14,12 +14,12 @@ after the last message is counted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from services.journey.domain.conditions import Condition, evaluate
+from services.journey.domain.conditions import Condition, Layered, evaluate
 from services.journey.domain.definitions import (
     AddScore,
     BranchStep,
@@ -229,39 +229,18 @@ def context(
     ``event.properties.<name>``, ``now`` for the time-relative comparisons (``older_than``,
     ``within``), and the customer's facts: ``profile.``, ``lead.``, ``stage``, ``rfm.``,
     ``predictions.``, ``segments``."""
-    return _Context(customer.facts, customer.traits, customer.scores, event, now)
+    return _layered_context(customer.facts, customer.traits, customer.scores, event, now)
 
 
-class _Context(Mapping[str, Any]):
+def _layered_context(
+    facts: Mapping[str, Any],
+    traits: Mapping[str, Any],
+    scores: Mapping[str, float],
+    event: Mapping[str, Any],
+    now: datetime | None,
+) -> Mapping[str, Any]:
     """The condition context without copying the facts (they compute lazily)."""
-
-    __slots__ = ("_facts", "_own")
-
-    def __init__(
-        self,
-        facts: Mapping[str, Any],
-        traits: Mapping[str, Any],
-        scores: Mapping[str, float],
-        event: Mapping[str, Any],
-        now: datetime | None,
-    ) -> None:
-        self._facts = facts
-        self._own = {"customer": traits, "scores": scores, "event": event, "now": now}
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._own:
-            return self._own[key]
-        return self._facts[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._own or key in self._facts
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._own
-        yield from (k for k in self._facts if k not in self._own)
-
-    def __len__(self) -> int:
-        return len(set(self._own) | set(self._facts))
+    return Layered({"customer": traits, "scores": scores, "event": event, "now": now}, facts)
 
 
 def event_matches(
@@ -609,7 +588,7 @@ def _run(
             return _block(current, "wait_for", until, now, effects, ledger, visits)
         if isinstance(step, BranchStep):
             holds = evaluate(
-                step.branch, _Context(customer.facts, traits, scores, current.trigger, now)
+                step.branch, _layered_context(customer.facts, traits, scores, current.trigger, now)
             )
             effects.append(
                 Record("branched", name, now, detail={"branch": "then" if holds else "else"})

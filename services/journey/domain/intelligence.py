@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from typing import Any, Protocol
 
 from services.journey.domain import builtin_segments, conditions, lifecycle, scoring, segments
@@ -38,6 +38,12 @@ from services.journey.domain.segments import SegmentDefinition, SegmentState
 
 TIMELINE = 20
 """Recent events kept per customer for the customer API (type, id, when)."""
+
+DERIVED_TYPES = frozenset(
+    {scoring.EVENT_TYPE, lifecycle.EVENT_TYPE, "segment_entered", "segment_exited"}
+)
+"""The event types the journey service raises itself."""
+
 
 class IntelEvent(Protocol):
     @property
@@ -55,7 +61,7 @@ def _builtin() -> tuple[SegmentDefinition, ...]:
     return tuple(builtin_segments.load())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Intelligence:
     """A workspace's rules for its customers (``CICLO`` defaults when it set none)."""
 
@@ -68,6 +74,24 @@ class Intelligence:
     revision: int = 0
     """The stored rules' revision (0: never changed): customers are re-decided when it moves."""
     """False keeps no profile, score, stage or segments at all (the benchmark's baseline)."""
+
+    @cached_property
+    def score_comparisons(self) -> tuple[conditions.Comparison, ...]:
+        """The segments' orderings on ``lead.score``: decay alone flips them (timer)."""
+        return tuple(
+            c
+            for d in self.segments
+            if d.rule is not None
+            for c in conditions.comparisons(d.rule)
+            if c.field == "lead.score" and c.op in _ORDERINGS
+        )
+
+    def affected(self, touched: set[str]) -> set[str]:
+        """The segments whose membership test reads something in ``touched`` (``root.name``
+        keys, and ``#<segment id>`` for an event counted in the segment's windows)."""
+        return {
+            d.id for d in self.segments if f"#{d.id}" in touched or not d.reads.isdisjoint(touched)
+        }
 
     def segment(self, segment_id: str) -> SegmentDefinition | None:
         for definition in self.segments:
@@ -112,6 +136,18 @@ class Facts:
     """``{"rfm": {...}, "predictions": {...}, "computed_at": ...}`` from the scheduled job."""
     timeline: list[tuple[datetime, str, str]] = field(default_factory=list)
     due: datetime | None = None
+    segment_next: tuple[datetime, str] | None = None
+    """The earliest instant at which time alone changes a segment, and which segment: kept so
+    that deciding only some segments after an event still knows the others' next change."""
+    revision: int = 0
+    """The revision of the rules every segment was last decided under: a customer processed
+    after the rules changed is decided in full."""
+    touched: set[str] = field(default_factory=set)
+    """What changed since segments were last decided (``root.name`` keys, ``#<segment>`` for
+    a window count); not stored."""
+    decided: bool = False
+    """Segments were decided for this customer before (a stored customer): a refresh may then
+    look only at the segments whose inputs were touched."""
     """When time alone next changes the band, the stage or a segment."""
 
     def to_json(self) -> dict[str, Any]:
@@ -119,7 +155,13 @@ class Facts:
         return {
             "profile": self.profile.to_json(),
             "lead": {"state": self.lead.to_json(), "band": self.band},
-            "segment_state": self.segments.to_json(),
+            "segment_state": {
+                **self.segments.to_json(),
+                "next": None
+                if self.segment_next is None
+                else [_text(self.segment_next[0]), self.segment_next[1]],
+                "revision": self.revision,
+            },
             "insights": self.insights or None,
             "timeline": [[_text(at), kind, event_id] for at, kind, event_id in self.timeline],
         }
@@ -136,7 +178,11 @@ class Facts:
         stage: str | None,
         due: datetime | None,
     ) -> Facts:
-        facts = cls(stage=stage if stage in lifecycle.STAGES else None, due=due)
+        facts = cls(
+            stage=stage if stage in lifecycle.STAGES else None,
+            due=due,
+            decided=segment_state is not None,
+        )
         if profile:
             facts.profile = Profile.from_json(profile)
         if lead:
@@ -145,6 +191,10 @@ class Facts:
             facts.band = band if isinstance(band, str) else None
         if segment_state:
             facts.segments = SegmentState.from_json(segment_state)
+            facts.revision = int(segment_state.get("revision") or 0)
+            upcoming = segment_state.get("next")
+            if isinstance(upcoming, list) and len(upcoming) == 2:
+                facts.segment_next = (_read(upcoming[0]), str(upcoming[1]))
         if insights:
             facts.insights = dict(insights)
         if timeline:
@@ -189,10 +239,18 @@ def observe(
     # An order (or cancellation) reported again changes nothing in the profile: it earns no
     # points and is not counted again in segment windows either.
     duplicate = event.type in _ORDER_EVENTS and not changed
+    touched = facts.touched
+    touched.update(f"profile.{name}" for name in changed)
     if not duplicate:
-        facts.lead, _ = scoring.apply(facts.lead, intel.score_rules, event, now)
+        facts.lead, earned = scoring.apply(facts.lead, intel.score_rules, event, now)
+        if any(c.points for c in earned):
+            touched.add("lead.score")
         view = {"type": event.type, "id": event.event_id, "properties": event.properties}
-        segments.observe(facts.segments, intel.segments, view, event.occurred_at)
+        matched: set[str] = set()
+        segments.observe(
+            facts.segments, intel.segments, view, event.occurred_at, matched_ids=matched
+        )
+        touched.update(f"#{segment}" for segment in matched)
     _remember(facts, event)
     if duplicate:
         return None
@@ -255,13 +313,30 @@ def refresh(
     cause: str,
     workspace_id: str,
     customer_id: str,
+    full: bool = False,
 ) -> list[Derived]:
     """Decide band, stage and segments at ``now``; the events announcing what changed (their
-    ids derive from ``cause``, the event or timer that led here), and ``facts.due`` set."""
+    ids derive from ``cause``, the event or timer that led here), and ``facts.due`` set.
+
+    After an event only the segments whose inputs it touched are decided (``facts.touched``),
+    and ``facts.due`` keeps what it was for the others. ``full`` decides every segment and
+    computes ``due`` from scratch: for a timer, new insights, changed rules, a merge — and
+    always for a customer never decided or whose timer is already due."""
     out: list[Derived] = []
+    touched, facts.touched = facts.touched, set()
     if not intel.enabled:
         facts.due = None  # a timer set while it was on must not fire again and again
         return out
+    previous = facts.due
+    full = (
+        full
+        or not facts.decided
+        or facts.revision != intel.revision
+        or (previous is not None and previous <= now)
+    )
+    facts.decided = True
+    if full:
+        facts.revision = intel.revision
 
     def derived(kind: str, properties: dict[str, Any], key: str) -> None:
         digest = hashlib.blake2b(
@@ -274,32 +349,55 @@ def refresh(
     change = scoring.band_change(facts.band, facts.lead, rules, now)
     if change is not None:
         facts.band = change.to
+        touched.add("lead.band")
         derived(scoring.EVENT_TYPE, change.properties(), change.to)
     stage = lifecycle.stage_change(facts.profile, facts.stage, now, intel.lifecycle)
     if stage is not None:
         facts.stage = stage.to
+        touched.add("stage")
         derived(lifecycle.EVENT_TYPE, stage.properties(), stage.to)
-    ctx = context(
-        facts,
-        traits=traits,
-        first_seen_at=first_seen_at,
-        last_seen_at=last_seen_at,
-        intel=intel,
-        now=now,
+    view = FactsView(
+        facts, first_seen_at=first_seen_at, last_seen_at=last_seen_at, intel=intel, now=now
     )
-    for transition in segments.evaluate(facts.segments, intel.segments, ctx, now):
-        derived(transition.event_type, transition.properties(), transition.segment)
-    ctx["segments"] = sorted(facts.segments.members)
+    # Read-only: conditions only look things up, and the view computes each root when read.
+    ctx = conditions.Layered({"customer": traits, "now": now}, view)
+    only = None if full else intel.affected(touched)
+    if only is None or only:
+        for transition in segments.evaluate(facts.segments, intel.segments, ctx, now, only=only):
+            derived(transition.event_type, transition.properties(), transition.segment)
+    # The segments' next change by time alone: from all of them after a full decision, or
+    # when the segment that held the earliest one was decided again (its instant may have
+    # moved later); otherwise the earlier of the one kept and those of the segments decided.
+    kept = facts.segment_next
+    if only is None or (kept is not None and (kept[0] <= now or kept[1] in only)):
+        facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now)
+    elif only:
+        fresh = _segment_next(facts.segments, [d for d in intel.segments if d.id in only], ctx, now)
+        if fresh is not None and (kept is None or fresh[0] < kept[0]):
+            facts.segment_next = fresh
     candidates = [
         scoring.next_band_change_at(facts.lead, rules, now),
         lifecycle.next_change_at(
             facts.profile, facts.stage or lifecycle.START, now, intel.lifecycle
         ),
-        segments.next_change_at(facts.segments, intel.segments, ctx, now),
-        _score_change_at(facts.lead, rules, intel.segments, now),
+        facts.segment_next[0] if facts.segment_next is not None else None,
     ]
+    if intel.score_comparisons and (full or "lead.score" in touched):
+        candidates.append(_score_change_at(facts.lead, rules, intel.score_comparisons, now))
+    elif intel.score_comparisons and previous is not None and previous > now:
+        candidates.append(previous)  # a lead.score crossing found before may still be ahead
     facts.due = min((c for c in candidates if c is not None), default=None)
     return out
+
+
+def _segment_next(
+    state: SegmentState,
+    definitions: Sequence[SegmentDefinition],
+    ctx: Mapping[str, Any],
+    now: datetime,
+) -> tuple[datetime, str] | None:
+    """The earliest time-only change among ``definitions``, with its segment."""
+    return segments.next_change(state, definitions, ctx, now)
 
 
 _ORDERINGS = frozenset({"gt", "gte", "lt", "lte"})
@@ -309,22 +407,16 @@ _ROUNDS_TO_ZERO = 0.001
 
 
 def _score_change_at(
-    state: ScoreState, rules: ScoreRules, definitions: Sequence[SegmentDefinition], now: datetime
+    state: ScoreState,
+    rules: ScoreRules,
+    compared: Sequence[conditions.Comparison],
+    now: datetime,
 ) -> datetime | None:
     """The first instant after ``now`` at which decay alone flips a segment's comparison of
     ``lead.score`` (e.g. ``gte 30``, which need not be a band's floor), or None.
 
     The score read is rounded as ``lead_view`` rounds it and decays monotonically towards 0, so
     each comparison flips at most once: found by bisection to the microsecond."""
-    compared = [
-        c
-        for d in definitions
-        if d.rule is not None
-        for c in conditions.comparisons(d.rule)
-        if c.field == "lead.score" and c.op in _ORDERINGS
-    ]
-    if not compared:
-        return None
     value = scoring.score(state, rules, now)
     if value == 0:
         return None
@@ -442,6 +534,7 @@ def _read(text: str) -> datetime:
 
 
 __all__ = [
+    "DERIVED_TYPES",
     "Derived",
     "Facts",
     "FactsView",

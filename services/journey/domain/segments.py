@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right, insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.journey.domain import conditions
 from services.journey.domain.conditions import TIME_OPS, All, AnyOf, Comparison, Condition
@@ -80,27 +81,38 @@ class SegmentDefinition(_Strict):
     )
     windows: list[Window] = Field(default_factory=list, max_length=MAX_WINDOWS)
 
-    _rule: Condition | None = PrivateAttr(None)
-    _keep: dict[str, int] = PrivateAttr(default_factory=dict)
+    # Computed once per definition and kept in the instance's __dict__ (cached_property):
+    # these are read for every customer and event, where pydantic's attribute machinery for
+    # private attributes cost more than the evaluation itself.
 
-    def model_post_init(self, context: Any, /) -> None:
+    @cached_property
+    def rule(self) -> Condition | None:
+        """The whole membership test: the condition and every window's min_count."""
         parts: list[Condition] = [self.condition] if self.condition is not None else []
         parts.extend(
             Comparison(field=f"counts.{w.name}", op="gte", value=w.min_count)
             for w in self.windows
             if w.min_count is not None
         )
-        self._rule = None if not parts else parts[0] if len(parts) == 1 else All(all=parts)
-        self._keep = _window_sizes(self._rule, [w.name for w in self.windows])
+        return None if not parts else parts[0] if len(parts) == 1 else All(all=parts)
 
-    @property
-    def rule(self) -> Condition | None:
-        """The whole membership test: the condition and every window's min_count."""
-        return self._rule
+    @cached_property
+    def window_sizes(self) -> dict[str, int]:
+        return _window_sizes(self.rule, [w.name for w in self.windows])
+
+    @cached_property
+    def reads(self) -> frozenset[str]:
+        """What the membership test reads, as ``root.name`` (``profile.order_count``,
+        ``customer.vip``, ``counts.views``) or a bare root (``stage``): membership can change
+        on an event only when one of these did (or with time, which timers cover)."""
+        rule = self.rule
+        if rule is None:
+            return frozenset()
+        return frozenset(".".join(c.field.split(".")[:2]) for c in conditions.comparisons(rule))
 
     def keep(self, window: str) -> int:
         """How many event times the window keeps (see ``_window_sizes``)."""
-        return self._keep.get(window, 1)
+        return self.window_sizes.get(window, 1)
 
 
 def _window_sizes(rule: Condition | None, windows: list[str]) -> dict[str, int]:
@@ -213,6 +225,8 @@ def observe(
     definitions: Sequence[SegmentDefinition],
     event: Mapping[str, Any],
     at: datetime,
+    *,
+    matched_ids: set[str] | None = None,
 ) -> bool:
     """Count an event (``{"type", "id", "properties"}``) in every window it matches; whether it
     matched any. ``at`` is when it happened, so a late event counts at its own time.
@@ -233,6 +247,8 @@ def observe(
             insort(times, at)
             del times[: -definition.keep(window.name)]
             matched = True
+            if matched_ids is not None:
+                matched_ids.add(definition.id)
     return matched
 
 
@@ -252,18 +268,24 @@ def evaluate(
     definitions: Sequence[SegmentDefinition],
     context: Mapping[str, Any],
     now: datetime,
+    *,
+    only: Collection[str] | None = None,
 ) -> list[Transition]:
     """Decide membership at ``now`` and record it in ``state``; the entries and exits.
 
     ``definitions`` are all the workspace's segments: the state of a segment not among them
     (deleted) is forgotten without an exit event, since the customer did not leave it. Event
     times that left their window are dropped here. ``context`` is what conditions read (see
-    ``CONTEXT_ROOTS``); ``counts`` and ``now`` are filled in per segment.
+    ``CONTEXT_ROOTS``); ``counts`` and ``now`` are filled in per segment. ``only`` limits the
+    decision to those segment ids (the ones whose inputs changed); nothing is forgotten then.
     """
     now = _utc(now)
-    _forget(state, {d.id for d in definitions})
+    if only is None:
+        _forget(state, {d.id for d in definitions})
     transitions = []
     for definition in definitions:
+        if only is not None and definition.id not in only:
+            continue
         _expire(state, definition, now)
         inside = _holds(state, definition, context, now)
         since = state.members.get(definition.id)
@@ -289,12 +311,25 @@ def next_change_at(
     event leaves its window; those instants are tried in order, and the first at which the
     test differs from now is the answer. Instants that change nothing set no timer.
     """
+    found = next_change(state, definitions, context, now)
+    return None if found is None else found[0]
+
+
+def next_change(
+    state: SegmentState,
+    definitions: Sequence[SegmentDefinition],
+    context: Mapping[str, Any],
+    now: datetime,
+) -> tuple[datetime, str] | None:
+    """``next_change_at`` with the id of the segment that changes then."""
     now = _utc(now)
-    earliest: datetime | None = None
+    earliest: tuple[datetime, str] | None = None
     for definition in definitions:
-        at = _change(state, definition, context, now, before=earliest)
+        at = _change(
+            state, definition, context, now, before=None if earliest is None else earliest[0]
+        )
         if at is not None:
-            earliest = at
+            earliest = (at, definition.id)
     return earliest
 
 
@@ -336,9 +371,9 @@ def _holds(
     rule = definition.rule
     if rule is None:
         return False
-    return conditions.evaluate(
-        rule, {**context, "now": now, "counts": counts(state, definition, now)}
-    )
+    # A chain, not a copy: the context may compute its parts only when a condition reads them.
+    own = {"now": now, "counts": counts(state, definition, now) if definition.windows else {}}
+    return conditions.evaluate(rule, conditions.Layered(own, context))
 
 
 def _expire(state: SegmentState, definition: SegmentDefinition, now: datetime) -> None:
