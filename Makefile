@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey bench-dispatch bench-predict clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey bench-dispatch bench-predict bench-intelligence clean
 
 # Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
 # no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
@@ -69,6 +69,11 @@ bench-dispatch: install
 # RFM + BG/NBD + Gamma-Gamma for 100,000 customers on one core.
 bench-predict: install
 	$(BIN)/python -m bench --only predict
+
+# What profile, score, stage and segment upkeep add to the journey engine's cost per event: upkeep
+# off vs on, pure CPU (apply_event, with a breakdown) and end to end on SQLite and PostgreSQL.
+bench-intelligence: install
+	$(BIN)/python -m bench --only intelligence
 
 clean:
 	rm -rf $(VENV) .ciclo .pytest_cache .mypy_cache .ruff_cache

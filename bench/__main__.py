@@ -6,8 +6,10 @@ a fresh server: end-to-end latency while idle, then single-event throughput with
 fresh server per batch size. Then the journey engine in process (``bench/journey.py``: event
 throughput, timers, memory), one dispatch process against a 50 ms provider
 (``bench/dispatch.py``: messages/s, CPU, profile) and the purchase predictions
-(``bench/predict.py``: RFM and both fits for 100,000 customers). A section that fails is recorded
-in the report and the run goes on; the exit code is 1 then.
+(``bench/predict.py``: RFM and both fits for 100,000 customers), then what customer-intelligence
+upkeep adds to the journey engine's cost per event (``bench/intelligence.py``: upkeep off vs on,
+pure CPU and with each database). A section that fails is recorded in the report and the run goes
+on; the exit code is 1 then.
 
 ``--only journey`` (or any comma-separated list of the SECTIONS) runs just those sections; the
 others keep their figures from the previous ``results.json``.
@@ -33,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, dispatch, journey, load, machine, report
+from bench import baselines, dispatch, intelligence, journey, load, machine, report
 from bench.machine import ForeignCpu, wait_quiet
 from bench.processes import (
     DEFAULT_POSTGRES,
@@ -51,11 +53,24 @@ from bench.processes import (
 OUT_DIR = Path(__file__).resolve().parent
 PINNING_NOTE = "server on CPU 0, wrk on CPU 1 (taskset)" if PINNING else "none"
 JOURNEY_GROUP = "journey"
-SECTIONS = ("baselines", "embedded", "distributed", "journey", "dispatch", "predict")
+SECTIONS = (
+    "baselines",
+    "embedded",
+    "distributed",
+    "journey",
+    "dispatch",
+    "predict",
+    "intelligence",
+)
 # Sections that carry their own date, machine and plan: an --only run of them leaves the HTTP
 # sections' header alone.
-SELF_CONTAINED = ("journey", "dispatch", "predict")
-PLAN_KEYS = {"journey": "journey", "dispatch": "dispatch", "predict": "predict_customers"}
+SELF_CONTAINED = ("journey", "dispatch", "predict", "intelligence")
+PLAN_KEYS = {
+    "journey": "journey",
+    "dispatch": "dispatch",
+    "predict": "predict_customers",
+    "intelligence": "intelligence",
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,9 @@ class Plan:
     journey: journey.JourneyPlan = field(default_factory=journey.JourneyPlan)
     dispatch: dispatch.DispatchPlan = field(default_factory=dispatch.DispatchPlan)
     predict_customers: int = 100_000
+    intelligence: intelligence.IntelligencePlan = field(
+        default_factory=intelligence.IntelligencePlan
+    )
 
 
 def log(message: str) -> None:
@@ -303,6 +321,17 @@ class Bench:
         self.results["predict"] = figures | {"date": date, "machine": machine.describe()}
         log(f"predict: {figures['total_s']} s for {figures['customers']:,} customers")
 
+    # --- customer-intelligence upkeep: off vs on, in process -------------------------------
+
+    def intelligence(self) -> None:
+        self.results["intelligence"] = intelligence.measure(
+            self.plan.intelligence,
+            postgres=self.plan.postgres,
+            work_dir=self.work_dir,
+            log=log,
+            errors=self.results["errors"],
+        )
+
     def run(self) -> dict[str, Any]:
         sections = self.plan.sections
         stamp = self.results["date"]
@@ -328,6 +357,7 @@ class Bench:
             ("journey", self.journey),
             ("dispatch", self.dispatch),
             ("predict", self.predict),
+            ("intelligence", self.intelligence),
         ):
             if name in sections:
                 self.section(name, body)

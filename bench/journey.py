@@ -95,6 +95,11 @@ TIMEZONES = ("Europe/Berlin", "Europe/London", "America/New_York", "America/Chic
 FIRST_NAMES = ("Ada", "Ben", "Chloé", "Dev", "Ema", "Finn", "Grace", "Hugo", "Ines", "Jon")
 SESSION_KINDS = ("browse", "cart", "purchase", "signup", "identify")
 SESSION_WEIGHTS = (45, 20, 15, 10, 10)
+# With ``email=True`` (the customer-intelligence benchmark): a fifth of the sessions are the
+# life of a marketing email instead (sent, delivered, opened, clicked, the landing page).
+EMAIL_SESSION_KINDS = (*SESSION_KINDS, "email")
+EMAIL_SESSION_WEIGHTS = (36, 16, 12, 8, 8, 20)
+NEWSLETTERS = ("newsletter-weekly", "new-arrivals", "sale-teaser")
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131"
 Planned = tuple[str, str, dict[str, Any], dict[str, Any]]  # customer id, type, props, traits
 
@@ -120,11 +125,19 @@ class EventStream:
     order of that cart), signup (10 %: traits email, name, time zone, vip) and identify (10 %:
     traits change, then a product view). Generator state is bounded by the open sessions, not by
     the number of customers.
+
+    ``email``: 20 % of the sessions are a marketing email's events as dispatch and the provider
+    webhooks report them (``message_sent``, ``message_delivered``; 60 % opened, 40 % of those
+    clicked, then the landing page), the others keep their proportions.
     """
 
-    def __init__(self, customers: int, *, seed: int = 7, concurrent: int = 2000) -> None:
+    def __init__(
+        self, customers: int, *, seed: int = 7, concurrent: int = 2000, email: bool = False
+    ) -> None:
         self.customers = customers
         self.rng = random.Random(seed)
+        self._kinds = EMAIL_SESSION_KINDS if email else SESSION_KINDS
+        self._weights = EMAIL_SESSION_WEIGHTS if email else SESSION_WEIGHTS
         self._open: list[list[Planned]] = []
         self._concurrent = concurrent
         self._ids = self._customer_ids()
@@ -143,7 +156,7 @@ class EventStream:
     def _session(self, c: int) -> list[Planned]:
         rng = self.rng
         cid = customer_id(c)
-        kind = rng.choices(SESSION_KINDS, SESSION_WEIGHTS)[0]
+        kind = rng.choices(self._kinds, self._weights)[0]
         events: list[Planned] = []
 
         def page(path: str) -> None:
@@ -163,6 +176,10 @@ class EventStream:
             events.append((cid, "product_viewed", item, {}))
             return item
 
+        if kind == "email":
+            self._email(cid, events)
+            events.reverse()  # popped from the end
+            return events
         page(rng.choice(PATHS))
         if kind == "signup":
             page("/signup")
@@ -205,6 +222,36 @@ class EventStream:
         events.reverse()  # popped from the end
         return events
 
+    def _email(self, cid: str, events: list[Planned]) -> None:
+        """A marketing email's events, with the properties dispatch and its webhooks give them."""
+        rng = self.rng
+        template = rng.choice(NEWSLETTERS)
+        message = {
+            "message_id": uuid.UUID(int=rng.getrandbits(128), version=4).hex,
+            "channel": "email",
+            "template": template,
+        }
+        sent = {
+            **message,
+            "category": "marketing",
+            "journey_id": "newsletter",
+            "journey_version": 1,
+            "step": "send",
+            "provider": "sendgrid",
+            "attempts": 1,
+        }
+        events.append((cid, "message_sent", sent, {}))
+        events.append((cid, "message_delivered", {**message, "provider": "sendgrid"}, {}))
+        if rng.random() < 0.6:
+            events.append((cid, "message_opened", {**message, "provider": "sendgrid"}, {}))
+            if rng.random() < 0.4:
+                url = f"https://shop.example.com/collections/new?utm_campaign={template}"
+                clicked = {**message, "provider": "sendgrid", "url": url}
+                events.append((cid, "message_clicked", clicked, {}))
+                path = "/collections/new"
+                props = {"url": url, "path": path, "title": "Shop", "referrer": ""}
+                events.append((cid, "page_viewed", props, {}))
+
     def batch(self, size: int, now: datetime) -> list[StreamRecord]:
         rng = self.rng
         out = []
@@ -229,7 +276,7 @@ class EventStream:
                     "type": type_,
                     "occurred_at": stamp,
                     "received_at": stamp,
-                    "source": "api",
+                    "source": "dispatch" if type_.startswith("message_") else "api",
                     "properties": properties,
                     "traits": traits,
                     "context": {"ip": "203.0.113.7", "user_agent": USER_AGENT, "locale": "de-DE"},
@@ -548,6 +595,8 @@ EVENT_PHASES = (
     ("services.journey.service_layer.handlers", None, "apply_event", "apply_event"),
     ("services.journey.adapters.repository", "CustomerStates", "save", "save"),
     ("services.journey.adapters.repository", "CustomerStates", "record", "record"),
+    ("services.journey.adapters.repository", "CustomerStates", "record_orders", "orders"),
+    ("services.journey.adapters.repository", "CustomerStates", "record_membership", "members"),
     ("services.journey.service_layer.uow", "JourneyUnitOfWork", "emit", "emit"),
     ("services.journey.adapters.repository", "ProcessedEvents", "mark", "mark"),
     ("shared.db.uow", "SqlUnitOfWork", "commit", "commit"),
@@ -728,7 +777,13 @@ async def run_events(
     journeys: bool,
     analyze_after: int = 0,
     seed: int = 7,
+    intel: str = "default",
+    email: bool = False,
 ) -> dict[str, Any]:
+    """``intel``: the customer-intelligence rules handed to ``handle_events``: "default" (none,
+    so the engine's defaults), "off" (``Intelligence(enabled=False)``: no upkeep at all) or "on"
+    (the defaults with the stream's currency, EUR). ``email``: the stream with marketing-email
+    sessions (``EventStream``)."""
     phases = Phases(EVENT_PHASES).install()
     statements = Statements().install()
     from services.journey import bootstrap
@@ -741,8 +796,11 @@ async def run_events(
     sessions = session_factory(engine)
     catalogs = StaticCatalogs(catalog(with_journeys=journeys))
     policies_source = StaticPolicies()
-    stream = EventStream(customers, seed=seed)
+    rules = intel_rules(intel)
+    workspace_rules = None if rules is None else {WORKSPACE: rules}
+    stream = EventStream(customers, seed=seed, email=email)
     durations: list[float] = []
+    cpu: list[float] = []  # CPU of this process (all its threads, aiosqlite's too) per batch
     handled = 0
     cold: int | None = None  # batches handled before the ANALYZE
     analyze_s = 0.0
@@ -754,16 +812,22 @@ async def run_events(
         while sent < events:
             records = stream.batch(min(batch_size, events - sent), datetime.now(UTC))
             sent += len(records)
-            begin = time.perf_counter()
+            begin, cpu_begin = time.perf_counter(), time.process_time()
             # What JourneyWorker.handle does, the relay and poller notifications aside.
             decoded = bootstrap.decode_events(records)  # type: ignore[arg-type]
             cat = await catalogs.current()
             policies = await policies_source.for_workspaces({e.workspace_id for e in decoded})
             async with JourneyUnitOfWork(sessions) as uow:
                 handled += await handle_events(
-                    uow, decoded, catalog=cat, policies=policies, now=datetime.now(UTC)
+                    uow,
+                    decoded,
+                    catalog=cat,
+                    policies=policies,
+                    now=datetime.now(UTC),
+                    intel=workspace_rules,
                 )
             durations.append(time.perf_counter() - begin)
+            cpu.append(time.process_time() - cpu_begin)
             if len(durations) == max(1, events // batch_size // 10):
                 rss_at["after_10pct"] = rss_mb()
             if analyze_after and cold is None and sent >= analyze_after:
@@ -781,8 +845,11 @@ async def run_events(
         "handled": handled,
         "batch_size": batch_size,
         "journeys": len(catalogs.catalog),
+        "intel": intel,
+        "email_sessions": email,
         "sessions": stream.sessions,
         **_rates(durations, batch_size, cold),
+        "cpu_us_per_event": _cpu_per_event(cpu, batch_size, cold),
         **_cold(durations, cold, batch_size, analyze_s),
         "phases": phases.shares(sum(durations)),
         "phases_not_found": phases.missing,
@@ -792,6 +859,26 @@ async def run_events(
         "peak_rss_mb": peak,
         "rows": await table_counts(url),
     }
+
+
+def intel_rules(intel: str) -> Any:
+    """The ``Intelligence`` of ``run_events``' ``intel`` choice (None: the engine's defaults)."""
+    from services.journey.domain.intelligence import Intelligence
+
+    if intel == "default":
+        return None
+    if intel == "off":
+        return Intelligence(enabled=False)
+    if intel == "on":
+        return Intelligence(currency="EUR")
+    raise ValueError(f"intel must be default, off or on, not {intel!r}")
+
+
+def _cpu_per_event(cpu: list[float], batch_size: int, cold: int | None) -> float | None:
+    """CPU µs of this process per event over the batches of the headline (see ``_rates``)."""
+    skip = cold if cold is not None else max(1, len(cpu) // 20)
+    steady = cpu[skip:] or cpu
+    return round(1e6 * sum(steady) / (len(steady) * batch_size), 1) if steady else None
 
 
 def _rates(durations: list[float], batch_size: int, cold: int | None) -> dict[str, Any]:
@@ -1102,6 +1189,8 @@ def child_main(argv: list[str] | None = None) -> int:
     ev.add_argument("--batch-size", type=int, default=500)
     ev.add_argument("--no-journeys", action="store_true")
     ev.add_argument("--analyze-after", type=int, default=0, help="events before an ANALYZE")
+    ev.add_argument("--intel", choices=("default", "off", "on"), default="default")
+    ev.add_argument("--email", action="store_true", help="marketing-email sessions too")
     tm = sub.add_parser("timers")
     for p in (st, tm):
         p.add_argument("--url", required=True)
@@ -1132,6 +1221,8 @@ def child_main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 journeys=not args.no_journeys,
                 analyze_after=args.analyze_after,
+                intel=args.intel,
+                email=args.email,
             )
         )
     else:
@@ -1184,7 +1275,9 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def _child(args: list[str], *, log_dir: Path, name: str, timeout: float) -> dict[str, Any]:
+def _child(
+    args: list[str], *, log_dir: Path, name: str, timeout: float, module: str = "bench.journey"
+) -> dict[str, Any]:
     from bench.machine import ForeignCpu, wait_quiet
 
     wait_quiet()
@@ -1192,7 +1285,7 @@ def _child(args: list[str], *, log_dir: Path, name: str, timeout: float) -> dict
     meter.start()
     begin = time.monotonic()
     proc = subprocess.run(
-        [PYTHON, "-m", "bench.journey", *args],
+        [PYTHON, "-m", module, *args],
         cwd=REPO,
         capture_output=True,
         text=True,

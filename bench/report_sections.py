@@ -299,3 +299,330 @@ def render_predict(p: dict[str, Any]) -> list[str]:
         "",
     ]
     return out
+
+
+# ── Customer-intelligence upkeep ──────────────────────────────────────────────────────────────
+
+INTEL_TOP = 10  # rows of the hotspot tables
+
+
+def _us(value: float | None) -> str:
+    return number(value, 1)
+
+
+def _added_share(share: float | None) -> str:
+    return "—" if share is None else f"+{share:.0%}" if share >= 0 else f"{share:.0%}"
+
+
+def render_intelligence(i: dict[str, Any]) -> list[str]:
+    plan = i["plan"]
+    target = i.get("target", 0.30)
+    summary = i.get("summary") or {}
+    cpu = i.get("cpu") or {}
+    out = [
+        "## 9. Customer-intelligence upkeep (`python -m bench --only intelligence`)",
+        "",
+        f"Measured {i['date']} (code {i.get('code', '?')}) on {_machine(i.get('machine'))}, "
+        f"{i.get('elapsed_s', '?')} s. What profile, lead-score, lifecycle-stage and segment "
+        "upkeep (with the derived events it raises) adds to the journey engine's cost per event. "
+        "Every figure has its baseline from the same run, on the same event stream: upkeep "
+        "**off** (`Intelligence(enabled=False)`) vs **on** (the defaults: the 9 built-in "
+        "segments, the default score rules, lifecycle thresholds; workspace currency EUR, the "
+        "stream's). The stream: sessions of signups, identifies, page and product views, cart "
+        "updates, checkouts, orders (order_id, total, currency) and, in a fifth of them, a "
+        "marketing email sent, delivered, opened (60 %) and clicked (40 % of those) "
+        "(`bench.journey.EventStream(email=True)`); the six journeys of section 6 in both.",
+        "",
+        f"- **Pure CPU** (`bench/intelligence.py`, a child process pinned to one CPU, no I/O): "
+        f"{number(plan['cpu_events'])} events over {number(plan['cpu_customers'])} customers "
+        "(90 % start with traits), customer states in memory, `apply_event` batch by batch "
+        f"({plan['batch_size']} events) once per configuration, the configurations interleaved "
+        "(alternating order) on a virtual clock; CPU time of the process, the first 5 % of "
+        "batches left out as warm-up; automatic garbage collection off, each timed part ending "
+        "with a collection of the young generations (each configuration pays for its own "
+        "garbage; no full collection of all four configurations' states lands in one of "
+        "them). Besides "
+        "`apply_event`, the work the handler does around it is timed apart: the facts' JSON "
+        "round trip of each customer of a batch (what save and load do) and the recipient "
+        "snapshot of each message request.",
+        f"- **End to end**: the event run of section 6 ({number(plan['events'])} events, "
+        f"{number(plan['customers'])} customers seeded, `handle_events` with the real unit of "
+        "work, batches of 500, decode + handle + commit timed, cold start excluded), upkeep off "
+        "then on, each on a fresh database. Also the CPU time the journey process used per "
+        "event over the same batches: less disturbed than events/s when other processes load "
+        "the machine.",
+        "",
+    ]
+    rows: list[list[str]] = []
+    cpu_summary = summary.get("cpu") or {}
+    for key, label in (
+        ("apply", "Pure CPU: `apply_event`, six journeys, µs per event"),
+        (
+            "apply_decided",
+            "Pure CPU: the same, known customers already decided (band, stage and segments "
+            "stored, as for customers with a history): only what an event touches is decided "
+            "again, µs per event",
+        ),
+        (
+            "total",
+            "Pure CPU: `apply_event` + the handler's per-customer work (facts JSON round trip, "
+            "recipient snapshots), µs per event",
+        ),
+    ):
+        s = cpu_summary.get(key)
+        if s:
+            rows.append(
+                [
+                    label,
+                    _us(s["off_us"]),
+                    _us(s["on_us"]),
+                    f"{_us(s['us_per_event'])} µs ({_added_share(s['share'])})",
+                    f"< +{target:.0%}",
+                    met(s["met"]),
+                ]
+            )
+    alone = (cpu.get("added") or {}).get("apply_no_journeys")
+    if alone:
+        rows.append(
+            [
+                "Pure CPU: `apply_event` with no journey (the upkeep alone), µs per event",
+                _us(alone["off_us"]),
+                _us(alone["on_us"]),
+                f"{_us(alone['us_per_event'])} µs ({_added_share(alone['share'])})",
+                "—",
+                "—",
+            ]
+        )
+    for kind, label in DATABASES:
+        s = (summary.get("e2e") or {}).get(kind)
+        if not s:
+            continue
+        rows.append(
+            [
+                f"{label}, end to end: events/s (µs per event)",
+                f"{number(s['off_events_per_s'])} ({_us(s['off_us'])})",
+                f"{number(s['on_events_per_s'])} ({_us(s['on_us'])})",
+                f"{_us(s['us_per_event'])} µs ({_added_share(s['share'])})",
+                f"< +{target:.0%}",
+                met(s["met"]),
+            ]
+        )
+        c = s.get("cpu") or {}
+        if c.get("share") is not None:
+            rows.append(
+                [
+                    f"{label}, end to end: CPU of the journey process, µs per event "
+                    + (
+                        "(aiosqlite's thread included)"
+                        if kind == "sqlite"
+                        else "(the server's not included)"
+                    ),
+                    _us(c["off_us"]),
+                    _us(c["on_us"]),
+                    f"{_us(c['us_per_event'])} µs ({_added_share(c['share'])})",
+                    f"< +{target:.0%}",
+                    met(c["share"] < target),
+                ]
+            )
+    out += table(["measurement", "upkeep off", "upkeep on", "added", "target", "met?"], rows)
+    flags = [r[-1] for r in rows if r[-1] != "—"]
+    if flags:
+        verdict = "met" if all(f == "**yes**" for f in flags) else "**not met**"
+        out += [
+            f"Target (upkeep adds under {target:.0%} to the per-event cost): {verdict}"
+            + ("." if verdict == "met" else " — see where the time goes below."),
+            "",
+        ]
+    out += _intel_noise(i)
+    out += _intel_volume(cpu)
+    out += _intel_breakdown(cpu)
+    out += _intel_cprofile(cpu)
+    out += _intel_e2e_steps(summary.get("e2e") or {})
+    return out
+
+
+def _intel_noise(i: dict[str, Any]) -> list[str]:
+    foreign = [
+        run.get("foreign_cpu")
+        for runs in (i.get("e2e") or {}).values()
+        for run in runs.values()
+        if run.get("foreign_cpu") is not None
+    ]
+    cpu = i.get("cpu") or {}
+    if cpu.get("foreign_cpu") is not None:
+        foreign.append(cpu["foreign_cpu"])
+    if not foreign:
+        return []
+    worst = max(foreign)
+    flag = " (**noisy**: compare with care)" if worst > NOISY else ""
+    return [f"Other processes used at most {worst:g} cores during these measurements{flag}.", ""]
+
+
+def _intel_volume(cpu: dict[str, Any]) -> list[str]:
+    on = (cpu.get("configs") or {}).get("journeys-on")
+    off = (cpu.get("configs") or {}).get("journeys-off")
+    if not on:
+        return []
+    per = on["per_1000_events"]
+    derived = ", ".join(f"{kind} {n:g}" for kind, n in per["derived"].items()) or "none"
+    size = on.get("facts_json_bytes") or {}
+    size_off = (off or {}).get("facts_json_bytes") or {}
+    mix = ", ".join(f"{kind} {share:.1%}" for kind, share in (cpu.get("event_mix") or {}).items())
+    first = on.get("customers")
+    events = cpu.get("events")
+    firsts = (
+        [
+            f"{number(first)} customers appear in the {number(events)} events: "
+            f"{first / events:.0%} of the events are a customer's first, which decides every "
+            "segment (a customer not decided before, as the seeded ones in the database runs); "
+            "the others decide only the segments whose inputs the event touched.",
+            "",
+        ]
+        if first and events
+        else []
+    )
+    return [
+        *([f"The stream's event types: {mix}.", ""] if mix else []),
+        *firsts,
+        f"With upkeep on, per 1,000 events of the stream: derived events {derived}; orders "
+        f"recorded {per['orders']:g}; message requests {per['messages']:g} (off: "
+        f"{(off or {}).get('per_1000_events', {}).get('messages', '—')}); runs entered "
+        f"{per['runs_entered']:g}. A customer's facts as JSON: {number(size.get('mean'))} bytes "
+        f"on average, {number(size.get('max'))} at most (off: {number(size_off.get('mean'))}).",
+        "",
+    ]
+
+
+def _intel_breakdown(cpu: dict[str, Any]) -> list[str]:
+    b = cpu.get("breakdown")
+    if not b or not b.get("parts"):
+        return []
+    called = {label: p for label, p in b["parts"].items() if p["calls_per_event"]}
+    idle = [label for label, p in b["parts"].items() if not p["calls_per_event"]]
+    parts = called
+    upkeep = sum(p["us_per_event"] for p in parts.values())
+    off = ((cpu.get("configs") or {}).get("journeys-off") or {}).get("apply_us_per_event")
+    rows = [
+        [
+            label,
+            number(p["us_per_event"], 1),
+            number(p["calls_per_event"], 2),
+            percent(p["us_per_event"] / upkeep if upkeep else None),
+        ]
+        for label, p in parts.items()
+    ]
+    rows.append(["**all upkeep functions**", f"**{number(upkeep, 1)}**", "", "100%"])
+    gone = b.get("not_found") or []
+    missing = []
+    if idle:
+        missing += [f"Wrapped but not called by this version of the code: {', '.join(idle)}."]
+    if gone:
+        missing += [f"Not in this version of the code: {', '.join(f'`{g}`' for g in gone)}."]
+    if missing:
+        missing.append("")
+    return [
+        "### Where the added CPU goes",
+        "",
+        f"Upkeep on once more, {number(b['events'])} events, each upkeep function wrapped "
+        "(exclusive time: its own, the wrapped functions it calls not included; calls per event "
+        "include those for derived events). `apply_event` took "
+        f"{number(b['apply_us_per_event'], 1)} µs per event so instrumented (upkeep off, not "
+        f'instrumented: {number(off, 1)}). "derived events: applied" is `_follow`: the engine '
+        "applying the band, stage and segment events to the customer's journeys (their own "
+        "upkeep calls are in the other rows).",
+        "",
+        *table(["upkeep function", "µs per event", "calls per event", "share"], rows),
+        *missing,
+    ]
+
+
+def _intel_cprofile(cpu: dict[str, Any]) -> list[str]:
+    c = cpu.get("cprofile")
+    if not c or not c.get("functions"):
+        return []
+    rows = [
+        [
+            f"`{f['function']}`",
+            number(f["us_per_event"], 1),
+            number(f["calls_per_event"], 1),
+            percent(f["share_of_added"]),
+        ]
+        for f in c["functions"][:INTEL_TOP]
+    ]
+    files = [
+        [f"`{f['file']}`", number(f["us_per_event"], 1), percent(f["share_of_added"])]
+        for f in c["files"][:INTEL_TOP]
+    ]
+    us = c["us_per_event"]
+    return [
+        f"cProfile of both configurations over the first {number(c['events'])} events "
+        f"(interleaved; cProfile inflates every call: {number(us['off'], 1)} → "
+        f"{number(us['on'], 1)} µs per event under it): the functions whose own time (tottime) "
+        "grew most with upkeep on, and the same by file.",
+        "",
+        *table(
+            ["function (own time)", "added µs per event", "added calls per event", "share"], rows
+        ),
+        *table(["file", "added µs per event", "share"], files),
+    ]
+
+
+def _intel_e2e_steps(e2e: dict[str, Any]) -> list[str]:
+    kinds = [(k, label) for k, label in DATABASES if e2e.get(k)]
+    if not kinds:
+        return []
+    out = [
+        "### End to end: what upkeep adds per step and per statement",
+        "",
+        "µs per event, upkeep off → on, each step of a batch as section 6 splits it (whole "
+        "stream; orders = `record_orders`, members = `record_membership`), largest addition "
+        "first.",
+        "",
+    ]
+    steps: list[str] = []
+    for kind, _ in kinds:
+        for name in e2e[kind].get("steps", {}):
+            if name not in steps:
+                steps.append(name)
+    rows = [
+        [
+            step,
+            *(
+                f"{_us(s['off'])} → {_us(s['on'])} ({_signed(s['added'])})"
+                if (s := e2e[kind].get("steps", {}).get(step))
+                else "—"
+                for kind, _ in kinds
+            ),
+        ]
+        for step in steps
+    ]
+    out += table(["step", *(label for _, label in kinds)], rows)
+    statements: list[str] = []
+    for kind, _ in kinds:
+        for name, s in e2e[kind].get("statements", {}).items():
+            if abs(s["added"]) >= 0.5 and name not in statements:
+                statements.append(name)
+    if statements:
+        rows = [
+            [
+                f"`{name}`",
+                *(
+                    f"{_us(s['off'])} → {_us(s['on'])} ({_signed(s['added'])})"
+                    if (s := e2e[kind].get("statements", {}).get(name))
+                    else "—"
+                    for kind, _ in kinds
+                ),
+            ]
+            for name in statements[: 2 * INTEL_TOP]
+        ]
+        out += [
+            "SQL statements whose time per event changed by 0.5 µs or more (after the cold "
+            "start), off → on:",
+            "",
+            *table(["statement", *(label for _, label in kinds)], rows),
+        ]
+    return out
+
+
+def _signed(value: float) -> str:
+    return f"+{value:,.1f}" if value >= 0 else f"{value:,.1f}"

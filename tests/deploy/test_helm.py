@@ -201,9 +201,7 @@ def test_config_map_and_secret_feed_ciclo(
         "CICLO_DATABASE_URL",
         "CICLO_SENDGRID_API_KEY",
         "CICLO_UNSUBSCRIBE_SECRET",
-    } & set(data), (
-        "secrets in a ConfigMap"
-    )
+    } & set(data), "secrets in a ConfigMap"
     assert set(data) <= known_settings()
     secrets = {n: s for n, s in by_kind(docs, "Secret").items() if not is_hook(s)}
     for deployment in by_kind(docs, "Deployment").values():
