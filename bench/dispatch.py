@@ -9,15 +9,19 @@ that answers in 50 ms. Everything runs on 127.0.0.1:
 - **Baselines of the same run**, against that fake, with as many requests in flight as dispatch
   may have (its ``send_concurrency``): (1) wrk, a C load generator: the fake's own ceiling (Little's
   law bounds it at concurrency ÷ 50 ms); (2) one Python process that sends the same requests
-  through the same client as dispatch (httpx with ``DispatchWorker``'s limits,
-  ``SendGridProvider.send``, uvloop) and does nothing else (``bench/dispatch_load.py``), pinned to
-  CPU 0: the most one dispatch process can send with this client.
+  through the same client as dispatch (``provider_client``: httpx over the providers' connection
+  slots, at most twice send_concurrency connections, ``SendGridProvider.send``, uvloop) and does
+  nothing else (``bench/dispatch_load.py``), pinned to CPU 0: the most one dispatch process can
+  send with this client; (3) the same through a plain ``httpx.AsyncClient`` (httpx's own pool,
+  same limits), the client dispatch had before.
 - **Dispatch**: N message requests (welcome and cart-reminder marketing email with unsubscribe
   links, transactional order thanks) are put on the embedded bus first; then one real dispatch
   process, ``python -m services.cli serve dispatch`` (what ``ciclo serve dispatch`` runs), pinned
   to CPU 0, drains them: claim, checks and rendering in one transaction, sends to the fake over
   real HTTP, outcomes and message_sent events in a second transaction, offsets committed, the
-  outbox relay publishing to the bus. State in a SQLite file or a fresh PostgreSQL database.
+  outbox relay publishing to the bus; a batch is claimed in chunks of ``claim_chunk``, the sends
+  of one chunk in flight while the next is claimed. State in a SQLite file or a fresh PostgreSQL
+  database.
   The rate counts messages recorded as sent, from the ledger's own timestamps (each batch's
   outcome transaction stamps its rows), after a warm-up of the first ``warmup_share`` of them;
   a run ends when every message is recorded or after ``max_seconds``.
@@ -85,6 +89,7 @@ class DispatchPlan:
     # Not 1,000: Suppressions.find_many ORs one clause per address, and SQLite refuses an
     # expression deeper than 1,000; the batch fails and is retried one message at a time.
     batch_size: int = 500
+    claim_chunk: int = 100  # CICLO_DISPATCH_CLAIM_CHUNK's default
     latency: float = 0.05
     baseline_seconds: float = 6.0
     max_seconds: float = 40.0
@@ -203,7 +208,9 @@ def wrk_ceiling(url: str, body: Path, *, connections: int, seconds: float) -> di
     }
 
 
-def http_only(url: str, *, concurrency: int, seconds: float) -> dict[str, Any]:
+def http_only(
+    url: str, *, concurrency: int, seconds: float, client: str = "dispatch"
+) -> dict[str, Any]:
     argv = [
         PYTHON,
         "-m",
@@ -216,6 +223,8 @@ def http_only(url: str, *, concurrency: int, seconds: float) -> dict[str, Any]:
         str(concurrency),
         "--seconds",
         str(seconds),
+        "--client",
+        client,
     ]
     done = subprocess.run(
         pinned(argv, SERVER_CPU),
@@ -317,11 +326,19 @@ class Run:
     batch_size: int
     messages: int
     profiled: bool = False
+    claim_chunk: int = 100
     samples: list[Sample] = field(default_factory=list)
 
 
 def dispatch_env(
-    *, url: str, bus: Path, fake: str, concurrency: int, batch_size: int, data_dir: Path
+    *,
+    url: str,
+    bus: Path,
+    fake: str,
+    concurrency: int,
+    batch_size: int,
+    data_dir: Path,
+    claim_chunk: int = 100,
 ) -> dict[str, str]:
     """The settings of the dispatch process: an operator's for a 50 ms SendGrid."""
     return ciclo_env(
@@ -334,6 +351,7 @@ def dispatch_env(
         CICLO_SENDGRID_BASE_URL=fake,
         CICLO_SEND_CONCURRENCY=str(concurrency),
         CICLO_DISPATCH_BATCH_SIZE=str(batch_size),
+        CICLO_DISPATCH_CLAIM_CHUNK=str(claim_chunk),
     )
 
 
@@ -399,6 +417,7 @@ def measure(
         concurrency=run.concurrency,
         batch_size=run.batch_size,
         data_dir=folder,
+        claim_chunk=run.claim_chunk,
     )
     serve = ["-m", "services.cli", "serve", "dispatch"]
     profile = folder / "profile.json"
@@ -472,6 +491,7 @@ def summarize(
         "database": run.database,
         "send_concurrency": run.concurrency,
         "batch_size": run.batch_size,
+        "claim_chunk": run.claim_chunk,
         "messages": run.messages,
         "recorded": len(rows),
         "statuses": dict(statuses),
@@ -537,6 +557,12 @@ def run(
                     fake[1], body, connections=concurrency, seconds=plan.baseline_seconds
                 )
                 client = http_only(fake[1], concurrency=concurrency, seconds=plan.baseline_seconds)
+                pool = http_only(
+                    fake[1],
+                    concurrency=concurrency,
+                    seconds=plan.baseline_seconds,
+                    client="httpx",
+                )
             except Exception as exc:
                 errors[f"dispatch.baseline.{key}"] = str(exc)[:2000]
                 continue
@@ -544,20 +570,29 @@ def run(
                 "bound_per_s": round(concurrency / plan.latency, 1),
                 "wrk": wrk,
                 "httpx_only": client,
+                "httpx_pool": pool,
             }
             log(
                 f"baseline c={concurrency}: fake {wrk['requests_per_s']:,}/s with wrk, "
-                f"{client['messages_per_s']:,}/s from one Python process (httpx), "
-                f"{client['cpu_us_per_message']} µs CPU per send"
+                f"{client['messages_per_s']:,}/s from one Python process (dispatch's client), "
+                f"{client['cpu_us_per_message']} µs CPU per send; httpx's own pool "
+                f"{pool['messages_per_s']:,}/s, {pool['cpu_us_per_message']} µs"
             )
         runs = [
-            Run(database, concurrency, plan.batch_size, plan.messages)
+            Run(database, concurrency, plan.batch_size, plan.messages, claim_chunk=plan.claim_chunk)
             for concurrency in plan.concurrencies
             for database in plan.databases
         ]
         if plan.profile and plan.databases:
             runs += [
-                Run(plan.databases[0], c, plan.batch_size, plan.messages, profiled=True)
+                Run(
+                    plan.databases[0],
+                    c,
+                    plan.batch_size,
+                    plan.messages,
+                    profiled=True,
+                    claim_chunk=plan.claim_chunk,
+                )
                 for c in plan.concurrencies
             ]
         for one in runs:
@@ -596,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--databases", default=",".join(default.databases))
     parser.add_argument("--concurrencies", default=",".join(map(str, default.concurrencies)))
     parser.add_argument("--batch-size", type=int, default=default.batch_size)
+    parser.add_argument("--claim-chunk", type=int, default=default.claim_chunk)
     parser.add_argument("--max-seconds", type=float, default=default.max_seconds)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args(argv)
@@ -604,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         databases=tuple(d for d in args.databases.split(",") if d),
         concurrencies=tuple(int(c) for c in args.concurrencies.split(",") if c),
         batch_size=args.batch_size,
+        claim_chunk=args.claim_chunk,
         max_seconds=args.max_seconds,
         profile=not args.no_profile,
     )

@@ -6,10 +6,13 @@
 - :func:`preload`: put them on the embedded bus before the dispatch process starts, so that
   process drains a backlog and its rate is its capacity.
 - ``python -m bench.dispatch_load --url U --concurrency C --seconds S``: the baseline of the same
-  run. One process sends the same SendGrid requests through the same client (``httpx`` with the
-  limits ``DispatchWorker`` sets, ``SendGridProvider.send``, on uvloop as uvicorn runs dispatch)
-  with C sends in flight, and nothing else: no bus, no database, no rendering. Its rate is the
-  most one dispatch process could reach with this client and this provider; prints JSON.
+  run. One process sends the same SendGrid requests through the same client as dispatch
+  (``--client dispatch``: ``provider_client``, httpx over the providers' connection slots, at
+  most twice C connections; ``--client httpx``: a plain ``httpx.AsyncClient`` with httpx's own
+  pool and the same limits, what dispatch used before) and ``SendGridProvider.send``, on uvloop
+  as uvicorn runs dispatch, with C sends in flight, and nothing else: no bus, no database, no
+  rendering. Its rate is the most one dispatch process could reach with that client and this
+  provider; prints JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import httpx
 import uvloop
 
 from services.dispatch.adapters.providers.sendgrid import SendGridProvider
+from services.dispatch.adapters.providers.transport import provider_client
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.messages import Outbound
 from services.dispatch.service_layer.links import SignedLinks
@@ -181,20 +185,37 @@ def _percentile(ordered: list[float], q: float) -> float | None:
     return ordered[min(len(ordered), max(1, math.ceil(q / 100 * len(ordered)))) - 1]
 
 
+Client = Literal["dispatch", "httpx"]
+
+
+def make_client(kind: Client, *, concurrency: int) -> httpx.AsyncClient:
+    """The client dispatch sends through (``dispatch``), or httpx's own pool (``httpx``); both
+    with at most twice ``concurrency`` connections, as ``DispatchWorker`` sets them."""
+    if kind == "dispatch":
+        return provider_client(timeout=10.0, connections=concurrency * 2)
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(10.0),
+        limits=httpx.Limits(
+            max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+        ),
+    )
+
+
 async def http_only(
-    url: str, *, api_key: str, concurrency: int, seconds: float, warmup: float = 1.0
+    url: str,
+    *,
+    api_key: str,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    client_kind: Client = "dispatch",
 ) -> dict[str, Any]:
     """``concurrency`` senders loop over prepared messages for ``warmup`` + ``seconds``; only
     the sends that start after the warm-up count."""
     store = TemplateStore(REPO / "templates")
     links = SignedLinks(public_url=PUBLIC_URL, secret=SECRET)
     messages = [outbound(r, store, links) for r in message_requests(1000)]
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(10.0),
-        limits=httpx.Limits(
-            max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
-        ),
-    )
+    client = make_client(client_kind, concurrency=concurrency)
     provider = SendGridProvider(client, api_key=api_key, base_url=url)
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -230,6 +251,7 @@ async def http_only(
     used = time.process_time() - (cpu_at_start if cpu_at_start is not None else cpu)
     ordered = sorted(latencies)
     return {
+        "client": client_kind,
         "concurrency": concurrency,
         "seconds": round(elapsed, 2),
         "sent": len(latencies),
@@ -255,10 +277,20 @@ def main() -> None:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--client",
+        choices=("dispatch", "httpx"),
+        default="dispatch",
+        help="dispatch's client (provider_client) or a plain httpx.AsyncClient",
+    )
     args = parser.parse_args()
     result = uvloop.run(
         http_only(
-            args.url, api_key=args.api_key, concurrency=args.concurrency, seconds=args.seconds
+            args.url,
+            api_key=args.api_key,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            client_kind=args.client,
         )
     )
     print(json.dumps(result))

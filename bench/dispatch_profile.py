@@ -13,25 +13,34 @@ STEPS = (
     ("render (Liquid, unsubscribe links)", ("Dispatcher._prepare",)),
     (
         "claim: ledger and suppression lookups, insert",
-        ("MessageLedger.statuses", "MessageLedger.insert", "Dispatcher._suppressions"),
+        (
+            "MessageLedger.statuses",
+            "MessageLedger.insert",
+            "Dispatcher._suppressions",
+            "Dispatcher._claim",
+        ),
     ),
     ("record outcomes and outbox rows", ("Dispatcher._finish",)),
-    ("workspace routes and policies", ("ConfiguredRoutes.",)),
+    ("workspace routes and policies", ("ConfiguredRoutes.", "Dispatcher._lookups")),
     ("decode MessageRequests (pydantic)", ("MessageRequest.from_json",)),
     ("bus: poll and commit offsets", ("embedded_consumer.py:", "ConsumerRunner._measure_lag")),
     ("outbox relay to the bus", ("shared/outbox.py:",)),
     ("held-message poller", ("DispatchWorker._release_loop",)),
     ("dispatcher, other", ("Dispatcher.handle", "Dispatcher._send")),
 )
-# Stacks no step claims: the HTTP client's protocol callbacks run from the loop, not the send.
-FALLBACK_STEPS = (
-    ("send: HTTP client I/O callbacks", ("httpx/", "httpcore/", "h11/", "anyio/", "aiohttp/")),
+_HTTP = (
+    "httpx/",
+    "httpcore/",
+    "h11/",
+    "anyio/",
+    "aiohttp/",
+    "providers/transport.py",
+    "providers/network.py",
 )
+# Stacks no step claims: the HTTP client's protocol callbacks run from the loop, not the send.
+FALLBACK_STEPS = (("send: HTTP client I/O callbacks", _HTTP),)
 LIBRARIES = (
-    (
-        "HTTP client (httpx, httpcore, h11, anyio)",
-        ("httpx/", "httpcore/", "h11/", "anyio/", "aiohttp/"),
-    ),
+    ("HTTP client (httpx, httpcore, h11, anyio; the providers' transport)", _HTTP),
     ("failed `import sniffio` (httpcore, per lock)", ("<frozen importlib",)),
     ("SQLAlchemy", ("sqlalchemy/",)),
     ("database driver (asyncpg, aiosqlite)", ("asyncpg/", "aiosqlite/", "sqlite3/")),

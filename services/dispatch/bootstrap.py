@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.registry import build_provider
+from services.dispatch.adapters.providers.transport import provider_client
 from services.dispatch.adapters.routing import ConfiguredRoutes
 from services.dispatch.adapters.tables import outbox
 from services.dispatch.adapters.template_repository import TemplateRenderer
@@ -83,12 +84,9 @@ class DispatchWorker(ConsumerWorker):
     ) -> None:
         self.settings = settings
         self._sessions = session_factory(engine)
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.send_timeout),
-            limits=httpx.Limits(
-                max_connections=settings.send_concurrency * 2,
-                max_keepalive_connections=settings.send_concurrency * 2,
-            ),
+        # Twice the sends in flight: a fallback provider's connections beside the primary's.
+        self.client: httpx.AsyncClient = provider_client(
+            timeout=settings.send_timeout, connections=settings.send_concurrency * 2
         )
         self.config = config or workspace_config(settings, engine)
         self.routes = ConfiguredRoutes(
@@ -108,6 +106,7 @@ class DispatchWorker(ConsumerWorker):
             ambiguous_policy=settings.ambiguous_policy,
             clock=clock,
             hold_over=settings.send_hold_over,
+            claim_chunk=settings.dispatch_claim_chunk,
             links=SignedLinks(
                 public_url=settings.public_url,
                 secret=settings.unsubscribe_secret.get_secret_value(),

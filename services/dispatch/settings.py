@@ -62,6 +62,14 @@ class DispatchSettings(CommonSettings):
         10.0, gt=0, description="Seconds a workspace's providers and settings are cached."
     )
     dispatch_batch_size: int = Field(200, ge=1, le=10_000, description="Requests per batch.")
+    dispatch_claim_chunk: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Requests of a batch claimed per transaction (checked, rendered and written "
+        "as `sending`): the sends of one chunk are in flight while the next is claimed, and each "
+        "chunk's outcomes are recorded as soon as its sends are done.",
+    )
     dispatch_poll_timeout: float = Field(0.5, gt=0, description="Seconds a poll waits.")
 
     @model_validator(mode="after")

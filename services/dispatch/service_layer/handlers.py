@@ -11,8 +11,13 @@
 3. Record every outcome and emit it as an event through the outbox, in one transaction; a message
    that failed for good also goes to the dead-letter topic with its reason.
 
-A ``sending`` row found at claim time means a previous process died mid-send: whether the provider
-got it is unknown, and ``ambiguous_policy`` decides (``skip``: never twice; ``resend``: never lost).
+A batch goes through these steps in chunks of ``claim_chunk`` requests, pipelined: while the sends
+of one chunk are in flight the next chunk is claimed, and each chunk is recorded once its sends
+are done; ``handle`` returns when every chunk is recorded (then the caller commits the offsets).
+
+A ``sending`` row found at claim time means a previous process died mid-send (this process skips
+the messages it is sending itself): whether the provider got it is unknown, and
+``ambiguous_policy`` decides (``skip``: never twice; ``resend``: never lost).
 A transactional provider (the local sink) does all three steps in one transaction: exactly once.
 A ``held`` row is claimed again by one process only (a conditional update) once it is due.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter as Tally
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -64,6 +70,9 @@ REFUSED = Counter(
 FALLBACKS = Counter(
     "ciclo_dispatch_fallback_total", "Sends handed to the fallback provider", ["provider"]
 )
+
+_YIELD_EVERY = 16
+"""Requests claimed between two turns of the event loop."""
 
 _EVENT_TYPES = {
     "sent": "message_sent",
@@ -217,7 +226,10 @@ class Dispatcher:
         clock: Clock,
         links: Links | None = None,
         hold_over: float = 60.0,
+        claim_chunk: int = 100,
     ) -> None:
+        if claim_chunk < 1:
+            raise ValueError("claim_chunk must be at least 1")
         self._uow = uow
         self._renderer = renderer
         self._routes = routes
@@ -227,89 +239,150 @@ class Dispatcher:
         self._clock = clock
         self._links = links
         self._hold_over = hold_over
-        self._batch: tuple[dict[str, DispatchPolicy], dict[tuple[str, str], ResolvedRoute]] = (
-            {},
-            {},
-        )
         """A provider asking us to wait longer than this (Retry-After) gets the message held in
         the ledger and retried by the held-message poller, instead of a send waiting in memory."""
+        self._chunk = claim_chunk
+        """Requests claimed per transaction: the sends of one chunk are in flight while the next
+        is claimed and rendered."""
+        self._writing = asyncio.Lock()
+        """One dispatch transaction at a time in this process: a claim and the recording of an
+        earlier chunk never wait on each other's database lock (SQLite has one writer)."""
+        self._in_flight: set[str] = set()
+        """Messages this process claimed and has not recorded yet. Another ``handle`` running
+        meanwhile (the held-message poller, a next batch) leaves them alone: their ``sending``
+        row is this process's own send, not one a dead process left behind."""
 
     async def handle(self, requests: Sequence[MessageRequest]) -> None:
+        """Claim, send and record ``requests``; returns once every one is recorded (the caller
+        then commits their offsets). The batch goes in chunks of ``claim_chunk``: while one
+        chunk's sends are in flight the next is claimed and rendered, and each chunk's outcomes
+        are recorded as soon as its sends are done. Should a claim fail, the sends already
+        started still finish and are recorded before the error is raised."""
         unique = list({r.message_id: r for r in requests}.values())
-        now = self._clock.now()
+        if not unique:
+            return
         by_id = {r.message_id: r for r in unique}
-        outcomes: list[Outcome] = []
-        claims: list[_Claim] = []
-        # Looked up before the transaction: on SQLite a second connection could not begin while
-        # the batch's transaction holds the write lock.
+        batch = await self._lookups(unique)
+        sending: list[asyncio.Task[None]] = []
+        try:
+            for first in range(0, len(unique), self._chunk):
+                remote = await self._claim(unique[first : first + self._chunk], batch, by_id)
+                if remote:
+                    sending.append(asyncio.create_task(self._send_and_record(remote, by_id)))
+        finally:
+            done = await asyncio.gather(*sending, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _lookups(self, requests: Sequence[MessageRequest]) -> _Lookups:
+        # Looked up before any transaction: on SQLite a second connection could not begin while
+        # a claim's transaction holds the write lock.
         policies = {
-            w: await self._routes.policy(w) for w in sorted({r.workspace_id for r in unique})
+            w: await self._routes.policy(w) for w in sorted({r.workspace_id for r in requests})
         }
         routes: dict[tuple[str, str], ResolvedRoute] = {
             (w, c): await self._routes.route(w, c)
-            for w, c in sorted({(r.workspace_id, r.channel) for r in unique})
+            for w, c in sorted({(r.workspace_id, r.channel) for r in requests})
         }
-        batch = _Lookups(policies, routes)
-        async with self._uow() as uow:
-            known = await uow.ledger.statuses(r.message_id for r in unique)
-            suppressed = await self._suppressions(uow, unique)
-            rows: list[dict[str, Any]] = []
-            for request in unique:
-                prior = known.get(request.message_id)
-                attempts = 0
-                if prior is not None:
-                    status, attempts, not_before = prior
-                    if status == "held":
-                        due = not_before is None or not_before <= now
-                        if not due or not await uow.ledger.release(request.message_id, at=now):
-                            continue  # still held, or another process took it back
-                    elif status != "sending":
-                        continue  # already handled: a redelivered request
-                    elif self._ambiguous_policy == "skip":
-                        current = routes[(request.workspace_id, request.channel)]
-                        AMBIGUOUS.labels(current.primary.name).inc()
-                        outcomes.append(
-                            Outcome(
-                                request.message_id,
-                                "ambiguous",
-                                attempts,
-                                error="process stopped during the send; not resent (policy skip)",
-                            )
-                        )
-                        continue
-                checked = await self._check(uow, batch, request, attempts, now, suppressed)
-                if isinstance(checked, Outcome):
-                    outcomes.append(checked)
-                else:
-                    claims.append(checked)
-                if prior is None:
-                    status = checked.status if isinstance(checked, Outcome) else "sending"
-                    rows.append(self._row(request, status, now))
-            await uow.ledger.insert(rows)
+        return _Lookups(policies, routes)
 
-            # The local sink joins this transaction: its sends are exactly once.
-            remote: list[_Claim] = []
-            for claim in claims:
-                provider = claim.route.primary.provider
-                if is_transactional(provider):
-                    receipt = await provider.send_within(uow.session, claim.outbound)
+    async def _claim(
+        self,
+        requests: Sequence[MessageRequest],
+        batch: _Lookups,
+        by_id: dict[str, MessageRequest],
+    ) -> list[_Claim]:
+        """One transaction: drop what was handled, check and render the rest, write them as
+        ``sending`` (refusals, held messages and the local sink's sends with their outcome).
+        Returns the claims for the HTTP providers, committed and marked in flight."""
+        async with self._writing:
+            async with self._uow() as uow:
+                remote = await self._claim_within(uow, requests, batch, by_id)
+            self._in_flight.update(c.outbound.message_id for c in remote)
+        return remote
+
+    async def _claim_within(
+        self,
+        uow: DispatchUnitOfWork,
+        requests: Sequence[MessageRequest],
+        batch: _Lookups,
+        by_id: dict[str, MessageRequest],
+    ) -> list[_Claim]:
+        outcomes: list[Outcome] = []
+        claims: list[_Claim] = []
+        remote: list[_Claim] = []
+        now = self._clock.now()
+        known = await uow.ledger.statuses(r.message_id for r in requests)
+        suppressed = await self._suppressions(uow, requests)
+        rows: list[dict[str, Any]] = []
+        for n, request in enumerate(requests, 1):
+            if n % _YIELD_EVERY == 0:
+                # Rendering is CPU: let the answers of the sends in flight be read meanwhile,
+                # so their latency (and the rate at a given concurrency) does not suffer.
+                await asyncio.sleep(0)
+            if request.message_id in self._in_flight:
+                continue  # being sent by this process: that send records it
+            prior = known.get(request.message_id)
+            attempts = 0
+            if prior is not None:
+                status, attempts, not_before = prior
+                if status == "held":
+                    due = not_before is None or not_before <= now
+                    if not due or not await uow.ledger.release(request.message_id, at=now):
+                        continue  # still held, or another process took it back
+                elif status != "sending":
+                    continue  # already handled: a redelivered request
+                elif self._ambiguous_policy == "skip":
+                    current = batch.routes[(request.workspace_id, request.channel)]
+                    AMBIGUOUS.labels(current.primary.name).inc()
                     outcomes.append(
                         Outcome(
-                            claim.outbound.message_id,
-                            "sent",
-                            claim.attempts + 1,
-                            receipt.provider_message_id,
-                            provider=provider.name,
+                            request.message_id,
+                            "ambiguous",
+                            attempts,
+                            error="process stopped during the send; not resent (policy skip)",
                         )
                     )
-                else:
-                    remote.append(claim)
-            await self._finish(uow, outcomes, by_id, now)
-        if not remote:
-            return
-        results = await asyncio.gather(*(self._send(c) for c in remote))
-        async with self._uow() as uow:
-            await self._finish(uow, list(results), by_id, self._clock.now())
+                    continue
+            checked = await self._check(uow, batch, request, attempts, now, suppressed)
+            if isinstance(checked, Outcome):
+                outcomes.append(checked)
+            else:
+                claims.append(checked)
+            if prior is None:
+                status = checked.status if isinstance(checked, Outcome) else "sending"
+                rows.append(self._row(request, status, now))
+        await uow.ledger.insert(rows)
+
+        # The local sink joins this transaction: its sends are exactly once.
+        for claim in claims:
+            provider = claim.route.primary.provider
+            if is_transactional(provider):
+                receipt = await provider.send_within(uow.session, claim.outbound)
+                outcomes.append(
+                    Outcome(
+                        claim.outbound.message_id,
+                        "sent",
+                        claim.attempts + 1,
+                        receipt.provider_message_id,
+                        provider=provider.name,
+                    )
+                )
+            else:
+                remote.append(claim)
+        await self._finish(uow, outcomes, by_id, now)
+        return remote
+
+    async def _send_and_record(
+        self, claims: list[_Claim], by_id: dict[str, MessageRequest]
+    ) -> None:
+        try:
+            outcomes = list(await asyncio.gather(*(self._send(c) for c in claims)))
+            async with self._writing, self._uow() as uow:
+                await self._finish(uow, outcomes, by_id, self._clock.now())
+        finally:
+            self._in_flight.difference_update(c.outbound.message_id for c in claims)
 
     async def _check(
         self,
@@ -428,8 +501,8 @@ class Dispatcher:
             )
             await uow.emit(records)
         await uow.commit()
-        for o in outcomes:
-            SENDS.labels(o.provider or "-", o.status).inc()
+        for (provider, status), n in Tally((o.provider or "-", o.status) for o in outcomes).items():
+            SENDS.labels(provider, status).inc(n)
 
     async def _send(self, claim: _Claim) -> Outcome:
         message, attempts = claim.outbound, claim.attempts

@@ -6,9 +6,11 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import httpx
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.domain.messages import Outbound, Receipt
@@ -56,12 +58,25 @@ def raise_for_response(response: httpx.Response, *, provider: str, detail: str) 
 
 
 async def post(
-    client: httpx.AsyncClient, url: str, *, provider: str, **kwargs: object
+    client: httpx.AsyncClient,
+    url: str | httpx.URL,
+    *,
+    provider: str,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    **kwargs: Any,
 ) -> httpx.Response:
     """POST, translating transport errors: a failure before the request left is transient; a
-    timeout or drop after it may have left is ambiguous (the provider may have sent it)."""
+    timeout or drop after it may have left is ambiguous (the provider may have sent it).
+
+    A JSON or raw body with headers is built here (the body encoded by orjson) and handed to
+    ``client.send``, which :class:`~.transport.ProviderClient` sends without the client's
+    per-request machinery; forms, files and auth (``kwargs``) go through ``client.post``."""
     try:
-        return await client.post(url, **kwargs)  # type: ignore[arg-type]
+        if kwargs:
+            return await client.post(url, json=json, content=content, headers=headers, **kwargs)
+        return await client.send(request(client, url, json=json, content=content, headers=headers))
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
         raise TransientSendError(f"{provider} unreachable: {exc!r}") from exc
     except (
@@ -75,6 +90,31 @@ async def post(
         ) from exc
     except httpx.HTTPError as exc:
         raise TransientSendError(f"{provider} request failed: {exc!r}") from exc
+
+
+def request(
+    client: httpx.AsyncClient,
+    url: str | httpx.URL,
+    *,
+    json: Any = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Request:
+    """The POST ``client.post`` would build (the client's headers under ``headers``, its
+    timeouts), without merging a base URL, params or cookies, which the providers never set."""
+    merged = httpx.Headers(client.headers)
+    if headers:
+        merged.update(headers)
+    if json is not None:
+        content = orjson.dumps(json)
+        merged["Content-Type"] = "application/json"
+    return httpx.Request(
+        "POST",
+        url,
+        headers=merged,
+        content=content,
+        extensions={"timeout": client.timeout.as_dict()},
+    )
 
 
 def raise_for_answer(response: httpx.Response, *, provider: str, detail: str) -> None:

@@ -22,7 +22,7 @@ class SendGridProvider:
 
     def __init__(self, client: httpx.AsyncClient, *, api_key: str, base_url: str) -> None:
         self._client = client
-        self._url = base_url.rstrip("/") + "/v3/mail/send"
+        self._url = httpx.URL(base_url.rstrip("/") + "/v3/mail/send")
         self._headers = {"Authorization": f"Bearer {api_key}"}
 
     @classmethod
@@ -61,6 +61,13 @@ class SendGridProvider:
             json=self.body(message),
             headers=self._headers,
         )
+        detail = "" if response.is_success else self._detail(response)
+        raise_for_answer(response, provider=self.name, detail=detail)
+        return Receipt(provider=self.name, provider_message_id=response.headers.get("x-message-id"))
+
+    @staticmethod
+    def _detail(response: httpx.Response) -> str:
+        """What a refusal says: SendGrid's ``errors`` (field: message), else the body."""
         detail = response.text[:500]
         if response.status_code >= 400:
             try:
@@ -71,5 +78,4 @@ class SendGridProvider:
                 )
             except (ValueError, AttributeError):
                 pass
-        raise_for_answer(response, provider=self.name, detail=detail)
-        return Receipt(provider=self.name, provider_message_id=response.headers.get("x-message-id"))
+        return detail
