@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.sink import SinkProvider
-from services.dispatch.adapters.tables import messages, outbox
+from services.dispatch.adapters.tables import messages, outbox, sink
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.policy import DispatchPolicy, QuietHours
 from services.dispatch.service_layer.handlers import (
@@ -180,6 +180,45 @@ async def test_refusals_are_recorded_with_their_reason_and_emitted(
     assert skipped["msg_1"].type == "message_skipped"
     assert skipped["msg_1"].properties["reason"] == "no_consent"
     assert skipped["msg_2"].type == "message_sent"
+
+
+async def test_templates_read_what_customer_intelligence_knew(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    """The recipient snapshot a journey puts on the request (profile, lead, stage, segments,
+    RFM, predictions) are template variables; without it (intelligence off) the same template
+    renders its defaults instead of failing."""
+    (templates / "vip-note").mkdir()
+    (templates / "vip-note" / "subject.liquid").write_text("For you")
+    (templates / "vip-note" / "text.liquid").write_text(
+        "{{ stage | default: 'unknown' }}|{{ lead.band | default: '-' }}|"
+        "{{ lead.score | default: 0 }}|{{ profile.order_count | default: 0 }}|"
+        "{{ rfm.group | default: '-' }}|{{ predictions.p_alive | default: '-' }}|"
+        "{% if segments contains 'vip' %}vip{% else %}regular{% endif %}"
+    )
+    known = request(1).model_copy(
+        update={
+            "template": "vip-note",
+            "recipient": {
+                **request(1).recipient,
+                "profile": {"order_count": 4, "revenue": "310.00"},
+                "lead": {"score": 42.5, "band": "hot"},
+                "stage": "active",
+                "segments": ["big_spender", "vip"],
+                "rfm": {"group": "champions", "r": 5, "f": 4, "m": 5},
+                "predictions": {"p_alive": 0.93},
+            },
+        }
+    )
+    unknown = request(2).model_copy(update={"template": "vip-note"})
+    await make(engine, templates, SinkProvider()).handle([known, unknown])
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(sink.c.message_id, sink.c.text))
+        texts = {r.message_id: r.text for r in rows}
+    assert texts == {
+        "msg_1": "active|hot|42.5|4|champions|0.93|vip",
+        "msg_2": "unknown|-|0|0|-|-|regular",
+    }
 
 
 async def test_quiet_hours_hold_a_message_and_release_it_once(

@@ -375,10 +375,17 @@ async def test_the_default_sample_has_what_every_message_has(api: Api) -> None:
         "parts": {
             "subject": "For {{ customer.email }}",
             "text": "{{ message.id }} {{ event.type }} {{ unsubscribe_url }} {{ preferences_url }}"
-            " {{ segments | size }} {{ scores.rfm | default: 0 }}",
+            " {{ segments | size }} {{ scores.rfm | default: 0 }} {{ stage | default: 'new' }}"
+            " {{ lead.band | default: 'cold' }} {{ profile.order_count | default: 0 }}"
+            " {{ rfm.group | default: '-' }} {{ predictions.p_alive | default: '-' }}",
         },
     }
     assert (await api.put("/v1/templates/everything", body)).status_code == 201
+    # Customer intelligence may be off for a workspace: its values need a default.
+    bare = {"channel": "sms", "parts": {"sms": "You are {{ lead.band }}"}}
+    answer = await api.put("/v1/templates/bare", bare)
+    assert answer.status_code == 422, answer.text
+    assert "lead.band" in answer.json()["error"]["message"]
 
 
 async def test_a_syntax_error_is_refused_naming_part_and_line(api: Api) -> None:

@@ -76,17 +76,25 @@ def part_problems(channel: Channel, parts: Mapping[str, str | None]) -> list[tup
     return problems
 
 
+INTELLIGENCE_OBJECTS = ("profile", "lead", "rfm", "predictions")
+"""What customer intelligence puts in a message request's recipient as objects (besides
+``stage``, a name, and ``segments``, a list): each a template variable, empty when unknown."""
+
+
 def default_sample(channel: Channel) -> dict[str, Any]:
     """The variables every message has, as a check or a preview sees them when the template's
     sample says nothing else. Deliberately lean: a trait that some customers lack (first name)
     is not here, so a template that uses it without ``| default:`` is caught before it fails a
-    real send."""
+    real send. So are customer intelligence's objects empty and ``stage`` nil: a workspace may
+    turn intelligence off, and a message requested before it existed carries none of them."""
     address = {"email": "ana@example.com"} if channel == "email" else {"phone": "+14155550100"}
     return {
         "customer": {"id": "c_sample", **address},
         "event": {"type": "sample", "id": "evt_sample", "properties": {}},
         "message": {"id": "msg_sample", "category": "marketing"},
         "scores": {},
+        **{root: {} for root in INTELLIGENCE_OBJECTS},
+        "stage": None,
         "segments": [],
         "unsubscribe_url": "https://example.com/unsubscribe/sample",
         "preferences_url": "https://example.com/preferences/sample",

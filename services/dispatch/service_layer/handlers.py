@@ -42,6 +42,7 @@ from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.events import event_record
 from services.dispatch.domain.messages import Outbound, Outcome, Rendered
 from services.dispatch.domain.policy import DispatchPolicy, Hold, Refuse, address_of, decide
+from services.dispatch.domain.templates import INTELLIGENCE_OBJECTS
 from services.dispatch.errors import (
     AmbiguousSendError,
     PermanentSendError,
@@ -443,13 +444,17 @@ class Dispatcher:
             headers, links = self._links.for_message(request, address)
             if request.category != "marketing" or request.channel != "email":
                 headers = {}  # List-Unsubscribe belongs on marketing email only
-        traits = request.recipient.get("traits") or {}
+        recipient = request.recipient
         variables: dict[str, Any] = {
-            "customer": {**traits, "id": request.customer_id},
+            "customer": {**(recipient.get("traits") or {}), "id": request.customer_id},
             "event": request.data.get("event", {}),
             "message": {"id": request.message_id, "category": request.category},
-            "scores": request.recipient.get("scores") or {},
-            "segments": request.recipient.get("segments") or [],
+            "scores": recipient.get("scores") or {},
+            # What customer intelligence knew when the journey asked for the message: absent
+            # (empty, stage nil) when the workspace turned it off.
+            **{root: recipient.get(root) or {} for root in INTELLIGENCE_OBJECTS},
+            "stage": recipient.get("stage"),
+            "segments": recipient.get("segments") or [],
             **{k: v for k, v in request.data.items() if k not in ("event",)},
             **links,
         }
