@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import discount_codes as codes_table
 from services.dispatch.domain.template_errors import NoCodeLeft
+from shared.db.upsert import insert_for
 
 _CHUNK = 1000  # rows per INSERT: 6,000 parameters, well within SQLite's and asyncpg's limits
 
@@ -147,8 +147,7 @@ class DiscountCodes:
         (claimed or not, its expiry)."""
         unique = list(dict.fromkeys(codes))
         repeated = len(codes) != len(unique)
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = insert_for(self._session.get_bind().dialect.name)
         inserted: set[str] = set()
         for start in range(0, len(unique), _CHUNK):
             rows = [

@@ -15,11 +15,11 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import suppressions
+from shared.db.upsert import insert_for
 
 Scope = Literal["all", "marketing"]
 Reason = Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
@@ -114,8 +114,7 @@ class Suppressions:
             "customer_id": customer_id,
             "created_at": at,
         }
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = insert_for(self._session.get_bind().dialect.name)
         result = cast(
             CursorResult[Any],
             await self._session.execute(insert(suppressions).values(row).on_conflict_do_nothing()),

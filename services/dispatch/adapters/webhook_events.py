@@ -10,11 +10,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import messages, webhook_events
+from shared.db.upsert import insert_for
 
 # Rows per statement: well inside SQLite's limit on bound parameters (32766) and PostgreSQL's
 # (65535), and small enough to keep one statement quick.
@@ -43,11 +43,7 @@ class WebhookEvents:
         transaction and then finds the row, so exactly one of them gets it."""
         wanted = list(dict.fromkeys(event_ids))
         claimed: set[str] = set()
-        insert = (
-            postgresql.insert
-            if self._session.get_bind().dialect.name == "postgresql"
-            else sqlite.insert
-        )
+        insert = insert_for(self._session.get_bind().dialect.name)
         for start in range(0, len(wanted), _CHUNK):
             rows = [
                 {"provider": provider, "event_id": event_id, "received_at": at}

@@ -15,12 +15,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.tables import providers, workspace_settings
 from services.dispatch.domain.policy import DispatchPolicy
 from services.dispatch.domain.providers import ProviderConfig, parse_config
+from shared.db.upsert import insert_for
 
 Role = Literal["primary", "fallback"]
 
@@ -159,7 +159,7 @@ class WorkspaceConfig:
             "updated_at": now,
         }
         async with self._engine.begin() as conn:
-            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            insert = insert_for(conn.dialect.name)
             stmt = insert(providers).values(row)
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -223,7 +223,7 @@ class WorkspaceConfig:
         policy = self._merge(values)
         row = {"workspace_id": workspace_id, "settings": values, "updated_at": now}
         async with self._engine.begin() as conn:
-            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            insert = insert_for(conn.dialect.name)
             stmt = insert(workspace_settings).values(row)
             await conn.execute(
                 stmt.on_conflict_do_update(
