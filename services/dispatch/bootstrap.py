@@ -23,7 +23,7 @@ from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.adapters.workspace_config import ProviderSetting, WorkspaceConfig
 from services.dispatch.domain.policy import DispatchPolicy
 from services.dispatch.domain.providers import ProviderConfig, SendGridConfig, SinkConfig
-from services.dispatch.service_layer.erasure import erase_customers
+from services.dispatch.service_layer.erasure import erase_customers, prune_erasures
 from services.dispatch.service_layer.handlers import Dispatcher, Sender
 from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
@@ -188,6 +188,7 @@ class DispatchWorker(ConsumerWorker):
                 released = await self.release_held()
                 if pruned_at is None or time.monotonic() - pruned_at > 3600:
                     await prune_webhook_events(self.uow, now=self._clock.now())
+                    await prune_erasures(self.uow, now=self._clock.now())
                     pruned_at = time.monotonic()
             except Exception:
                 log.exception("releasing held messages failed; trying again")

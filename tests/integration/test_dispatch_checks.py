@@ -4,8 +4,10 @@ Retry-After held in the ledger; the admin API for providers, settings and suppre
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.sink import SinkProvider
-from services.dispatch.adapters.tables import messages, outbox, sink
+from services.dispatch.adapters.tables import erasures, messages, outbox, sink
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.policy import DispatchPolicy, QuietHours
+from services.dispatch.service_layer.erasure import KEEP_ERASURES, erase_customers, prune_erasures
 from services.dispatch.service_layer.handlers import (
     Dispatcher,
     FileRenderer,
@@ -30,6 +33,7 @@ from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.runtime import Runtime
 from shared.clock import VirtualClock
+from shared.contracts.erasure import ErasureRequest
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
 from shared.contracts.topics import EVENTS
@@ -219,6 +223,77 @@ async def test_templates_read_what_customer_intelligence_knew(
         "msg_1": "active|hot|42.5|4|champions|0.93|vip",
         "msg_2": "unknown|-|0|0|-|-|regular",
     }
+
+
+def erasure(customer_id: str, *, at: datetime, aliases: tuple[str, ...] = ()) -> ErasureRequest:
+    return ErasureRequest(
+        erasure_id="era_" + customer_id,
+        workspace_id="shop",
+        customer_id=customer_id,
+        aliases=list(aliases),
+        requested_at=at,
+    )
+
+
+async def test_a_request_on_the_bus_at_the_erasure_is_dropped_without_a_trace(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    """Requests made before the customer (or an id merged into them) was erased are neither
+    sent nor recorded; one made after (the person signed up again) goes out."""
+    uow = partial(DispatchUnitOfWork, session_factory(engine))
+    await erase_customers(uow, [erasure("c1", at=NIGHT, aliases=("anon:c2",))])
+    old = request(1, category="transactional")
+    alias = request(2, category="transactional").model_copy(update={"customer_id": "anon:c2"})
+    again = request(3, category="transactional").model_copy(
+        update={"customer_id": "c1", "requested_at": NIGHT + timedelta(minutes=5)}
+    )
+    other = request(4, category="transactional")
+    await make(engine, templates, SinkProvider()).handle([old, alias, again, other])
+
+    assert await ledger(engine) == {"msg_3": ("sent", None), "msg_4": ("sent", None)}
+    assert sorted(e.properties["message_id"] for e in await events(engine)) == ["msg_3", "msg_4"]
+    async with engine.connect() as conn:
+        kept = [tuple(r) for r in await conn.execute(select(erasures))]
+        sunk = sorted(r.message_id for r in await conn.execute(select(sink.c.message_id)))
+    assert sunk == ["msg_3", "msg_4"]
+    # Remembered by hash only, never by id; forgotten after KEEP_ERASURES.
+    assert len(kept) == 2 and not any("c1" in str(v) or "c2" in str(v) for row in kept for v in row)
+    assert await prune_erasures(uow, now=NIGHT + KEEP_ERASURES) == 0
+    assert await prune_erasures(uow, now=NIGHT + KEEP_ERASURES + timedelta(seconds=1)) == 2
+
+
+async def test_a_send_in_flight_during_the_erasure_leaves_no_row_and_no_event(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    """The erasure finds the message still ``sending`` (its row is not recorded yet); when the
+    send comes back, the outcome is not recorded and no event about it leaves."""
+    fake, url = sendgrid
+    fake.faults.latency = 0.3
+    uow = partial(DispatchUnitOfWork, session_factory(engine))
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        policy=DispatchPolicy(quiet_hours={}),
+    )
+    sending = asyncio.create_task(
+        d.handle([request(1, category="transactional"), request(2, category="transactional")])
+    )
+    deadline = asyncio.get_running_loop().time() + 5
+    while asyncio.get_running_loop().time() < deadline:
+        if (await ledger(engine)).get("msg_1", ("",))[0] == "sending":
+            break
+        await asyncio.sleep(0.01)
+    assert (await ledger(engine))["msg_1"][0] == "sending", "the send never started"
+    await erase_customers(uow, [erasure("c1", at=NIGHT)])
+    await sending
+
+    assert sorted(fake.message_ids()) == ["msg_1", "msg_2"]  # it had left already
+    assert await ledger(engine) == {"msg_2": ("sent", None)}
+    assert [e.properties["message_id"] for e in await events(engine)] == ["msg_2"]
 
 
 async def test_quiet_hours_hold_a_message_and_release_it_once(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, String, bindparam, func, insert, select, update
+from sqlalchemy import JSON, String, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dispatch.adapters.tables import messages, sink
+from services.dispatch.adapters.tables import erasures, messages, sink
 from services.dispatch.domain.messages import Outcome
 from shared.db.types import UtcDateTime
+from shared.db.upsert import insert_for
+
+_CHUNK = 500  # ids per IN list: within SQLite's and PostgreSQL's bound-parameter limits
 
 
 class MessageLedger:
@@ -67,6 +71,13 @@ class MessageLedger:
         )
         return rows.scalar_one_or_none()
 
+    async def forget(self, message_ids: Iterable[str]) -> None:
+        """Delete these messages' rows (their customer was erased meanwhile)."""
+        ids = list(message_ids)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            await self._session.execute(delete(messages).where(messages.c.message_id.in_(chunk)))
+
     async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
             await self._session.execute(insert(messages), list(rows))
@@ -105,6 +116,67 @@ _RECORD_OUTCOME = (
         request=bindparam("request", type_=JSON),
     )
 )
+
+
+Customer = tuple[str, str]  # workspace id, customer id
+
+
+def erased_subject(workspace_id: str, customer_id: str) -> str:
+    """How ``dispatch_erasures`` names an erased customer: not the id itself, which the
+    erasure removed everywhere else."""
+    return hashlib.sha256(f"{workspace_id}:{customer_id}".encode()).hexdigest()
+
+
+class ErasedCustomers:
+    """The customers erased lately, each with the time of the erasure request: a message
+    requested for them up to that time is not sent."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def cutoffs(self, customers: Iterable[Customer]) -> dict[Customer, datetime]:
+        """For those of ``customers`` that were erased: when (the latest erasure)."""
+        by_subject = {erased_subject(w, c): (w, c) for w, c in customers}
+        subjects = list(by_subject)
+        found: dict[Customer, datetime] = {}
+        for start in range(0, len(subjects), _CHUNK):
+            rows = await self._session.execute(
+                select(erasures.c.subject, erasures.c.erased_at).where(
+                    erasures.c.subject.in_(subjects[start : start + _CHUNK])
+                )
+            )
+            found.update((by_subject[r.subject], r.erased_at) for r in rows)
+        return found
+
+    async def add(self, workspace_id: str, customer_ids: Iterable[str], *, at: datetime) -> None:
+        """Remember the customers as erased at ``at`` (a later erasure moves the time on)."""
+        rows = [
+            {"subject": erased_subject(workspace_id, c), "erased_at": at}
+            for c in dict.fromkeys(customer_ids)
+        ]
+        if not rows:
+            return
+        stmt = insert_for(self._session.get_bind().dialect.name)(erasures)
+        await self._session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["subject"],
+                set_={
+                    "erased_at": case(
+                        (stmt.excluded.erased_at > erasures.c.erased_at, stmt.excluded.erased_at),
+                        else_=erasures.c.erased_at,
+                    )
+                },
+            ),
+            rows,
+        )
+
+    async def prune(self, *, before: datetime) -> int:
+        """Forget erasures older than ``before``; how many."""
+        result = cast(
+            CursorResult[Any],
+            await self._session.execute(delete(erasures).where(erasures.c.erased_at < before)),
+        )
+        return int(result.rowcount or 0)
 
 
 class SinkMessages:

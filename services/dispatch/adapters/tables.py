@@ -145,4 +145,15 @@ sink = Table(
     Index("ix_dispatch_sink_workspace", "workspace_id", "id"),
 )
 
+# Customers erased (GDPR), by a hash of workspace and customer id: a message request for them
+# that was already on the bus at the erasure is dropped instead of sent (and recorded again).
+# Pruned after ``KEEP_ERASURES``, by when no such request can still be waiting.
+erasures = Table(
+    "dispatch_erasures",
+    metadata,
+    Column("subject", String(64), primary_key=True, doc="sha256 of workspace:customer, hex"),
+    Column("erased_at", UtcDateTime(), nullable=False, doc="the erasure's requested_at"),
+    Index("ix_dispatch_erasures_erased_at", "erased_at"),
+)
+
 outbox = outbox_table(metadata, "dispatch_outbox")

@@ -16,6 +16,12 @@ In one transaction per batch of requests, for the customer and every id merged i
   address comes back, and the list is looked up by address, so a hash in its place would no
   longer match. Only the link to the customer (``customer_id``) is cleared.
 
+And the customer is remembered as erased, by a hash of workspace and id, with the erasure's
+``requested_at`` (``dispatch_erasures``): a message request for them that was already on the bus
+(requested at or before that time) is dropped when it comes, without a ledger row or an event.
+A request whose send was in flight during the erasure is recorded by nobody: its outcome finds
+the customer erased and its row is deleted. The hashes are pruned after ``KEEP_ERASURES``.
+
 Only counts are logged, with the erasure id; never the customer. Handling a request twice
 (a redelivery) finds nothing left the second time.
 """
@@ -25,12 +31,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.dispatch.adapters.repository import ErasedCustomers
 from services.dispatch.adapters.tables import (
     discount_codes,
     messages,
@@ -44,6 +52,9 @@ from shared.contracts.erasure import ErasureRequest
 
 log = logging.getLogger(__name__)
 
+KEEP_ERASURES = timedelta(days=30)
+"""How long an erased customer's hash is kept: longer than a message request can wait on the bus
+(Kafka keeps a topic's records 7 days by default)."""
 _CHUNK = 500  # ids per IN list: within SQLite's and PostgreSQL's bound-parameter limits
 _PATTERNS_CHUNK = 50  # messages per webhook-event delete: 4 LIKEs each, under SQLite's depth
 
@@ -81,6 +92,16 @@ async def erase_customers(
     return results
 
 
+async def prune_erasures(
+    uow: Callable[[], DispatchUnitOfWork], *, now: datetime, keep: timedelta = KEEP_ERASURES
+) -> int:
+    """Forget customers erased more than ``keep`` ago; how many."""
+    async with uow() as u:
+        removed = await u.erased.prune(before=now - keep)
+        await u.commit()
+    return removed
+
+
 class DispatchErasure:
     """The queries of an erasure (the repository of this use case)."""
 
@@ -90,6 +111,8 @@ class DispatchErasure:
     async def erase(self, request: ErasureRequest) -> Erased:
         """Erase one customer in the session's transaction."""
         workspace, ids = request.workspace_id, request.subjects
+        # First, so that a message request for them still on the bus is dropped from now on.
+        await ErasedCustomers(self._session).add(workspace, ids, at=request.requested_at)
         m = messages
         # FOR UPDATE: a held message being released right now is either sent before this
         # transaction takes it, or found gone by the release afterwards (never both).

@@ -72,6 +72,11 @@ FALLBACKS = Counter(
     "ciclo_dispatch_fallback_total", "Sends handed to the fallback provider", ["provider"]
 )
 
+ERASED = Counter(
+    "ciclo_dispatch_erased_total",
+    "Message requests dropped because their customer was erased after requesting them",
+)
+
 _YIELD_EVERY = 16
 """Requests claimed between two turns of the event loop."""
 
@@ -198,6 +203,12 @@ def lane(
     )
 
 
+def _erased_before(request: MessageRequest, erased: dict[tuple[str, str], datetime]) -> bool:
+    """Whether the request's customer was erased at or after the request was made."""
+    cutoff = erased.get((request.workspace_id, request.customer_id))
+    return cutoff is not None and request.requested_at <= cutoff
+
+
 @dataclass(frozen=True, slots=True)
 class _Lookups:
     """A batch's workspace policies and routes, looked up before its transaction."""
@@ -315,6 +326,7 @@ class Dispatcher:
         remote: list[_Claim] = []
         now = self._clock.now()
         known = await uow.ledger.statuses(r.message_id for r in requests)
+        erased = await uow.erased.cutoffs({(r.workspace_id, r.customer_id) for r in requests})
         suppressed = await self._suppressions(uow, requests)
         rows: list[dict[str, Any]] = []
         for n, request in enumerate(requests, 1):
@@ -324,6 +336,9 @@ class Dispatcher:
                 await asyncio.sleep(0)
             if request.message_id in self._in_flight:
                 continue  # being sent by this process: that send records it
+            if _erased_before(request, erased):
+                ERASED.inc()
+                continue  # requested before the customer was erased: never sent, no trace
             prior = known.get(request.message_id)
             attempts = 0
             if prior is not None:
@@ -381,6 +396,18 @@ class Dispatcher:
         try:
             outcomes = list(await asyncio.gather(*(self._send(c) for c in claims)))
             async with self._writing, self._uow() as uow:
+                # Erased while the sends were in flight: the erasure found their rows not yet
+                # recorded; they go now, and no event about them is emitted.
+                erased = await uow.erased.cutoffs(
+                    {(c.request.workspace_id, c.request.customer_id) for c in claims}
+                )
+                if erased:
+                    gone = {
+                        c.request.message_id for c in claims if _erased_before(c.request, erased)
+                    }
+                    await uow.ledger.forget(gone)
+                    ERASED.inc(len(gone))
+                    outcomes = [o for o in outcomes if o.message_id not in gone]
                 await self._finish(uow, outcomes, by_id, self._clock.now())
         finally:
             self._in_flight.difference_update(c.outbound.message_id for c in claims)
