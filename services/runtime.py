@@ -30,6 +30,7 @@ from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
 from services.ingest.catalogue import UNION_TAGS
+from services.ingest.erasure import IngestErasures
 from services.ingest.segment import segment_router
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks.routes import webhooks_router
@@ -75,6 +76,7 @@ class Runtime:
     keys: KeyStore = field(init=False)
     journey_worker: JourneyWorker | None = field(init=False, default=None)
     dispatch_worker: DispatchWorker | None = field(init=False, default=None)
+    ingest_erasures: IngestErasures | None = field(init=False, default=None)
     dispatch_config: WorkspaceConfig | None = field(init=False, default=None)
     dispatch_renderer: TemplateRenderer | None = field(init=False, default=None)
     _file_catalog: JourneyCatalog | None = field(init=False, default=None)
@@ -101,6 +103,9 @@ class Runtime:
             await upgrade(self.server.resolved_database_url(), components_for(self.services))
         await self.bus.start()
         await ensure_standard_topics(self.bus, self.server)
+        if self.ingest is not None:
+            self.ingest_erasures = IngestErasures(engine=self.engine, bus=self.bus)
+            await self.ingest_erasures.start()
         if self.journey is not None:
             self.journey_worker = JourneyWorker(
                 self.journey, engine=self.engine, bus=self.bus, clock=self.clock
@@ -126,6 +131,8 @@ class Runtime:
             await self.journey_worker.stop()
         if self.dispatch_worker is not None:
             await self.dispatch_worker.stop()
+        if self.ingest_erasures is not None:
+            await self.ingest_erasures.stop()
         await self.bus.close()
         await self.engine.dispose()
 
@@ -145,6 +152,11 @@ class Runtime:
         if worker is None:
             raise RuntimeError("not started")
         await worker.check()
+
+    async def _ingest_ready(self) -> None:
+        if self.ingest_erasures is None:
+            raise RuntimeError("not started")
+        await self.ingest_erasures.check()
 
     async def _database_ready(self) -> None:
         async with self.engine.connect() as conn:
@@ -186,6 +198,8 @@ class Runtime:
                 max_age=600,
             )
         checks = {"database": self._database_ready, "bus": self.bus.ping}
+        if "ingest" in self.services:
+            checks["ingest"] = self._ingest_ready
         if "journey" in self.services:
             checks["journey"] = lambda: self._worker_ready(self.journey_worker)
         if "dispatch" in self.services:

@@ -8,7 +8,7 @@ EVENTS = "ciclo.events"
 MESSAGES = "ciclo.messages"
 ERASURES = "ciclo.erasures"
 
-GROUPS = ("journey", "dispatch", "dispatch-erasure")
+GROUPS = ("journey", "dispatch", "dispatch-erasure", "ingest-erasure")
 """Every consumer group Ciclo runs: each has a dead-letter topic."""
 
 

@@ -157,7 +157,7 @@ async def test_health_and_metrics(api) -> None:  # type: ignore[no-untyped-def]
     assert (await client.get("/livez")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": "ok", "bus": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "bus": "ok", "ingest": "ok"}
     await client.post(
         "/v1/events", headers=auth(keys["ingest"]), json={"type": "x", "customer_id": "c"}
     )

@@ -34,6 +34,8 @@ from services.ingest.webhooks.store import WebhookStore
 from services.runtime import Runtime
 from shared.bus.ports import OutgoingRecord
 from shared.clock import SystemClock
+from shared.contracts.erasure import ErasureRequest
+from shared.contracts.topics import ERASURES
 from shared.db.engine import create_engine
 from shared.errors import BusError
 from shared.settings import ServerSettings
@@ -317,6 +319,49 @@ async def test_a_refund_reaches_the_customer_who_placed_the_order(shop: Shop) ->
     assert refunded.type == "order_refunded"
     assert refunded.customer_id == placed.customer_id == "7208335310865"
     assert refunded.key == placed.key  # same partition: the refund follows the order in order
+
+
+async def test_an_erased_customer_is_no_longer_the_owner_of_their_orders(shop: Shop) -> None:
+    """The erasure request (ciclo.erasures, ingest's own consumer group) deletes the order map's
+    rows of the customer and of their aliases: a refund arriving afterwards is published as an
+    order nobody is known to own, not under the erased id."""
+    order = body_of("shopify/orders_create.json")
+    await shop.client.post("/v1/webhooks/shopify/shop", content=order, headers=shopify(order))
+    [placed] = await published(shop.runtime, 1)
+    order_id = str(json.loads(order)["id"])
+    assert await shop.store.order_owner("shop", "shopify", order_id) is not None
+    other = Delivery(source="shopify", topic="orders/create", delivery_id="d-other")
+    await shop.store.record(
+        "shop", other, received_at=NOW, orders=[("9", Identity(anonymous_id="v-9"))]
+    )
+
+    erasure = ErasureRequest(
+        erasure_id="era_ingest",
+        workspace_id="shop",
+        customer_id=str(placed.customer_id),
+        aliases=["anon:v-9"],
+        requested_at=NOW,
+    )
+    await shop.runtime.bus.publisher().publish(
+        [OutgoingRecord(ERASURES, erasure.key, erasure.to_json(), erasure.headers())]
+    )
+    deadline = asyncio.get_running_loop().time() + 10
+    while asyncio.get_running_loop().time() < deadline:
+        if await shop.store.order_owner("shop", "shopify", order_id) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert await shop.store.order_owner("shop", "shopify", order_id) is None
+    assert await shop.store.order_owner("shop", "shopify", "9") is None
+
+    refund = body_of("shopify/refunds_create.json")
+    answer = await shop.client.post(
+        "/v1/webhooks/shopify/shop", content=refund, headers=shopify(refund, topic="refunds/create")
+    )
+    assert answer.status_code == 200
+    _, refunded = await published(shop.runtime, 2)
+    assert refunded.type == "order_refunded"
+    assert refunded.customer_id is None
+    assert refunded.anonymous_id == f"shopify:order:{order_id}"
 
 
 async def test_a_completed_checkout_is_acknowledged_and_skipped(shop: Shop) -> None:
