@@ -342,6 +342,25 @@ async def test_an_anonymous_customer_is_addressed_as_anon(api: Api) -> None:
     assert (await api.get("/v1/customers/visitor-9")).status_code == 404
 
 
+async def test_an_id_with_slashes_is_addressable_as_it_is_or_encoded(api: Api) -> None:
+    """Shopify's customer ids are ``gid://shopify/Customer/<n>``: the path takes them whole,
+    and the sub-resources after them still resolve."""
+    gid = "gid://shopify/Customer/7208335310865"
+    await api.apply([event("e-gid", "signup", NOW - timedelta(hours=1), customer=gid)])
+    for path in (f"/v1/customers/{gid}", "/v1/customers/" + gid.replace("/", "%2F")):
+        answer = await api.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert answer.json()["id"] == gid
+    export = await api.get(f"/v1/customers/{gid}/export")
+    assert export.status_code == 200 and export.json()["customer_id"] == gid
+    runs = await api.get(f"/v1/customers/{gid}/journeys")
+    assert runs.status_code == 200, runs.text
+    assert {r["journey_id"] for r in runs.json()["runs"]} == {"welcome", "nurture"}
+    erased = await api.client.delete(f"/v1/customers/{gid}", headers=api.auth())
+    assert erased.status_code == 202
+    assert (await api.get(f"/v1/customers/{gid}")).status_code == 404
+
+
 async def test_an_unknown_customer_is_404_naming_it(api: Api) -> None:
     await api.apply(ANA)
     for path in ("/v1/customers/nobody", "/v1/customers/nobody/export"):

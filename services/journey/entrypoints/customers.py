@@ -205,7 +205,7 @@ def customers_router(*, engine: AsyncEngine, clock: Clock) -> APIRouter:
         )
 
     @router.get(
-        "/customers/{customer_id}",
+        "/customers/{customer_id:customer}",
         response_model=CustomerOut,
         tags=["customers"],
         summary="A customer: profile, lead score, stage, segments, predictions, runs, timeline",
@@ -223,7 +223,7 @@ def customers_router(*, engine: AsyncEngine, clock: Clock) -> APIRouter:
         return found
 
     @router.get(
-        "/customers/{customer_id}/export",
+        "/customers/{customer_id:path}/export",
         response_model=ExportOut,
         tags=["customers"],
         summary="Everything held on a customer, as JSON (data-subject access request)",
@@ -252,7 +252,7 @@ def customers_router(*, engine: AsyncEngine, clock: Clock) -> APIRouter:
         )
 
     @router.delete(
-        "/customers/{customer_id}",
+        "/customers/{customer_id:customer}",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=ErasureOut,
         tags=["customers"],

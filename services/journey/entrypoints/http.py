@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.convertors import Convertor, register_url_convertor
 
 from services.journey.adapters import stats as stats_adapter
 from services.journey.adapters import workspace_settings as settings_adapter
@@ -54,9 +55,31 @@ CustomerId = Annotated[
         min_length=1,
         max_length=210,
         pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="The customer's id (as sent in events).",
+        description="The customer's id (as sent in events). Slashes are part of it "
+        "(`gid://shopify/Customer/1`), written as they are or as `%2F`.",
     ),
 ]
+
+CUSTOMER_SUBRESOURCES = ("export", "journeys")
+"""What may follow a customer id in a path (``/v1/customers/{id}/export``)."""
+
+
+class CustomerPath(Convertor[str]):
+    """A customer id in a route's path (``{customer_id:customer}``), slashes included: Shopify's
+    ids are ``gid://shopify/Customer/1``, and a client's ``%2F`` arrives decoded. So that
+    ``/v1/customers/{id}/export`` is never read as the customer ``…/export``, an id here never
+    ends with a sub-resource; the sub-resource routes take the id as ``{customer_id:path}``."""
+
+    regex = "(?!.*/(?:" + "|".join(CUSTOMER_SUBRESOURCES) + ")$).+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("customer", CustomerPath())
 
 
 # ── Bodies ────────────────────────────────────────────────────────────────────────────────────
@@ -468,7 +491,7 @@ def journeys_router(
     # ── A customer's runs ──
 
     @router.get(
-        "/customers/{customer_id}/journeys",
+        "/customers/{customer_id:path}/journeys",
         response_model=CustomerRuns,
         tags=["customers"],
         summary="A customer's journey runs with their latest activity",
