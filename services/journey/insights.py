@@ -37,7 +37,6 @@ from typing import Any, Final
 import numpy as np
 from prometheus_client import Counter, Histogram
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.adapters.tables import customers, insight_runs, orders
@@ -49,6 +48,7 @@ from services.journey.service_layer.sources import Catalogs, IntelSource, Polici
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.clock import Clock
 from shared.db.engine import session_factory
+from shared.db.upsert import insert_for
 from shared.tenancy.tables import workspaces
 
 log = logging.getLogger(__name__)
@@ -579,8 +579,7 @@ class InsightScheduler:
         r = insight_runs
         async with self._engine.begin() as conn:
             if previous is None:
-                dialect = conn.dialect.name
-                insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(r)
+                insert = insert_for(conn.dialect.name)(r)
                 statement: Any = insert.values(
                     workspace_id=workspace_id, ran_at=now, as_of=now, customers=0, report=None
                 ).on_conflict_do_nothing(index_elements=["workspace_id"])
@@ -672,8 +671,7 @@ class InsightScheduler:
         r = insight_runs
         values = {"ran_at": ran_at, "as_of": ran_at, "customers": customers, "report": report}
         async with self._engine.begin() as conn:
-            dialect = conn.dialect.name
-            insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(r)
+            insert = insert_for(conn.dialect.name)(r)
             await conn.execute(
                 insert.values(workspace_id=workspace_id, **values).on_conflict_do_update(
                     index_elements=["workspace_id"], set_=values

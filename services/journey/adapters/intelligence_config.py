@@ -28,7 +28,6 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import Table, delete, func, null, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.journey.adapters.tables import intelligence_settings, segment_members, segments
@@ -38,6 +37,7 @@ from services.journey.domain.intelligence import Intelligence
 from services.journey.domain.lifecycle import LifecycleRules
 from services.journey.domain.scoring import ScoreRules
 from services.journey.domain.segments import InvalidSegment, SegmentDefinition, parse_segment
+from shared.db.upsert import insert_for
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def default_score_rules_document() -> dict[str, Any]:
 
 
 def _insert(conn: AsyncConnection, table: Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    return insert_for(conn.dialect.name)(table)
 
 
 async def settings_row(conn: AsyncConnection, workspace: str) -> Mapping[str, Any] | None:
