@@ -32,7 +32,7 @@ from services.dispatch.webhooks.recorder import prune_webhook_events
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
 from shared.consumer import ConsumerRunner
-from shared.contracts.erasure import ErasureRequest
+from shared.contracts.erasure import decode_erasures
 from shared.contracts.messages import MessageRequest
 from shared.contracts.topics import ERASURES, MESSAGES
 from shared.db.engine import session_factory
@@ -154,13 +154,7 @@ class DispatchWorker(ConsumerWorker):
         self.relay.notify()
 
     async def handle_erasures(self, records: Sequence[ConsumedRecord]) -> None:
-        requests = []
-        for record in records:
-            try:
-                requests.append(ErasureRequest.from_json(record.value))
-            except ValidationError as exc:
-                raise PoisonRecordError(f"not an ErasureRequest v1: {exc.errors()[:3]}") from exc
-        await erase_customers(self.uow, requests)
+        await erase_customers(self.uow, decode_erasures(records))
 
     async def release_held(self) -> int:
         """Send the held messages whose time has come (quiet hours over, Retry-After passed)."""

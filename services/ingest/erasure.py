@@ -20,16 +20,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from pydantic import ValidationError
 from sqlalchemy import delete, or_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.tables import webhook_orders
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.consumer import ConsumerRunner
-from shared.contracts.erasure import ErasureRequest
+from shared.contracts.erasure import ErasureRequest, decode_erasures
 from shared.contracts.topics import ERASURES
-from shared.errors import PoisonRecordError
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +85,7 @@ class IngestErasures:
         self._task: asyncio.Task[None] | None = None
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
-        requests = []
-        for record in records:
-            try:
-                requests.append(ErasureRequest.from_json(record.value))
-            except ValidationError as exc:
-                raise PoisonRecordError(f"not an ErasureRequest v1: {exc.errors()[:3]}") from exc
-        await erase_orders(self._engine, requests)
+        await erase_orders(self._engine, decode_erasures(records))
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.runner.run(), name=f"{ERASURE_GROUP}-consumer")
