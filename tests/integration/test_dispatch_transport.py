@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -412,6 +413,133 @@ async def test_sendgrid_through_the_dispatch_client() -> None:
     assert mail["subject"] == "Hi Ana — €5 off"
     assert mail["from"] == {"email": "shop@example.com", "name": "Shop, Inc."}
     assert mail["headers"] == {"List-Unsubscribe": "<https://example.com/u/t>"}
+
+
+class _Recorded(httpcore.AsyncNetworkStream):
+    """A network stream that keeps what each write was given."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, writes: list[bytes]) -> None:
+        self._stream = stream
+        self._writes = writes
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._writes.append(buffer)
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    def get_extra_info(self, info: str) -> object:
+        return self._stream.get_extra_info(info)
+
+
+class _RecordingBackend(AsyncioBackend):
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    async def connect_tcp(self, *args: object, **kwargs: object) -> httpcore.AsyncNetworkStream:
+        stream = await super().connect_tcp(*args, **kwargs)  # type: ignore[arg-type]
+        return _Recorded(stream, self.writes)
+
+
+async def test_the_request_goes_out_in_one_write(server: RawServer) -> None:
+    """Head and body in one write: one system call, one packet for a small request."""
+    backend = _RecordingBackend()
+    async with client(backend) as c:
+        for n in range(3):
+            response = await post(c, server.url, provider="test", json={"n": n})
+            assert response.status_code == 202
+    assert len(backend.writes) == 3
+    assert [w.endswith(b'\r\n\r\n{"n":%d}' % n) for n, w in enumerate(backend.writes)] == [True] * 3
+    assert server.requests == backend.writes
+
+
+async def test_a_large_body_arrives_whole(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend
+) -> None:
+    body = bytes(range(256)) * 1024  # 256 KiB: written in several parts
+    async with client(backend) as c:
+        response = await post(c, server.url, provider="test", content=body)
+        assert response.status_code == 202
+    assert server.requests[0].endswith(b"\r\n\r\n" + body)
+
+
+async def test_a_header_with_a_line_break_never_leaves(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend
+) -> None:
+    async with client(backend) as c:
+        with pytest.raises(TransientSendError, match="LocalProtocolError"):
+            await post(c, server.url, provider="test", json={}, headers={"X-Key": "k\r\nX-Evil: 1"})
+        assert c.slots.in_use == 0
+        # The connection it would have used was closed; the next request gets another.
+        assert (await post(c, server.url, provider="test", json={})).status_code == 202
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer_bytes",
+    [
+        # chunked
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4\r\n{"a"\r\n3\r\n:1}\r\n0\r\n\r\n',
+        # an informational answer first
+        b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 7\r\n\r\n{"a":1}',
+    ],
+    ids=["chunked", "100-continue"],
+)
+async def test_answers_framed_otherwise_are_read_whole_and_the_connection_kept(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend, answer_bytes: bytes
+) -> None:
+    async def framed(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer_bytes)
+        await writer.drain()
+        return True
+
+    server.behaviour = framed
+    async with client(backend) as c:
+        for _ in range(2):
+            response = await post(c, server.url, provider="test", json={})
+            assert (response.status_code, response.json()) == (202, {"a": 1})
+    assert server.connections == 1
+
+
+async def test_an_answer_ended_by_closing_is_read_whole(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend
+) -> None:
+    async def until_close(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n\r\n{}")
+        await writer.drain()
+        return False  # closes: the end of the body
+
+    server.behaviour = until_close
+    async with client(backend) as c:
+        for _ in range(2):
+            response = await post(c, server.url, provider="test", json={})
+            assert (response.status_code, response.json()) == (202, {})
+        assert (c.slots.in_use, c.slots.idle) == (0, 0)
+    assert server.connections == 2
+
+
+async def test_a_compressed_answer_is_decoded(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend
+) -> None:
+    body = gzip.compress(b'{"id":"m-9"}')
+
+    async def gzipped(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        await writer.drain()
+        return True
+
+    server.behaviour = gzipped
+    async with client(backend) as c:
+        response = await post(c, server.url, provider="test", json={})
+    assert response.json() == {"id": "m-9"}
 
 
 def test_at_least_one_connection() -> None:

@@ -1,5 +1,5 @@
-"""The HTTP client of the providers: httpx, with a connection pool that costs the same at 500
-connections as at 5.
+"""The HTTP client of the providers: httpx, with a transport that costs the same at 500
+connections as at 5, and little per request.
 
 httpx's own pool (``httpcore.AsyncConnectionPool``) decides which connection takes a request by
 scanning its whole list of connections, and for each idle one builds the list again, when a
@@ -8,26 +8,38 @@ system call per connection to see whether it went stale. At the concurrency a 50
 needs (hundreds of sends in flight) that scan, not the network, is where a dispatch process spent
 its CPU (bench/results.md §7: 36 sends/s at 256 in flight).
 
-:class:`ConnectionSlots` is an httpx transport that keeps httpx's HTTP engine — httpcore's
-``AsyncHTTPConnection`` (HTTP/1.1 over h11, TLS, keep-alive expiry, stale-connection checks) —
-and replaces only the pool: idle connections wait in a list per origin, taking and returning one
-is O(1), and the most recently returned is taken first, so the connections in use stay warm and
-the others expire after ``keepalive_expiry``. The connections run on :mod:`.network`'s asyncio
-backend unless another httpcore network backend is given. httpcore's errors become httpx's, as
-in ``httpx.AsyncHTTPTransport``.
+:class:`ConnectionSlots` is an httpx transport with a pool of its own: idle connections wait in
+a list per origin, taking and returning one is O(1), and the most recently returned is taken
+first, so the connections in use stay warm and the others expire after ``keepalive_expiry``.
+
+Each connection speaks HTTP/1.1 through h11, the protocol engine httpcore uses (it writes the
+request, validating every header, and parses the answer: status line, headers, Content-Length
+or chunked bodies, keep-alive or close), over an httpcore network stream (:mod:`.network`'s
+asyncio backend unless another is given; TLS as httpcore opens it). What the connection does
+itself is what httpcore's ``AsyncHTTP11Connection`` does around h11, without its per-request
+machinery: httpcore takes an anyio lock three times per request (each a shielded ``sleep(0)``, a
+turn of the event loop) and wraps every step in trace and exception-mapping context managers,
+which together cost about as much CPU as h11 and the socket. Here a connection is lent to one
+request at a time, so it needs no lock; the request goes out in one write (head and body); the
+answer is read whole, as the providers read it, and the connection goes back to the pool before
+the answer is returned. Network errors are httpcore's and h11's errors are mapped to httpcore's,
+and all become httpx's as in ``httpx.AsyncHTTPTransport``: a failure before anything was sent is a
+connect error, a timeout or a dropped connection after the request left is a read/write timeout
+or a remote protocol error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
+import h11
 import httpcore
 import httpx
 
@@ -40,6 +52,11 @@ if TYPE_CHECKING:
 _httpx_log = logging.getLogger("httpx")
 
 _Origin = tuple[bytes, bytes, int]
+
+_READ_BYTES = 64 * 1024
+"""Bytes asked of the network per read, and written at most per write of a streamed body."""
+_MAX_HEAD = 100 * 1024
+"""The largest answer head h11 accepts (httpcore's setting)."""
 
 # httpcore's errors and httpx's, most specific first within each family (httpx's own table).
 _ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
@@ -68,33 +85,106 @@ def _translate(exc: Exception, request: httpx.Request) -> NoReturn:
     raise exc
 
 
-class _Body(httpx.AsyncByteStream):
-    """An answer's body that hands its connection back once closed (httpx closes it when the
-    body has been read, or when the request fails or is cancelled)."""
+class _Connection:
+    """One HTTP/1.1 connection, lent to one request at a time."""
 
-    __slots__ = ("_release", "_request", "_stream")
+    __slots__ = ("_ended", "_expire_at", "_expiry", "_h11", "_stream", "closed")
 
-    def __init__(self, stream: Any, request: httpx.Request, release: Callable[[], None]) -> None:
+    def __init__(self, stream: httpcore.AsyncNetworkStream, expiry: float) -> None:
         self._stream = stream
-        self._request = request
-        self._release: Callable[[], None] | None = release
+        self._expiry = expiry
+        self._expire_at: float | None = None
+        self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        self._ended = False  # the server closed its side
+        self.closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def fit(self) -> bool:
+        """Whether an idle connection can take a request: open, within its keep-alive expiry,
+        and with nothing from the server waiting (an idle connection can only receive its end,
+        when the server closed it)."""
+        if self.closed or (self._expire_at is not None and time.monotonic() > self._expire_at):
+            return False
+        return not self._stream.get_extra_info("is_readable")
+
+    async def exchange(self, request: httpx.Request) -> tuple[h11.Response, bytes]:
+        """Send ``request`` and read the whole answer. The connection stays open for another
+        request only when both sides ended their message cleanly; an error or a cancellation
+        closes it (what was left on it is unknown)."""
+        timeouts = request.extensions.get("timeout", {})
+        self._expire_at = None
         try:
-            async for part in self._stream:
-                yield part
-        except Exception as exc:
-            _translate(exc, self._request)
+            await self._send(request, timeouts.get("write"))
+            answer = await self._receive(timeouts.get("read"))
+        except BaseException:
+            await self.aclose()
+            raise
+        state = self._h11
+        if state.our_state is h11.DONE and state.their_state is h11.DONE and not self._ended:
+            state.start_next_cycle()
+            self._expire_at = time.monotonic() + self._expiry
+        else:  # Connection: close, or a body the server did not wait for
+            await self.aclose()
+        return answer
+
+    async def _send(self, request: httpx.Request, timeout: float | None) -> None:
+        state = self._h11
+        try:
+            # As httpcore: a write error is left for the answer to explain, since the server
+            # may have answered and closed before reading the whole request (a body it refuses).
+            with contextlib.suppress(httpcore.WriteError):
+                out = bytearray(
+                    state.send(
+                        h11.Request(
+                            method=request.method,
+                            target=request.url.raw_path,
+                            headers=request.headers.raw,
+                        )
+                    )
+                    or b""
+                )
+                async for chunk in request.stream:  # type: ignore[union-attr]  # async client
+                    out += state.send(h11.Data(data=chunk)) or b""
+                    if len(out) >= _READ_BYTES:
+                        await self._stream.write(bytes(out), timeout=timeout)
+                        out.clear()
+                out += state.send(h11.EndOfMessage()) or b""
+                await self._stream.write(bytes(out), timeout=timeout)
+        except h11.LocalProtocolError as exc:  # e.g. a header holding a line break
+            raise httpcore.LocalProtocolError(str(exc)) from exc
+
+    async def _receive(self, timeout: float | None) -> tuple[h11.Response, bytes]:
+        state = self._h11
+        head: h11.Response | None = None
+        body = bytearray()
+        while True:
+            try:
+                event = state.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpcore.RemoteProtocolError(str(exc)) from exc
+            if event is h11.NEED_DATA:
+                data = await self._stream.read(_READ_BYTES, timeout=timeout)
+                if not data:
+                    if state.their_state is h11.SEND_RESPONSE:
+                        raise httpcore.RemoteProtocolError(
+                            "Server disconnected without sending a response."
+                        )
+                    self._ended = True  # a body that ends with the connection
+                state.receive_data(data)
+            elif isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                if head is None:  # pragma: no cover - h11 ends a message after its head
+                    raise httpcore.RemoteProtocolError("an answer without a status line")
+                return head, bytes(body)
+            elif not isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
+                raise httpcore.RemoteProtocolError(f"unexpected {event!r} from the server")
 
     async def aclose(self) -> None:
-        release, self._release = self._release, None
-        try:
+        if not self.closed:
+            self.closed = True
             await self._stream.aclose()
-        except Exception as exc:
-            _translate(exc, self._request)
-        finally:
-            if release is not None:
-                release()
 
 
 class ConnectionSlots(httpx.AsyncBaseTransport):
@@ -115,10 +205,11 @@ class ConnectionSlots(httpx.AsyncBaseTransport):
         self._expiry = keepalive_expiry
         self._backend = network_backend or AsyncioBackend()
         # One TLS context for every connection (each would otherwise load the CA bundle):
-        # httpx's default (certifi's CAs), or the caller's (a private CA).
+        # httpx's default (certifi's CAs), or the caller's (a private CA). HTTP/1.1 only.
         self._ssl = verify or httpx.create_ssl_context()
+        self._ssl.set_alpn_protocols(["http/1.1"])
         self._free = asyncio.Semaphore(connections)
-        self._idle: dict[_Origin, list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle: dict[_Origin, list[_Connection]] = {}
         self._open = 0  # connections that exist, idle or lent
         self._closed = False
 
@@ -132,53 +223,28 @@ class ConnectionSlots(httpx.AsyncBaseTransport):
         return sum(len(idle) for idle in self._idle.values())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """The answer, read whole (its connection is back in the pool when it returns)."""
         if self._closed:
             raise RuntimeError("the transport is closed")
         url = request.url
         port = url.port or (443 if url.raw_scheme == b"https" else 80)
         origin: _Origin = (url.raw_scheme, url.raw_host, port)
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(
-                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
-            ),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
         await self._acquire(request)
-        connection: httpcore.AsyncHTTPConnection | None = None
         try:
-            for _ in range(3):
-                connection = await self._take(origin)
-                try:
-                    response = await connection.handle_async_request(core)
-                    break
-                except httpcore.ConnectionNotAvailable:
-                    # Closed between the check and the request: nothing was sent, take another.
-                    stale, connection = connection, None
-                    self._open -= 1
-                    await stale.aclose()
-            else:
-                raise httpx.ConnectError("no usable connection", request=request)
-        except BaseException as exc:
-            if connection is not None:
+            connection = await self._take(origin, request)
+            try:
+                head, body = await connection.exchange(request)
+            finally:
                 self._give_back(origin, connection)
+        except Exception as exc:
+            _translate(exc, request)
+        finally:
             self._free.release()
-            if isinstance(exc, Exception):
-                _translate(exc, request)
-            raise
-        taken = connection
-
-        def release() -> None:
-            self._give_back(origin, taken)
-            self._free.release()
-
         return httpx.Response(
-            status_code=response.status,
-            headers=response.headers,
-            stream=_Body(response.stream, request, release),
-            extensions=response.extensions,
+            status_code=head.status_code,
+            headers=head.headers.raw_items(),
+            stream=httpx.ByteStream(body),
+            extensions={"http_version": b"HTTP/" + head.http_version, "reason_phrase": head.reason},
         )
 
     async def _acquire(self, request: httpx.Request) -> None:
@@ -195,13 +261,13 @@ class ConnectionSlots(httpx.AsyncBaseTransport):
                 request=request,
             ) from exc
 
-    async def _take(self, origin: _Origin) -> httpcore.AsyncHTTPConnection:
+    async def _take(self, origin: _Origin, request: httpx.Request) -> _Connection:
         """An idle connection to ``origin`` still fit for use, else a new one (replacing the
         least recently used idle connection to another origin when all exist)."""
         idle = self._idle.get(origin)
         while idle:
             connection = idle.pop()
-            if not (connection.is_closed() or connection.has_expired()):
+            if connection.fit():
                 return connection
             self._open -= 1
             await connection.aclose()
@@ -212,16 +278,36 @@ class ConnectionSlots(httpx.AsyncBaseTransport):
                     await other.pop(0).aclose()
                     break
         self._open += 1
-        scheme, host, port = origin
-        return httpcore.AsyncHTTPConnection(
-            origin=httpcore.Origin(scheme, host, port),
-            ssl_context=self._ssl,
-            keepalive_expiry=self._expiry,
-            network_backend=self._backend,
-        )
+        try:
+            return await self._connect(origin, request)
+        except BaseException:
+            self._open -= 1
+            raise
 
-    def _give_back(self, origin: _Origin, connection: httpcore.AsyncHTTPConnection) -> None:
-        if self._closed or connection.is_closed():
+    async def _connect(self, origin: _Origin, request: httpx.Request) -> _Connection:
+        """TCP, then TLS for https (checking the server's name, or the request's
+        ``sni_hostname``), within the request's connect timeout, as httpcore connects."""
+        scheme, host, port = origin
+        timeout = request.extensions.get("timeout", {}).get("connect")
+        name = host.decode("ascii")
+        stream = await self._backend.connect_tcp(name, port, timeout=timeout)
+        if scheme == b"https":
+            try:
+                stream = await stream.start_tls(
+                    self._ssl,
+                    server_hostname=request.extensions.get("sni_hostname") or name,
+                    timeout=timeout,
+                )
+            except BaseException:
+                await stream.aclose()
+                raise
+        elif scheme != b"http":
+            await stream.aclose()
+            raise httpcore.UnsupportedProtocol(f"unsupported URL scheme {scheme!r}")
+        return _Connection(stream, self._expiry)
+
+    def _give_back(self, origin: _Origin, connection: _Connection) -> None:
+        if self._closed or connection.closed:
             self._open -= 1
             return
         self._idle.setdefault(origin, []).append(connection)
@@ -290,14 +376,11 @@ class ProviderClient(httpx.AsyncClient):
         started = time.perf_counter()
         try:
             response = await self.slots.handle_async_request(request)
-            response.request = request
-            try:
-                await response.aread()  # closes the stream, which frees the connection
-            finally:
-                await response.aclose()
         except httpx.RequestError as exc:
             exc.request = request
             raise
+        response.request = request
+        response.read()  # the transport read the body: this only decodes it (Content-Encoding)
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
         _httpx_log.info(
             'HTTP Request: %s %s "%s %d %s"',
