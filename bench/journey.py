@@ -435,7 +435,20 @@ CUSTOMER_COLUMNS = (
     "ledger",
     "schedules",
 )
-JSON_COLUMNS = {"trigger", "visits", "traits", "scores", "entries", "ledger", "schedules"}
+JSON_COLUMNS = {
+    "trigger",
+    "visits",
+    "traits",
+    "scores",
+    "entries",
+    "ledger",
+    "schedules",
+    "profile",
+    "lead",
+    "segment_state",
+    "insights",
+    "timeline",
+}
 CHUNK = 20_000
 Chunks = Callable[[], Iterator[list[dict[str, Any]]]]
 
@@ -505,26 +518,133 @@ async def migrate(url: str) -> None:
     await upgrade(url, [COMPONENTS["journey"]])
 
 
-async def seed_customers(url: str, customers: int, known_share: float) -> dict[str, Any]:
+FACTS_COLUMNS = (
+    "profile",
+    "lead",
+    "segment_state",
+    "insights",
+    "timeline",
+    "stage",
+    "lead_band",
+    "order_count",
+    "first_order_at",
+    "last_order_at",
+    "revenue",
+)
+"""The customer-intelligence columns of ``journey_customers`` (what the repository's save
+writes from ``Facts``)."""
+MEMBER_COLUMNS = ("workspace_id", "segment_id", "customer_id", "entered_at")
+
+
+def decided(row: dict[str, Any], intel: Any) -> tuple[dict[str, Any], Any]:
+    """``row`` (a seeded profile) with the facts customer-intelligence upkeep decides for it
+    when it is imported, and those facts: the real ``intelligence.refresh`` in full at the
+    import (its ``last_seen_at``), as a running deployment decided every stored customer
+    (band, stage, segment membership from the traits; no profile or score yet, since the
+    seeded history has no events). The derived events of that decision are long published."""
+    from services.journey.domain import intelligence
+    from services.journey.domain.intelligence import Facts
+
+    facts = Facts()
+    intelligence.refresh(
+        facts,
+        traits=row["traits"],
+        first_seen_at=row["first_seen_at"],
+        last_seen_at=row["last_seen_at"],
+        intel=intel,
+        now=row["last_seen_at"],
+        cause="import",
+        workspace_id=row["workspace_id"],
+        customer_id=row["customer_id"],
+        full=True,
+    )
+    profile_ = facts.profile
+    return {
+        **row,
+        **facts.to_json(),
+        "stage": facts.stage,
+        "lead_band": facts.band,
+        "order_count": profile_.order_count,
+        "first_order_at": profile_.first_order_at,
+        "last_order_at": profile_.last_order_at,
+        "revenue": float(profile_.revenue),
+    }, facts
+
+
+async def seed_customers(
+    url: str, customers: int, known_share: float, *, facts: bool = False
+) -> dict[str, Any]:
     """Profiles (traits, no runs) for ``known_share`` of the customers, as after an import of
-    history; the others are new to the journey service when their first event comes."""
+    history; the others are new to the journey service when their first event comes.
+
+    ``facts`` (the benchmark of customer-intelligence upkeep on): each profile also has the
+    facts upkeep decided for it at the import (``decided``), its segment memberships in
+    ``journey_segment_members`` and its ``intel`` timer when time alone will change them, as
+    in a deployment that ran upkeep since the import. Without it the stored customers have
+    never been decided, so upkeep decides each in full on its first event."""
+    from services.journey.domain.customer import INTEL_TIMER
+
     await migrate(url)
     seen = datetime.now(UTC) - timedelta(days=30)
     cut = round(known_share * 100)
+    intel = intel_rules("on") if facts else None
+    members: list[dict[str, Any]] = []
+    due: list[dict[str, Any]] = []
 
     def rows(start: int, stop: int) -> Iterator[dict[str, Any]]:
         for c in range(start, stop):
-            if c % 100 < cut:
-                yield profile(c, seen=seen, entries={})
+            if c % 100 >= cut:
+                continue
+            row = profile(c, seen=seen, entries={})
+            if intel is None:
+                yield row
+                continue
+            row, decided_facts = decided(row, intel)
+            members.extend(
+                {
+                    "workspace_id": WORKSPACE,
+                    "segment_id": segment,
+                    "customer_id": row["customer_id"],
+                    "entered_at": at,
+                }
+                for segment, at in decided_facts.segments.members.items()
+            )
+            if decided_facts.due is not None:
+                due.append(
+                    {
+                        "workspace_id": WORKSPACE,
+                        "customer_id": row["customer_id"],
+                        "name": INTEL_TIMER,
+                        "due_at": decided_facts.due,
+                        "leased_until": None,
+                    }
+                )
+            yield row
 
+    columns = CUSTOMER_COLUMNS + (FACTS_COLUMNS if facts else ())
+    plan = [("journey_customers", columns, _chunked(rows, customers))]
+    if facts:  # listed once the customers are written: computing their rows fills them
+        plan += [
+            ("journey_segment_members", MEMBER_COLUMNS, _listed(members)),
+            ("journey_timers", TIMER_COLUMNS, _listed(due)),
+        ]
     begin = time.perf_counter()
-    await write_rows(
-        url, [("journey_customers", CUSTOMER_COLUMNS, _chunked(rows, customers))], analyze=True
-    )
+    await write_rows(url, plan, analyze=True)
     return {
         "profiles": sum(1 for c in range(customers) if c % 100 < cut),
+        "facts": facts,
+        "segment_members": len(members),
+        "intel_timers": len(due),
         "seed_s": round(time.perf_counter() - begin, 1),
     }
+
+
+def _listed(rows: list[dict[str, Any]]) -> Chunks:
+    def chunks() -> Iterator[list[dict[str, Any]]]:
+        for start in range(0, len(rows), CHUNK):
+            yield rows[start : start + CHUNK]
+
+    return chunks
 
 
 async def seed_timers(url: str, seed: TimerSeed) -> dict[str, Any]:
@@ -1181,6 +1301,9 @@ def child_main(argv: list[str] | None = None) -> int:
     sc.add_argument("--url", required=True)
     sc.add_argument("--customers", type=int, required=True)
     sc.add_argument("--known-share", type=float, default=0.9)
+    sc.add_argument(
+        "--facts", action="store_true", help="with the facts upkeep decided at the import"
+    )
     st = sub.add_parser("seed-timers")
     ev = sub.add_parser("events")
     ev.add_argument("--url", required=True)
@@ -1208,7 +1331,9 @@ def child_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     result: dict[str, Any]
     if args.what == "seed-customers":
-        result = asyncio.run(seed_customers(args.url, args.customers, args.known_share))
+        result = asyncio.run(
+            seed_customers(args.url, args.customers, args.known_share, facts=args.facts)
+        )
     elif args.what == "seed-timers":
         seed = TimerSeed(args.timers, args.window, datetime.fromisoformat(args.base))
         result = asyncio.run(seed_timers(args.url, seed))

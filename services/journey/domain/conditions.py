@@ -26,12 +26,13 @@ caller can set a timer for it instead of polling.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -178,6 +179,14 @@ class Layered(Mapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._top or key in self._base
 
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` when absent: one lookup per layer (compiled
+        conditions read through this)."""
+        top = self._top
+        if key in top:
+            return top[key]
+        return self._base.get(key, default)
+
     def __iter__(self) -> Iterator[str]:
         yield from self._top
         yield from (k for k in self._base if k not in self._top)
@@ -207,6 +216,141 @@ def evaluate(condition: Condition, context: Mapping[str, Any]) -> bool:
     if condition.op in TIME_OPS:
         return _relative(condition, resolve(context, condition.field), resolve(context, "now"))
     return _compare(condition, resolve(context, condition.field))
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+"""A compiled condition: called with a context, it answers as ``evaluate`` would."""
+
+
+def compile_condition(condition: Condition) -> Predicate:
+    """``condition`` as a function of the context that answers exactly as ``evaluate`` does.
+
+    Segment tests and score rules are evaluated for every event of every customer, always the
+    same few conditions: compiling walks the tree, splits the dotted fields and picks each
+    comparison's code once, where ``evaluate`` does all of that on every call. The caller keeps
+    the function with the condition it compiled (a definition's cached property)."""
+    if isinstance(condition, All):
+        return _every(tuple(compile_condition(c) for c in condition.all))
+    if isinstance(condition, AnyOf):
+        return _some(tuple(compile_condition(c) for c in condition.any))
+    if isinstance(condition, Not):
+        inner = compile_condition(condition.not_)
+        return lambda context: not inner(context)
+    return _compiled_comparison(condition)
+
+
+def _every(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    # Loops rather than all()/any() over a generator: no generator object per call.
+    def every(context: Mapping[str, Any]) -> bool:
+        for part in parts:  # noqa: SIM110
+            if not part(context):
+                return False
+        return True
+
+    return every
+
+
+def _some(parts: tuple[Predicate, ...]) -> Predicate:
+    if len(parts) == 1:
+        return parts[0]
+
+    def some(context: Mapping[str, Any]) -> bool:
+        for part in parts:  # noqa: SIM110 (see _every)
+            if part(context):
+                return True
+        return False
+
+    return some
+
+
+_READ_BY_GET: set[type] = {dict, Layered}
+"""Mapping types whose ``get(key, default)`` answers as ``key in m`` then ``m[key]`` would:
+compiled conditions read them with one call, without the ``Mapping`` check (an ABC check)."""
+
+M = TypeVar("M", bound=type[Mapping[str, Any]])
+
+
+def read_by_get(cls: M) -> M:
+    """Class decorator: compiled conditions may read this mapping type through its ``get``
+    (which must answer as ``key in m`` then ``m[key]`` would)."""
+    _READ_BY_GET.add(cls)
+    return cls
+
+
+def reader(path: str) -> Callable[[Mapping[str, Any]], Any]:
+    """``resolve`` of one path, with the path split once."""
+    parts = tuple(path.split("."))
+    by_get = _READ_BY_GET
+
+    def read(context: Mapping[str, Any]) -> Any:
+        current: Any = context
+        for part in parts:
+            if type(current) in by_get:
+                current = current.get(part, _MISSING)
+                if current is _MISSING:
+                    return _MISSING
+            elif isinstance(current, Mapping) and part in current:
+                current = current[part]
+            else:
+                return _MISSING
+        return current
+
+    return read
+
+
+_PLAIN_NUMBERS = (int, float)
+"""The types (exactly, not subclasses: bool is an int) whose comparison needs no conversion."""
+
+
+def _compiled_comparison(c: Comparison) -> Predicate:
+    read = reader(c.field)
+    op, expected = c.op, c.value
+    if op in TIME_OPS:
+        read_now = reader("now")
+        return lambda context: _relative(c, read(context), read_now(context))
+    if op == "eq":
+
+        def equal(context: Mapping[str, Any]) -> bool:
+            actual = read(context)
+            if type(actual) is type(expected):  # neither converts: the same as ``_equal``
+                return bool(actual == expected)
+            return _compare(c, actual)
+
+        return equal
+    if op in ("gt", "gte", "lt", "lte") and type(expected) in _PLAIN_NUMBERS:
+        compare = _ORDERINGS[op]
+
+        def order(context: Mapping[str, Any]) -> bool:
+            actual = read(context)
+            if type(actual) in _PLAIN_NUMBERS:  # a number with a number: no conversion
+                return bool(compare(actual, expected))
+            return _compare(c, actual)
+
+        return order
+    return lambda context: _compare(c, read(context))
+
+
+_ORDERINGS: dict[str, Callable[[Any, Any], Any]] = {
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "lt": operator.lt,
+    "lte": operator.le,
+}
+
+
+@lru_cache(maxsize=16_384)
+def utc_text(at: datetime) -> str:
+    """An instant as RFC 3339 text in UTC, ``Z`` for the offset ("2026-11-02T09:00:01.500000Z",
+    "2026-11-02T09:00:00Z"), as customer facts store instants and conditions compare them.
+
+    Remembered for the latest instants: saving a customer writes the same instants again and
+    again (the timeline, window and score times an earlier save wrote), and formatting an
+    aware datetime costs ten times the lookup. Equal instants have one text whatever their
+    zone, so the cache never gives a different answer."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def as_instant(value: Any) -> datetime | None:
@@ -263,6 +407,29 @@ def boundaries(condition: Condition, context: Mapping[str, Any]) -> set[datetime
         except OverflowError:  # an instant near year 9999: it never comes
             continue
     return found
+
+
+def boundary_finder(condition: Condition) -> Callable[[Mapping[str, Any]], set[datetime]]:
+    """``boundaries`` of one condition, compiled as ``compile_condition`` compiles it."""
+    found = tuple(
+        (reader(c.field), _duration(str(c.value)))
+        for c in _comparisons(condition)
+        if c.op in TIME_OPS
+    )
+
+    def find(context: Mapping[str, Any]) -> set[datetime]:
+        out = set()
+        for read, length in found:
+            at = as_instant(read(context))
+            if at is None:
+                continue
+            try:
+                out.add(at + length)
+            except OverflowError:  # an instant near year 9999: it never comes
+                continue
+        return out
+
+    return find
 
 
 def next_change_at(

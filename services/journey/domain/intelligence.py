@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from services.journey.domain import builtin_segments, conditions, lifecycle, scoring, segments
 from services.journey.domain.lifecycle import LifecycleRules, Stage
-from services.journey.domain.profile import Profile
+from services.journey.domain.profile import Profile, ProfileView
 from services.journey.domain.profile import observe as observe_profile
 from services.journey.domain.scoring import ScoreRules, ScoreState
 from services.journey.domain.segments import SegmentDefinition, SegmentState
@@ -86,12 +86,31 @@ class Intelligence:
             if c.field == "lead.score" and c.op in _ORDERINGS
         )
 
+    @cached_property
+    def window_events(self) -> frozenset[str]:
+        """The event types some segment's window counts."""
+        return frozenset(w.event for d in self.segments for w in d.windows)
+
+    @cached_property
+    def readers(self) -> dict[str, frozenset[str]]:
+        """What a segment's membership test reads (``root.name``, and ``#<segment id>`` for its
+        windows) → the ids of the segments that read it: looked up per event."""
+        index: dict[str, set[str]] = {}
+        for d in self.segments:
+            for key in (f"#{d.id}", *d.reads):
+                index.setdefault(key, set()).add(d.id)
+        return {key: frozenset(ids) for key, ids in index.items()}
+
     def affected(self, touched: set[str]) -> set[str]:
         """The segments whose membership test reads something in ``touched`` (``root.name``
         keys, and ``#<segment id>`` for an event counted in the segment's windows)."""
-        return {
-            d.id for d in self.segments if f"#{d.id}" in touched or not d.reads.isdisjoint(touched)
-        }
+        readers = self.readers
+        found: set[str] = set()
+        for key in touched:
+            ids = readers.get(key)
+            if ids is not None:
+                found |= ids
+        return found
 
     def segment(self, segment_id: str) -> SegmentDefinition | None:
         for definition in self.segments:
@@ -240,17 +259,19 @@ def observe(
     # points and is not counted again in segment windows either.
     duplicate = event.type in _ORDER_EVENTS and not changed
     touched = facts.touched
-    touched.update(f"profile.{name}" for name in changed)
+    if changed:
+        touched.update(f"profile.{name}" for name in changed)
     if not duplicate:
         facts.lead, earned = scoring.apply(facts.lead, intel.score_rules, event, now)
         if any(c.points for c in earned):
             touched.add("lead.score")
-        view = {"type": event.type, "id": event.event_id, "properties": event.properties}
-        matched: set[str] = set()
-        segments.observe(
-            facts.segments, intel.segments, view, event.occurred_at, matched_ids=matched
-        )
-        touched.update(f"#{segment}" for segment in matched)
+        if event.type in intel.window_events:  # else no window counts it
+            view = {"type": event.type, "id": event.event_id, "properties": event.properties}
+            matched: set[str] = set()
+            segments.observe(
+                facts.segments, intel.segments, view, event.occurred_at, matched_ids=matched
+            )
+            touched.update(f"#{segment}" for segment in matched)
     _remember(facts, event)
     if duplicate:
         return None
@@ -346,7 +367,9 @@ def refresh(
         out.append(Derived(f"{kind}:{digest}", kind, properties, now))
 
     rules = intel.score_rules
-    change = scoring.band_change(facts.band, facts.lead, rules, now)
+    # The lead does not change while deciding: its score at ``now`` is computed once.
+    value = scoring.score(facts.lead, rules, now)
+    change = scoring.band_change(facts.band, facts.lead, rules, now, value=value)
     if change is not None:
         facts.band = change.to
         touched.add("lead.band")
@@ -356,27 +379,37 @@ def refresh(
         facts.stage = stage.to
         touched.add("stage")
         derived(lifecycle.EVENT_TYPE, stage.properties(), stage.to)
-    view = FactsView(
-        facts, first_seen_at=first_seen_at, last_seen_at=last_seen_at, intel=intel, now=now
-    )
-    # Read-only: conditions only look things up, and the view computes each root when read.
-    ctx = conditions.Layered({"customer": traits, "now": now}, view)
     only = None if full else intel.affected(touched)
-    if only is None or only:
-        for transition in segments.evaluate(facts.segments, intel.segments, ctx, now, only=only):
-            derived(transition.event_type, transition.properties(), transition.segment)
     # The segments' next change by time alone: from all of them after a full decision, or
     # when the segment that held the earliest one was decided again (its instant may have
     # moved later); otherwise the earlier of the one kept and those of the segments decided.
     kept = facts.segment_next
-    if only is None or (kept is not None and (kept[0] <= now or kept[1] in only)):
-        facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now)
-    elif only:
-        fresh = _segment_next(facts.segments, [d for d in intel.segments if d.id in only], ctx, now)
-        if fresh is not None and (kept is None or fresh[0] < kept[0]):
-            facts.segment_next = fresh
+    again = only is None or (kept is not None and (kept[0] <= now or kept[1] in only))
+    if again or only:  # else no segment is decided and none is looked at: no context either
+        view = FactsView(
+            facts,
+            first_seen_at=first_seen_at,
+            last_seen_at=last_seen_at,
+            intel=intel,
+            now=now,
+            lazy=True,
+        )
+        # Read-only: conditions only look things up, and the view computes each root when read.
+        ctx = conditions.Layered({"customer": traits, "now": now}, view)
+        if only is None or only:
+            for transition in segments.evaluate(
+                facts.segments, intel.segments, ctx, now, only=only
+            ):
+                derived(transition.event_type, transition.properties(), transition.segment)
+        if again:
+            facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now)
+        elif only:
+            decided = [d for d in intel.segments if d.id in only]
+            fresh = _segment_next(facts.segments, decided, ctx, now)
+            if fresh is not None and (kept is None or fresh[0] < kept[0]):
+                facts.segment_next = fresh
     candidates = [
-        scoring.next_band_change_at(facts.lead, rules, now),
+        scoring.next_band_change_at(facts.lead, rules, now, value=value),
         lifecycle.next_change_at(
             facts.profile, facts.stage or lifecycle.START, now, intel.lifecycle
         ),
@@ -477,11 +510,12 @@ def context(
     }
 
 
+@conditions.read_by_get
 class FactsView(Mapping[str, Any]):
     """``context`` computed lazily, one root at a time: journey conditions that read only
     ``customer.`` and ``event.`` pay nothing for the profile view."""
 
-    __slots__ = ("_args", "_cache")
+    __slots__ = ("_args", "_cache", "_lazy")
     _ROOTS = ("profile", "lead", "stage", "rfm", "predictions", "segments")
 
     def __init__(
@@ -492,16 +526,24 @@ class FactsView(Mapping[str, Any]):
         last_seen_at: datetime | None,
         intel: Intelligence,
         now: datetime,
+        lazy: bool = False,
     ) -> None:
+        """``lazy``: ``profile`` is a ``ProfileView`` (each name computed when read) rather
+        than a dict: for conditions only, while the facts do not change (``refresh``)."""
         self._args = (facts, first_seen_at, last_seen_at, intel, now)
         self._cache: dict[str, Any] = {}
+        self._lazy = lazy
 
     def __getitem__(self, key: str) -> Any:
         if key in self._cache:
             return self._cache[key]
         facts, first, last, intel, now = self._args
         if key == "profile":
-            value: Any = facts.profile.view(now, first_seen_at=first, last_seen_at=last)
+            value: Any = (
+                ProfileView(facts.profile, now, first_seen_at=first, last_seen_at=last)
+                if self._lazy
+                else facts.profile.view(now, first_seen_at=first, last_seen_at=last)
+            )
         elif key == "lead":
             value = lead_view(facts, intel, now)
         elif key == "stage":
@@ -515,6 +557,12 @@ class FactsView(Mapping[str, Any]):
         self._cache[key] = value
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        cache = self._cache
+        if key in cache:  # a root read before: the common case, without a call
+            return cache[key]
+        return self[key] if key in self._ROOTS else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._ROOTS)
 
@@ -526,7 +574,7 @@ class FactsView(Mapping[str, Any]):
 
 
 def _text(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return conditions.utc_text(at)
 
 
 def _read(text: str) -> datetime:

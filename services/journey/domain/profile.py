@@ -24,11 +24,13 @@ Money:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
+
+from services.journey.domain.conditions import read_by_get, utc_text
 
 RECENT_ORDERS = 20
 """Orders remembered by id: duplicates, refunds and cancellations of these are exact."""
@@ -162,32 +164,8 @@ class Profile:
         with nothing to say yet is present with None, so ``exists`` tells. ``first_seen_at`` and
         ``last_seen_at`` (kept by ``CustomerState``) add ``first_seen_at``, ``last_seen_at`` and
         ``days_since_last_seen`` when given."""
-        aov = self.average_order_value
-        view: dict[str, Any] = {
-            "order_count": self.order_count,
-            "first_order_at": _instant(self.first_order_at),
-            "last_order_at": _instant(self.last_order_at),
-            "last_order_id": self.last_order_id,
-            "days_since_first_order": _days(self.first_order_at, now),
-            "days_since_last_order": _days(self.last_order_at, now),
-            "revenue": _money(self.revenue),
-            "revenue_original": {c: _money(v) for c, v in sorted(self.revenue_original.items())},
-            "average_order_value": None if aov is None else _money(aov),
-            "discounted_orders": self.discounted_orders,
-            "discount_share": self.discount_share,
-            "refunded": _money(self.refunded),
-            "cancelled_orders": self.cancelled_orders,
-            "last_open_at": _instant(self.last_open_at),
-            "last_click_at": _instant(self.last_click_at),
-            "last_engaged_at": _instant(self.last_engaged_at),
-            "days_since_last_engaged": _days(self.last_engaged_at, now),
-            "marketing_sends_since_engaged": self.marketing_sends_since_engaged,
-        }
-        if first_seen_at is not None or last_seen_at is not None:
-            view["first_seen_at"] = _instant(first_seen_at)
-            view["last_seen_at"] = _instant(last_seen_at)
-            view["days_since_last_seen"] = _days(last_seen_at, now)
-        return view
+        names = _SEEN_VIEW if first_seen_at is not None or last_seen_at is not None else _VIEW
+        return {name: read(self, now, first_seen_at, last_seen_at) for name, read in names.items()}
 
     def _snapshot(self) -> dict[str, Any]:
         """The names ``observe`` reports, with their values (nothing that moves with time)."""
@@ -256,6 +234,8 @@ class Profile:
     def from_json(cls, data: Mapping[str, Any]) -> Profile:
         if data.get("v", _VERSION) != _VERSION:
             raise ValueError(f"unknown profile version {data.get('v')!r}")
+        if data.keys() <= {"v"}:  # {"v": 1}: what ``to_json`` writes for an empty profile
+            return cls()
 
         def instant(name: str) -> datetime | None:
             value = data.get(name)
@@ -289,6 +269,92 @@ class Profile:
                 for order_id, at, currency, total, rate, taken_off, flags in data.get("orders", [])
             ],
         )
+
+
+_Read = Callable[[Profile, datetime, datetime | None, datetime | None], Any]
+"""One name of the view: (profile, now, first seen, last seen) → its value."""
+
+_VIEW: dict[str, _Read] = {
+    "order_count": lambda p, now, first, last: p.order_count,
+    "first_order_at": lambda p, now, first, last: _instant(p.first_order_at),
+    "last_order_at": lambda p, now, first, last: _instant(p.last_order_at),
+    "last_order_id": lambda p, now, first, last: p.last_order_id,
+    "days_since_first_order": lambda p, now, first, last: _days(p.first_order_at, now),
+    "days_since_last_order": lambda p, now, first, last: _days(p.last_order_at, now),
+    "revenue": lambda p, now, first, last: _money(p.revenue),
+    "revenue_original": lambda p, now, first, last: {
+        c: _money(v) for c, v in sorted(p.revenue_original.items())
+    },
+    "average_order_value": lambda p, now, first, last: _optional_money(p.average_order_value),
+    "discounted_orders": lambda p, now, first, last: p.discounted_orders,
+    "discount_share": lambda p, now, first, last: p.discount_share,
+    "refunded": lambda p, now, first, last: _money(p.refunded),
+    "cancelled_orders": lambda p, now, first, last: p.cancelled_orders,
+    "last_open_at": lambda p, now, first, last: _instant(p.last_open_at),
+    "last_click_at": lambda p, now, first, last: _instant(p.last_click_at),
+    "last_engaged_at": lambda p, now, first, last: _instant(p.last_engaged_at),
+    "days_since_last_engaged": lambda p, now, first, last: _days(p.last_engaged_at, now),
+    "marketing_sends_since_engaged": lambda p, now, first, last: p.marketing_sends_since_engaged,
+}
+"""``Profile.view``, name by name (its order)."""
+_SEEN_VIEW: dict[str, _Read] = {
+    **_VIEW,
+    "first_seen_at": lambda p, now, first, last: _instant(first),
+    "last_seen_at": lambda p, now, first, last: _instant(last),
+    "days_since_last_seen": lambda p, now, first, last: _days(last, now),
+}
+"""The view when first or last seen is known."""
+
+
+@read_by_get
+class ProfileView(Mapping[str, Any]):
+    """``Profile.view`` computed one name at a time, when read: deciding a segment reads one
+    or two names of the profile, and computing all of them (the instants as text, the money
+    as decimal strings) costs more than the decision. Each value is the one ``view`` gives;
+    read only while the profile does not change (within one decision)."""
+
+    __slots__ = ("_args", "_names", "_values")
+
+    def __init__(
+        self,
+        profile: Profile,
+        now: datetime,
+        *,
+        first_seen_at: datetime | None = None,
+        last_seen_at: datetime | None = None,
+    ) -> None:
+        self._args = (profile, now, first_seen_at, last_seen_at)
+        seen = first_seen_at is not None or last_seen_at is not None
+        self._names = _SEEN_VIEW if seen else _VIEW
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        values = self._values
+        if key in values:
+            return values[key]
+        value = self._names[key](*self._args)
+        values[key] = value
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        # ``self[key]`` inlined: compiled conditions read every name through here.
+        values = self._values
+        if key in values:
+            return values[key]
+        read = self._names.get(key)
+        if read is None:
+            return default
+        value = values[key] = read(*self._args)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 # ── Updating ──────────────────────────────────────────────────────────────────────────────────
@@ -519,10 +585,12 @@ def _money(value: Decimal) -> str:
     return format(value, "f")
 
 
+def _optional_money(value: Decimal | None) -> str | None:
+    return None if value is None else _money(value)
+
+
 def _instant(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return None if value is None else utc_text(value)
 
 
 def _parse_instant(text: str) -> datetime:
@@ -538,4 +606,4 @@ def _days(at: datetime | None, now: datetime) -> int | None:
     return max(0, math.floor((now - at) / _DAY))
 
 
-__all__ = ["RECENT_ORDERS", "OrderEntry", "Profile", "ProfileEvent", "observe"]
+__all__ = ["RECENT_ORDERS", "OrderEntry", "Profile", "ProfileEvent", "ProfileView", "observe"]

@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from importlib import resources
 from typing import Any, Protocol, TypedDict
 
@@ -38,7 +39,16 @@ from pydantic import (
     field_validator,
 )
 
-from services.journey.domain.conditions import All, AnyOf, Comparison, Condition, Not, evaluate
+from services.journey.domain.conditions import (
+    All,
+    AnyOf,
+    Comparison,
+    Condition,
+    Not,
+    Predicate,
+    compile_condition,
+    utc_text,
+)
 from services.journey.domain.definitions import EventType, Name
 from services.journey.domain.durations import Duration
 from services.journey.domain.validation import Problem, schema_problems
@@ -70,6 +80,11 @@ class Rule(_Strict):
     )
     cap: Cap | None = None
     description: str | None = Field(None, max_length=500)
+
+    @cached_property
+    def matches(self) -> Predicate | None:
+        """``where`` compiled (``conditions.compile_condition``): every event is tried."""
+        return None if self.where is None else compile_condition(self.where)
 
     @field_validator("points")
     @classmethod
@@ -141,6 +156,21 @@ class ScoreRules(_Strict):
         description="Lowest first; each band from its 'min' up to the next band's.",
     )
     rules: list[Rule] = Field(min_length=1, max_length=200)
+
+    # Computed once per rules document (cached properties) rather than for every event.
+
+    @cached_property
+    def ids(self) -> frozenset[str]:
+        """The ids of the rules declared."""
+        return frozenset(rule.id for rule in self.rules)
+
+    @cached_property
+    def by_event(self) -> dict[str, tuple[Rule, ...]]:
+        """Event type → the rules on it, in rule order."""
+        found: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            found.setdefault(rule.event, []).append(rule)
+        return {kind: tuple(rules) for kind, rules in found.items()}
 
     @field_validator("bands")
     @classmethod
@@ -293,16 +323,24 @@ def apply(
     Points date from when the event happened, so a backfilled event from long ago adds little;
     an event dated after ``now`` (clock skew) counts as of ``now``. State of rules no longer in
     ``rules`` is dropped."""
+    on_event = rules.by_event.get(event.type, ())
+    ids = rules.ids
+    if not on_event and ids.issuperset(state.rules):
+        return state, []  # nothing to earn and nothing to drop: the state as it is
     at = min(event.occurred_at, now)
-    context = {"event": {"type": event.type, "properties": event.properties}}
-    ids = _ids(rules)
-    current = {rule_id: s for rule_id, s in state.rules.items() if rule_id in ids}
+    context: dict[str, Any] | None = None  # made for the first rule with a ``where``
+    if ids.issuperset(state.rules):
+        current = dict(state.rules)
+    else:
+        current = {rule_id: s for rule_id, s in state.rules.items() if rule_id in ids}
     applied: list[Contribution] = []
-    for rule in rules.rules:
-        if rule.event != event.type or (
-            rule.where is not None and not evaluate(rule.where, context)
-        ):
-            continue
+    for rule in on_event:
+        where = rule.matches
+        if where is not None:
+            if context is None:
+                context = {"event": {"type": event.type, "properties": event.properties}}
+            if not where(context):
+                continue
         prior = current.get(rule.id)
         earned, capped = rule.points, False
         window_start = None if prior is None else prior.window_start
@@ -315,7 +353,7 @@ def apply(
             capped = magnitude < abs(rule.points)
             earned = math.copysign(magnitude, rule.points)
             window_points += magnitude
-        applied.append(Contribution(rule=rule.id, points=earned, at=at, capped=capped))
+        applied.append(Contribution(rule.id, earned, at, capped))
         if earned == 0:
             continue
         if prior is None:
@@ -330,13 +368,9 @@ def apply(
     return ScoreState(current), applied
 
 
-def _ids(rules: ScoreRules) -> set[str]:
-    return {rule.id for rule in rules.rules}
-
-
 def rule_points(state: ScoreState, rules: ScoreRules, now: datetime) -> dict[str, float]:
     """Each rule's points at ``now`` (rules no longer declared count nothing)."""
-    ids = _ids(rules)
+    ids = rules.ids
     return {
         rule_id: s.points * _decay(now - s.at, rules.half_life)
         for rule_id, s in state.rules.items()
@@ -345,6 +379,8 @@ def rule_points(state: ScoreState, rules: ScoreRules, now: datetime) -> dict[str
 
 
 def score(state: ScoreState, rules: ScoreRules, now: datetime) -> float:
+    if not state.rules:
+        return 0.0  # what the sum of no points is, without building it
     return math.fsum(rule_points(state, rules, now).values())
 
 
@@ -385,14 +421,17 @@ def explain(state: ScoreState, rules: ScoreRules, now: datetime) -> list[Explana
     return lines
 
 
-def next_band_change_at(state: ScoreState, rules: ScoreRules, now: datetime) -> datetime | None:
+def next_band_change_at(
+    state: ScoreState, rules: ScoreRules, now: datetime, *, value: float | None = None
+) -> datetime | None:
     """The first instant after ``now`` at which decay alone moves the score into another band;
     None when it never does (decay only brings a score closer to 0 and never across it).
 
     Solves ``S · 2^(-t / half_life) = threshold`` for t: ``t = half_life · log2(S / threshold)``,
     then steps to the first microsecond at which the band really differs, so that a timer set for
-    it always finds the change."""
-    value = score(state, rules, now)
+    it always finds the change. ``value``: the score at ``now``, when the caller has it."""
+    if value is None:
+        value = score(state, rules, now)
     if value == 0:
         return None
     bands = rules.bands
@@ -432,11 +471,18 @@ class BandChange:
 
 
 def band_change(
-    previous: str | None, state: ScoreState, rules: ScoreRules, now: datetime
+    previous: str | None,
+    state: ScoreState,
+    rules: ScoreRules,
+    now: datetime,
+    *,
+    value: float | None = None,
 ) -> BandChange | None:
     """The change to announce at ``now`` given the band last announced (None: never announced,
-    i.e. the band of a score of 0, where every customer starts), or None when it stays."""
-    value = score(state, rules, now)
+    i.e. the band of a score of 0, where every customer starts), or None when it stays.
+    ``value``: the score at ``now``, when the caller has it."""
+    if value is None:
+        value = score(state, rules, now)
     before = previous if previous is not None else band(0.0, rules)
     after = band(value, rules)
     if after == before:
@@ -445,7 +491,7 @@ def band_change(
 
 
 def _instant(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(value)
 
 
 def _parse_instant(text: str) -> datetime:

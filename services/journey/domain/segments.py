@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right, insort
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -69,6 +69,11 @@ class Window(_Strict):
         "such events (the same as adding counts.<name> gte min_count to the condition).",
     )
 
+    @cached_property
+    def matches(self) -> conditions.Predicate | None:
+        """``where`` compiled (``conditions.compile_condition``): every event is tried."""
+        return None if self.where is None else conditions.compile_condition(self.where)
+
 
 class SegmentDefinition(_Strict):
     """A segment: who is in it (``condition`` and the windows' ``min_count``), and what to count."""
@@ -95,6 +100,27 @@ class SegmentDefinition(_Strict):
             if w.min_count is not None
         )
         return None if not parts else parts[0] if len(parts) == 1 else All(all=parts)
+
+    @cached_property
+    def test(self) -> conditions.Predicate | None:
+        """``rule`` compiled (``conditions.compile_condition``): decided for every event."""
+        return None if self.rule is None else conditions.compile_condition(self.rule)
+
+    @cached_property
+    def boundaries(self) -> Callable[[Mapping[str, Any]], set[datetime]]:
+        """``conditions.boundaries`` of ``rule``, compiled."""
+        if self.rule is None:
+            return lambda context: set()
+        return conditions.boundary_finder(self.rule)
+
+    @cached_property
+    def moves_with_time(self) -> bool:
+        """Whether time alone can change membership: a time-relative comparison or a window
+        (whose events leave it). Without either, ``next_change`` need not look."""
+        rule = self.rule
+        if rule is None:
+            return False
+        return bool(self.windows) or any(c.op in TIME_OPS for c in conditions.comparisons(rule))
 
     @cached_property
     def window_sizes(self) -> dict[str, int]:
@@ -179,7 +205,7 @@ class SegmentState:
 
 
 def _text(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return conditions.utc_text(at)
 
 
 def _read(value: Any) -> datetime:
@@ -236,12 +262,14 @@ def observe(
     """
     at = _utc(at)
     context = {"event": event}
+    kind = event.get("type")
     matched = False
     for definition in definitions:
         for window in definition.windows:
-            if window.event != event.get("type"):
+            if window.event != kind:
                 continue
-            if window.where is not None and not conditions.evaluate(window.where, context):
+            where = window.matches
+            if where is not None and not where(context):
                 continue
             times = state.windows.setdefault(definition.id, {}).setdefault(window.name, [])
             insort(times, at)
@@ -325,6 +353,8 @@ def next_change(
     now = _utc(now)
     earliest: tuple[datetime, str] | None = None
     for definition in definitions:
+        if not definition.moves_with_time:
+            continue  # _change would find no instant to try
         at = _change(
             state, definition, context, now, before=None if earliest is None else earliest[0]
         )
@@ -341,10 +371,9 @@ def _change(
     *,
     before: datetime | None,
 ) -> datetime | None:
-    rule = definition.rule
-    if rule is None:
+    if definition.rule is None:
         return None
-    candidates = {b for b in conditions.boundaries(rule, context) if b > now}
+    candidates = {b for b in definition.boundaries(context) if b > now}
     kept = state.windows.get(definition.id, {})
     for window in definition.windows:
         for at in kept.get(window.name, ()):
@@ -368,12 +397,12 @@ def _change(
 def _holds(
     state: SegmentState, definition: SegmentDefinition, context: Mapping[str, Any], now: datetime
 ) -> bool:
-    rule = definition.rule
-    if rule is None:
+    test = definition.test
+    if test is None:
         return False
     # A chain, not a copy: the context may compute its parts only when a condition reads them.
     own = {"now": now, "counts": counts(state, definition, now) if definition.windows else {}}
-    return conditions.evaluate(rule, conditions.Layered(own, context))
+    return test(conditions.Layered(own, context))
 
 
 def _expire(state: SegmentState, definition: SegmentDefinition, now: datetime) -> None:
