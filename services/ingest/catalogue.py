@@ -9,8 +9,10 @@ must be an IANA name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -87,6 +89,13 @@ class Traits(_Open):
         if self.phone is not None:
             self.phone = normalise_phone(self.phone, self.country)
         return self
+
+
+def _empty(model: type[_Open]) -> Callable[[], Any]:
+    """A default factory for an absent model field: the model's validator applied to ``{}``,
+    called directly rather than through ``model()`` and its Python ``__init__``, once per event
+    that leaves the field out."""
+    return partial(model.__pydantic_validator__.validate_python, {})
 
 
 class LineItem(_Open):
@@ -197,7 +206,7 @@ class _EventBase(BaseModel):
     occurred_at: AwareDatetime | None = Field(
         None, description="RFC 3339 with a zone; defaults to the time of receipt."
     )
-    traits: Traits = Field(default_factory=Traits)
+    traits: Traits = Field(default_factory=_empty(Traits))
     context: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("occurred_at")
@@ -216,12 +225,12 @@ class _EventBase(BaseModel):
 
 class Signup(_EventBase):
     type: Literal["signup"]
-    properties: NoProperties = Field(default_factory=NoProperties)
+    properties: NoProperties = Field(default_factory=_empty(NoProperties))
 
 
 class Identify(_EventBase):
     type: Literal["identify"]
-    properties: NoProperties = Field(default_factory=NoProperties)
+    properties: NoProperties = Field(default_factory=_empty(NoProperties))
 
 
 class AliasEvent(_EventBase):
@@ -231,7 +240,7 @@ class AliasEvent(_EventBase):
 
 class PageViewedEvent(_EventBase):
     type: Literal["page_viewed"]
-    properties: PageViewed = Field(default_factory=PageViewed)
+    properties: PageViewed = Field(default_factory=_empty(PageViewed))
 
 
 class ProductViewedEvent(_EventBase):

@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import orjson
 
+from shared.bus.partitioning import partition_for
 from shared.bus.ports import ConsumedRecord, OutgoingRecord, TopicSpec
-
-try:  # aiokafka's DefaultPartitioner uses this very function, so both modes agree on partitions.
-    from aiokafka.partitioner import murmur2 as _murmur2
-except ImportError:  # pragma: no cover - aiokafka is a dependency; this keeps the store standalone
-    _murmur2 = None
 
 Sync = Literal["normal", "full"]
 TopicPartition = tuple[str, int]
@@ -103,43 +98,6 @@ def create_schema(conn: sqlite3.Connection) -> None:
         if statement.strip():
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-@lru_cache(maxsize=65_536)
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner for keyed records: murmur2 of the key bytes, positive, modulo.
-
-    Cached because keys repeat (one key per customer) and the hash is pure Python.
-    """
-    data = key.encode()
-    digest = _murmur2(data) if _murmur2 is not None else murmur2(data)
-    return int(digest & 0x7FFFFFFF) % partitions
-
-
-def murmur2(data: bytes) -> int:
-    """Murmur2 as in Kafka's Java client (``Utils.murmur2``), for when aiokafka is absent."""
-    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
-    length = len(data)
-    h = (0x9747B28C ^ length) & mask
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & mask
-        k ^= k >> r
-        k = (k * m) & mask
-        h = ((h * m) & mask) ^ k
-    tail = length % 4
-    base = length - tail
-    if tail >= 3:
-        h ^= data[base + 2] << 16
-    if tail >= 2:
-        h ^= data[base + 1] << 8
-    if tail >= 1:
-        h ^= data[base]
-        h = (h * m) & mask
-    h ^= h >> 13
-    h = (h * m) & mask
-    h ^= h >> 15
-    return h
 
 
 # --- topics -------------------------------------------------------------------------------------

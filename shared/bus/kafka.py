@@ -31,6 +31,7 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
+from shared.bus.partitioning import partition_for
 from shared.bus.ports import ConsumedRecord, OutgoingRecord, TopicSpec
 from shared.errors import BusClosedError, BusError
 
@@ -129,20 +130,20 @@ class KafkaBus:
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         producer = self._live_producer()
-        # Send everything first so records batch together, then wait for every ack: the call
-        # returns only once the broker has all of them (acks="all").
+        # Every record goes into one batch per partition (more when a partition's records
+        # overflow max_batch_size) and the call waits for the ack of each batch: it returns only
+        # once the broker has all of them (acks="all"). Per-record send() would queue each
+        # record on its own, with a future and a partitioner call each: most of a publish's CPU.
         pending: list[asyncio.Future[Any]] = []
         try:
             with _translated("publish"):
-                for record in records:
-                    pending.append(
-                        await producer.send(
-                            record.topic,
-                            record.value,
-                            key=record.key.encode(),
-                            headers=[(k, v.encode()) for k, v in record.headers.items()],
-                        )
-                    )
+                rounds = await _batches(producer, records)
+                # The n-th batch of every partition before any (n+1)-th: the accumulator holds a
+                # partition's next batch until the previous one is drained, and that wait is
+                # then shared by every partition rather than taken one partition at a time.
+                for batches in rounds:
+                    for (topic, partition), batch in batches:
+                        pending.append(await producer.send_batch(batch, topic, partition=partition))
         finally:
             # Even when a send failed, wait for the ones already queued so no future is left
             # with an unretrieved exception.
@@ -179,6 +180,41 @@ class KafkaBus:
         if self._producer is None:
             raise BusError("the kafka bus has not been started")
         return self._producer
+
+
+async def _batches(
+    producer: Any, records: Sequence[OutgoingRecord]
+) -> list[list[tuple[tuple[str, int], Any]]]:
+    """The records as closed aiokafka batches, grouped into rounds: round n holds the n-th batch
+    of every partition that has one. Partitions are chosen as Kafka's default partitioner does
+    (murmur2 of the key over the topic's partitions), so a key keeps its partition and order."""
+    partitions: dict[str, list[int]] = {}
+    chains: dict[tuple[str, int], list[Any]] = {}
+    for record in records:
+        topic = record.topic
+        known = partitions.get(topic)
+        if known is None:
+            known = partitions[topic] = sorted(await producer.partitions_for(topic))
+        tp = (topic, known[partition_for(record.key, len(known))])
+        chain = chains.get(tp)
+        if chain is None:
+            chain = chains[tp] = [producer.create_batch()]
+        key = record.key.encode()
+        headers = [(name, value.encode()) for name, value in record.headers.items()]
+        # A full batch refuses the record (None); an empty one always takes it.
+        while (
+            chain[-1].append(key=key, value=record.value, timestamp=None, headers=headers) is None
+        ):
+            chain.append(producer.create_batch())
+    rounds: list[list[tuple[tuple[str, int], Any]]] = []
+    for tp, chain in chains.items():
+        for depth, batch in enumerate(chain):
+            # Closed: a complete batch goes out at once instead of lingering for more records.
+            batch.close()
+            if depth == len(rounds):
+                rounds.append([])
+            rounds[depth].append((tp, batch))
+    return rounds
 
 
 class KafkaConsumer:

@@ -86,14 +86,15 @@ class EventEnvelope(BaseModel):
 
 
 def cloudevent_headers(
-    *, ce_id: str, ce_type: str, ce_source: str, ce_time: datetime
+    *, ce_id: str, ce_type: str, ce_source: str, ce_time: datetime | str
 ) -> dict[str, str]:
-    """CloudEvents 1.0 Kafka binary-mode headers."""
+    """CloudEvents 1.0 Kafka binary-mode headers. ``ce_time`` may come already as
+    ``datetime.isoformat()`` text, so that a batch formats its shared receipt time once."""
     return {
         "ce_specversion": SPEC_VERSION,
         "ce_id": ce_id,
         "ce_type": ce_type,
         "ce_source": ce_source,
-        "ce_time": ce_time.isoformat(),
+        "ce_time": ce_time if isinstance(ce_time, str) else ce_time.isoformat(),
         "content-type": CONTENT_TYPE,
     }

@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from shared.bus.embedded import EmbeddedBus
-from shared.bus.embedded_log import partition_for
+from shared.bus.partitioning import partition_for
 from shared.bus.ports import Bus, OutgoingRecord, TopicSpec
 from shared.errors import BusClosedError, BusError
 from tests.fixtures.broker import drain, values

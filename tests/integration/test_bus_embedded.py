@@ -24,7 +24,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from shared.bus import embedded_log
+from shared.bus import embedded_log, partitioning
 from shared.bus.embedded import EmbeddedBus
 from shared.bus.factory import ensure_standard_topics, open_bus
 from shared.bus.kafka import KafkaBus
@@ -61,10 +61,10 @@ def _records(count: int, *, start: int = 0, key: str = "k") -> list[OutgoingReco
 def test_partitioning_is_kafkas_default_partitioner() -> None:
     keys = [f"ws-{i}:customer-{i * 7919}" for i in range(300)] + ["", "é", "a" * 33]
     for key in keys:
-        assert embedded_log.murmur2(key.encode()) == aiokafka_murmur2(key.encode())
+        assert partitioning.murmur2(key.encode()) == aiokafka_murmur2(key.encode())
         for partitions in (1, 3, 8, 12):
             expected = DefaultPartitioner()(key.encode(), list(range(partitions)), [])
-            assert embedded_log.partition_for(key, partitions) == expected
+            assert partitioning.partition_for(key, partitions) == expected
 
 
 # The child publishes from 20 concurrent tasks (so acks come out of shared group commits) and

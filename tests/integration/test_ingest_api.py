@@ -142,6 +142,58 @@ async def test_batch_with_only_bad_items_is_422(api) -> None:  # type: ignore[no
     assert answer.json()["rejected"] == 1
 
 
+async def test_batch_results_keep_their_shape(api) -> None:  # type: ignore[no-untyped-def]
+    # The results are written by hand, not through BatchResult: they must read as its dump does,
+    # nulls included on a 202 and left out on a 422.
+    client, _, keys = api
+    accepted = await client.post(
+        "/v1/events/batch",
+        headers=auth(keys["ingest"]),
+        json={"events": [{"type": "x", "customer_id": "c", "event_id": "e-1"}, {"type": "x"}]},
+    )
+    assert accepted.status_code == 202
+    assert accepted.json() == {
+        "accepted": 1,
+        "rejected": 1,
+        "results": [
+            {"index": 0, "status": "accepted", "event_id": "e-1", "errors": None},
+            {
+                "index": 1,
+                "status": "rejected",
+                "event_id": None,
+                "errors": [
+                    {
+                        "field": "$",
+                        "message": "Value error, customer_id or anonymous_id is required",
+                    }
+                ],
+            },
+        ],
+    }
+    rejected = await client.post(
+        "/v1/events/batch",
+        headers=auth(keys["ingest"]),
+        json={"events": [{"type": "order_completed", "customer_id": "c", "properties": {}}]},
+    )
+    assert rejected.status_code == 422
+    assert rejected.headers["content-type"] == "application/json"
+    assert rejected.json() == {
+        "accepted": 0,
+        "rejected": 1,
+        "results": [
+            {
+                "index": 0,
+                "status": "rejected",
+                "errors": [
+                    {"field": "properties.order_id", "message": "Field required"},
+                    {"field": "properties.total", "message": "Field required"},
+                    {"field": "properties.currency", "message": "Field required"},
+                ],
+            }
+        ],
+    }
+
+
 async def test_batch_limit_is_1000(api) -> None:  # type: ignore[no-untyped-def]
     client, _, keys = api
     events = [{"type": "x", "customer_id": "c"}] * 1001

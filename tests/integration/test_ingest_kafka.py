@@ -1,0 +1,90 @@
+"""The batch route over the Kafka adapter: a batch larger than one Kafka record batch per
+partition still lands whole, each event on the partition Kafka's default partitioner picks and in
+the order it was posted for its customer."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.runtime import Runtime
+from shared.bus.partitioning import partition_for
+from shared.contracts.events import EventEnvelope
+from shared.contracts.topics import EVENTS
+from shared.settings import ServerSettings
+from shared.tenancy.keys import Scope
+from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS, drain
+
+pytestmark = pytest.mark.kafka
+
+CUSTOMERS = 40
+PER_CUSTOMER = 15
+# ~1 KB per event: 600 events are ~75 KB per partition, several 16 KB Kafka batches each.
+PAD = "x" * 1000
+
+
+@pytest.fixture
+async def kafka_api(
+    fresh_broker: str, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, str]]:
+    settings = ServerSettings(
+        data_dir=tmp_path,
+        bus_url=f"kafka://{fresh_broker}",
+        kafka_idempotence=False,  # Tansu refuses InitProducerId
+        kafka_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
+        kafka_heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
+    )
+    runtime = Runtime(services=("ingest",), server=settings)
+    await runtime.start()
+    try:
+        await runtime.keys.ensure_workspace("shop")
+        _, key = await runtime.keys.create_key("shop", Scope.INGEST)
+        transport = httpx.ASGITransport(app=runtime.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
+            yield client, runtime, key
+    finally:
+        await runtime.stop()
+
+
+async def test_a_large_batch_lands_whole_in_key_order_on_kafka(kafka_api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, key = kafka_api
+    events = [
+        {
+            "type": "page_viewed",
+            "customer_id": f"c{n % CUSTOMERS}",
+            "properties": {"path": f"/p/{n}", "seq": n, "pad": PAD},
+        }
+        for n in range(CUSTOMERS * PER_CUSTOMER)
+    ]
+    answer = await client.post(
+        "/v1/events/batch", headers={"Authorization": f"Bearer {key}"}, json={"events": events}
+    )
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (len(events), 0)
+
+    consumer = runtime.bus.consumer(group=f"test-{uuid.uuid4().hex}", topics=[EVENTS])
+    await consumer.start()
+    try:
+        records = await drain(consumer, len(events))
+    finally:
+        await consumer.stop()
+    assert len(records) == len(events)
+    partitions = runtime.server.bus_partitions
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        assert record.partition == partition_for(record.key, partitions)
+        event = EventEnvelope.from_json(record.value)
+        assert record.key == f"shop:{event.customer_id}"
+        assert record.headers["ce_id"] == event.event_id
+        seqs[record.key].append(event.properties["seq"])
+    assert len({r.partition for r in records}) > 1
+    for customer, got in seqs.items():
+        assert got == sorted(got), f"{customer}: events out of order"
+        assert len(got) == PER_CUSTOMER
+    assert {r["event_id"] for r in body["results"]} == {r.headers["ce_id"] for r in records}
