@@ -130,18 +130,36 @@ class KafkaBus:
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         producer = self._live_producer()
-        # Every record goes into one batch per partition (more when a partition's records
-        # overflow max_batch_size) and the call waits for the ack of each batch: it returns only
-        # once the broker has all of them (acks="all"). Per-record send() would queue each
-        # record on its own, with a future and a partitioner call each: most of a publish's CPU.
+        # The call returns only once the broker has every record (acks="all"). A partition
+        # with a few records gets them through send(): they join the batch the producer has
+        # open for it, shared with concurrent publishes (single events from many requests).
+        # A partition with many gets batches of its own (send_batch): per-record send() costs a
+        # future, a size estimate and a metadata lookup each, most of a large publish's CPU. A
+        # batch of its own waits for the partition's previous batch to be drained, which is why
+        # small publishes do not take that path.
         pending: list[asyncio.Future[Any]] = []
         try:
             with _translated("publish"):
-                rounds = await _batches(producer, records)
+                by_partition = await _by_partition(producer, records)
+                large: list[tuple[TP, list[OutgoingRecord]]] = []
+                for tp, group in by_partition.items():
+                    if len(group) >= _OWN_BATCH_FROM:
+                        large.append((tp, group))
+                        continue
+                    for record in group:
+                        pending.append(
+                            await producer.send(
+                                tp[0],
+                                record.value,
+                                key=record.key.encode(),
+                                headers=_headers(record),
+                                partition=tp[1],
+                            )
+                        )
                 # The n-th batch of every partition before any (n+1)-th: the accumulator holds a
                 # partition's next batch until the previous one is drained, and that wait is
                 # then shared by every partition rather than taken one partition at a time.
-                for batches in rounds:
+                for batches in _batches(producer, large):
                     for (topic, partition), batch in batches:
                         pending.append(await producer.send_batch(batch, topic, partition=partition))
         finally:
@@ -182,32 +200,53 @@ class KafkaBus:
         return self._producer
 
 
-async def _batches(
+TP = tuple[str, int]
+
+_OWN_BATCH_FROM = 16
+"""Records for one partition in one publish from which they go in batches of their own."""
+
+
+async def _by_partition(
     producer: Any, records: Sequence[OutgoingRecord]
-) -> list[list[tuple[tuple[str, int], Any]]]:
-    """The records as closed aiokafka batches, grouped into rounds: round n holds the n-th batch
-    of every partition that has one. Partitions are chosen as Kafka's default partitioner does
-    (murmur2 of the key over the topic's partitions), so a key keeps its partition and order."""
+) -> dict[TP, list[OutgoingRecord]]:
+    """The records by partition, in order, each where Kafka's default partitioner puts it
+    (murmur2 of the key over the topic's partitions): a key keeps its partition and order."""
     partitions: dict[str, list[int]] = {}
-    chains: dict[tuple[str, int], list[Any]] = {}
+    grouped: dict[TP, list[OutgoingRecord]] = {}
     for record in records:
         topic = record.topic
         known = partitions.get(topic)
         if known is None:
             known = partitions[topic] = sorted(await producer.partitions_for(topic))
         tp = (topic, known[partition_for(record.key, len(known))])
-        chain = chains.get(tp)
-        if chain is None:
-            chain = chains[tp] = [producer.create_batch()]
-        key = record.key.encode()
-        headers = [(name, value.encode()) for name, value in record.headers.items()]
-        # A full batch refuses the record (None); an empty one always takes it.
-        while (
-            chain[-1].append(key=key, value=record.value, timestamp=None, headers=headers) is None
-        ):
-            chain.append(producer.create_batch())
-    rounds: list[list[tuple[tuple[str, int], Any]]] = []
-    for tp, chain in chains.items():
+        group = grouped.get(tp)
+        if group is None:
+            grouped[tp] = [record]
+        else:
+            group.append(record)
+    return grouped
+
+
+def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
+    return [(name, value.encode()) for name, value in record.headers.items()]
+
+
+def _batches(
+    producer: Any, groups: Sequence[tuple[TP, list[OutgoingRecord]]]
+) -> list[list[tuple[TP, Any]]]:
+    """Each partition's records as closed aiokafka batches, grouped into rounds: round n holds
+    the n-th batch of every partition that has one."""
+    rounds: list[list[tuple[TP, Any]]] = []
+    for tp, group in groups:
+        chain = [producer.create_batch()]
+        for record in group:
+            key, headers = record.key.encode(), _headers(record)
+            # A full batch refuses the record (None); an empty one always takes it.
+            while (
+                chain[-1].append(key=key, value=record.value, timestamp=None, headers=headers)
+                is None
+            ):
+                chain.append(producer.create_batch())
         for depth, batch in enumerate(chain):
             # Closed: a complete batch goes out at once instead of lingering for more records.
             batch.close()
