@@ -7,14 +7,26 @@ fail with "database is locked" without waiting for the busy timeout.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from shared.errors import ConfigurationError
+
+
+def dumps_json(value: Any) -> str:
+    """JSON columns' text, by orjson (several times faster than ``json.dumps``, and JSON columns
+    are written for every customer of every batch). What orjson refuses (an integer beyond 64
+    bits) goes through ``json.dumps``, which also raises what it would have raised before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def is_sqlite(url: str) -> bool:
@@ -29,7 +41,9 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             raise ConfigurationError("SQLite URLs must use the async driver: sqlite+aiosqlite:///…")
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, echo=echo, connect_args={"timeout": 30}, json_serializer=dumps_json
+        )
         _configure_sqlite(engine)
         return engine
     if backend == "postgresql":
@@ -38,7 +52,12 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
                 "PostgreSQL URLs must use the async driver: postgresql+asyncpg://…"
             )
         return create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            json_serializer=dumps_json,
         )
     raise ConfigurationError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
 
