@@ -19,7 +19,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +38,7 @@ from services.journey.adapters.tables import (
 from services.journey.domain.customer import INTEL_TIMER, Activity, CustomerState, jsonable
 from services.journey.domain.engine import Instance
 from services.journey.domain.intelligence import Facts, OrderRecord
+from shared.db.upsert import insert_for
 
 
 def one_of(session: AsyncSession, column: Any, values: list[str]) -> Any:
@@ -100,8 +100,7 @@ def _when(value: str) -> datetime:
 
 
 def _upsert(session: AsyncSession, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return insert_for(session.get_bind().dialect.name)(table)
 
 
 # Activity kinds worth a row: decisions someone will ask "why?" about. Everything else is
