@@ -127,6 +127,9 @@ class Runtime:
 
     async def stop(self) -> None:
         # Ingest has stopped accepting by now (the HTTP server stops before the lifespan ends).
+        # Its erasure consumer winds down (its poll ends) while the workers below stop.
+        if self.ingest_erasures is not None:
+            self.ingest_erasures.runner.stop()
         if self.journey_worker is not None:
             await self.journey_worker.stop()
         if self.dispatch_worker is not None:
