@@ -353,6 +353,15 @@ def utc_text(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def utc_instant(text: str) -> datetime:
+    """``utc_text`` read back: the instant of an RFC 3339 text with its zone, in UTC; ValueError
+    for a text without a zone (stored facts always carry one)."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"instant without a zone: {text!r}")
+    return value.astimezone(UTC)
+
+
 def as_instant(value: Any) -> datetime | None:
     """An instant from a datetime or an ISO 8601 text ("2024-05-01T09:00:00Z", or a bare date,
     read as midnight UTC); None for anything else. A time without offset is taken as UTC."""

@@ -578,7 +578,7 @@ def _text(at: datetime) -> str:
 
 
 def _read(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
+    return conditions.utc_instant(text)
 
 
 __all__ = [

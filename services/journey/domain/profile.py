@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-from services.journey.domain.conditions import read_by_get, utc_text
+from services.journey.domain.conditions import read_by_get, utc_instant, utc_text
 
 RECENT_ORDERS = 20
 """Orders remembered by id: duplicates, refunds and cancellations of these are exact."""
@@ -239,7 +239,7 @@ class Profile:
 
         def instant(name: str) -> datetime | None:
             value = data.get(name)
-            return None if value is None else _parse_instant(value)
+            return None if value is None else utc_instant(value)
 
         return cls(
             first_order_at=instant("first_order_at"),
@@ -258,7 +258,7 @@ class Profile:
             recent_orders=[
                 OrderEntry(
                     order_id=order_id,
-                    at=_parse_instant(at),
+                    at=utc_instant(at),
                     currency=currency,
                     total=Decimal(total),
                     rate=None if rate is None else Decimal(rate),
@@ -591,13 +591,6 @@ def _optional_money(value: Decimal | None) -> str | None:
 
 def _instant(value: datetime | None) -> str | None:
     return None if value is None else utc_text(value)
-
-
-def _parse_instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"instant without a zone: {text!r}")
-    return value.astimezone(UTC)
 
 
 def _days(at: datetime | None, now: datetime) -> int | None:

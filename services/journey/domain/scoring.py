@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from importlib import resources
 from typing import Any, Protocol, TypedDict
@@ -47,6 +47,7 @@ from services.journey.domain.conditions import (
     Not,
     Predicate,
     compile_condition,
+    utc_instant,
     utc_text,
 )
 from services.journey.domain.definitions import EventType, Name
@@ -288,9 +289,9 @@ class ScoreState:
             rules={
                 rule_id: RuleState(
                     points=float(points),
-                    at=_parse_instant(at),
+                    at=utc_instant(at),
                     events=int(events),
-                    window_start=None if start is None else _parse_instant(start),
+                    window_start=None if start is None else utc_instant(start),
                     window_points=float(window_points),
                 )
                 for rule_id, (points, at, events, start, window_points) in data.get(
@@ -492,13 +493,6 @@ def band_change(
 
 def _instant(value: datetime) -> str:
     return utc_text(value)
-
-
-def _parse_instant(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        raise ValueError(f"instant without a zone: {text!r}")
-    return value.astimezone(UTC)
 
 
 __all__ = [
