@@ -35,6 +35,7 @@ from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.transport import provider_client
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.messages import Outbound
+from services.dispatch.service_layer.handlers import message_variables
 from services.dispatch.service_layer.links import SignedLinks
 from shared.bus.embedded import EmbeddedBus
 from shared.bus.ports import OutgoingRecord
@@ -149,21 +150,12 @@ async def preload(bus_path: Path, n: int, *, chunk: int = 2000) -> float:
 
 
 def outbound(request: MessageRequest, store: TemplateStore, links: SignedLinks) -> Outbound:
-    """The message the dispatcher would hand the provider for ``request`` (variables built as
-    ``Dispatcher._prepare`` builds them, unsubscribe headers on marketing email)."""
+    """The message the dispatcher would hand the provider for ``request`` (its variables, and
+    unsubscribe headers on marketing email)."""
     address = str(request.recipient["email"])
     headers, link_vars = links.for_message(request, address)
     if request.category != "marketing":
         headers = {}
-    traits = request.recipient.get("traits") or {}
-    variables: dict[str, Any] = {
-        "customer": {**traits, "id": request.customer_id},
-        "event": request.data.get("event", {}),
-        "message": {"id": request.message_id, "category": request.category},
-        "scores": {},
-        "segments": [],
-        **link_vars,
-    }
     return Outbound(
         message_id=request.message_id,
         workspace_id=request.workspace_id,
@@ -174,7 +166,9 @@ def outbound(request: MessageRequest, store: TemplateStore, links: SignedLinks) 
         to=address,
         sender=SENDER[0],
         sender_name=SENDER[1],
-        content=store.render(request.template, request.channel, variables),
+        content=store.render(
+            request.template, request.channel, message_variables(request, link_vars)
+        ),
         headers=headers,
     )
 

@@ -745,16 +745,7 @@ def _steps(off: dict[str, Any], on: dict[str, Any]) -> dict[str, dict[str, float
         per_event = 1e6 * run["handle_s"] / run["events"]
         return {k: share * per_event for k, share in (run.get("phases") or {}).items()}
 
-    a, b = us(off), us(on)
-    rows = {
-        k: {
-            "off": round(a.get(k, 0.0), 1),
-            "on": round(b.get(k, 0.0), 1),
-            "added": round(b.get(k, 0.0) - a.get(k, 0.0), 1),
-        }
-        for k in set(a) | set(b)
-    }
-    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["added"]))
+    return _compared(us(off), us(on))
 
 
 def _statements(off: dict[str, Any], on: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -766,16 +757,20 @@ def _statements(off: dict[str, Any], on: dict[str, Any]) -> dict[str, dict[str, 
             k: 1000 * v["ms_per_batch"] / size for k, v in (run.get("statements") or {}).items()
         }
 
-    a, b = us(off), us(on)
+    return _compared(us(off), us(on))
+
+
+def _compared(off: dict[str, float], on: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each key's value off, on and the difference, largest addition first."""
     rows = {
         k: {
-            "off": round(a.get(k, 0.0), 1),
-            "on": round(b.get(k, 0.0), 1),
-            "added": round(b.get(k, 0.0) - a.get(k, 0.0), 1),
+            "off": round(off.get(k, 0.0), 1),
+            "on": round(on.get(k, 0.0), 1),
+            "added": round(on.get(k, 0.0) - off.get(k, 0.0), 1),
         }
-        for k in set(a) | set(b)
+        for k in set(off) | set(on)
     }
-    return dict(sorted(rows.items(), key=lambda kv: -kv[1]["added"]))
+    return dict(sorted(rows.items(), key=lambda kv: (-kv[1]["added"], kv[0])))
 
 
 def _met(share: float | None) -> bool | None:

@@ -518,21 +518,6 @@ async def migrate(url: str) -> None:
     await upgrade(url, [COMPONENTS["journey"]])
 
 
-FACTS_COLUMNS = (
-    "profile",
-    "lead",
-    "segment_state",
-    "insights",
-    "timeline",
-    "stage",
-    "lead_band",
-    "order_count",
-    "first_order_at",
-    "last_order_at",
-    "revenue",
-)
-"""The customer-intelligence columns of ``journey_customers`` (what the repository's save
-writes from ``Facts``)."""
 MEMBER_COLUMNS = ("workspace_id", "segment_id", "customer_id", "entered_at")
 
 
@@ -542,6 +527,7 @@ def decided(row: dict[str, Any], intel: Any) -> tuple[dict[str, Any], Any]:
     import (its ``last_seen_at``), as a running deployment decided every stored customer
     (band, stage, segment membership from the traits; no profile or score yet, since the
     seeded history has no events). The derived events of that decision are long published."""
+    from services.journey.adapters.repository import facts_columns
     from services.journey.domain import intelligence
     from services.journey.domain.intelligence import Facts
 
@@ -558,17 +544,7 @@ def decided(row: dict[str, Any], intel: Any) -> tuple[dict[str, Any], Any]:
         customer_id=row["customer_id"],
         full=True,
     )
-    profile_ = facts.profile
-    return {
-        **row,
-        **facts.to_json(),
-        "stage": facts.stage,
-        "lead_band": facts.band,
-        "order_count": profile_.order_count,
-        "first_order_at": profile_.first_order_at,
-        "last_order_at": profile_.last_order_at,
-        "revenue": float(profile_.revenue),
-    }, facts
+    return {**row, **facts_columns(facts)}, facts
 
 
 async def seed_customers(
@@ -582,6 +558,7 @@ async def seed_customers(
     ``journey_segment_members`` and its ``intel`` timer when time alone will change them, as
     in a deployment that ran upkeep since the import. Without it the stored customers have
     never been decided, so upkeep decides each in full on its first event."""
+    from services.journey.adapters.repository import FACTS_COLUMNS
     from services.journey.domain.customer import INTEL_TIMER
 
     await migrate(url)

@@ -13,9 +13,11 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
@@ -24,6 +26,23 @@ from shared.contracts.topics import dead_letter
 from shared.errors import BusError, PoisonRecordError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def decode_records(
+    records: Iterable[ConsumedRecord], read: Callable[[bytes], T], what: str
+) -> list[T]:
+    """Each record's value through ``read`` (a contract's ``from_json``); a record that is not
+    ``what`` is a poison record, which the runner sends to its dead-letter topic."""
+    decoded = []
+    for record in records:
+        try:
+            decoded.append(read(record.value))
+        except ValidationError as exc:
+            raise PoisonRecordError(f"not {what}: {exc.errors()[:3]}") from exc
+    return decoded
+
 
 BatchHandler = Callable[[Sequence[ConsumedRecord]], Awaitable[None]]
 

@@ -31,12 +31,11 @@ from services.dispatch.settings import DispatchSettings
 from services.dispatch.webhooks.recorder import prune_webhook_events
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
-from shared.consumer import ConsumerRunner
-from shared.contracts.erasure import decode_erasures
+from shared.consumer import ConsumerRunner, decode_records
+from shared.contracts.erasure import ErasureRequest
 from shared.contracts.messages import MessageRequest
 from shared.contracts.topics import ERASURES, MESSAGES
 from shared.db.engine import session_factory
-from shared.errors import PoisonRecordError
 from shared.outbox import OutboxRelay
 from shared.retry import RetryPolicy
 from shared.worker import ConsumerWorker
@@ -144,17 +143,14 @@ class DispatchWorker(ConsumerWorker):
         return DispatchUnitOfWork(self._sessions)
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
-        requests = []
-        for record in records:
-            try:
-                requests.append(MessageRequest.from_json(record.value))
-            except ValidationError as exc:
-                raise PoisonRecordError(f"not a MessageRequest v1: {exc.errors()[:3]}") from exc
+        requests = decode_records(records, MessageRequest.from_json, "a MessageRequest v1")
         await self.dispatcher.handle(requests)
         self.relay.notify()
 
     async def handle_erasures(self, records: Sequence[ConsumedRecord]) -> None:
-        await erase_customers(self.uow, decode_erasures(records))
+        await erase_customers(
+            self.uow, decode_records(records, ErasureRequest.from_json, "an ErasureRequest v1")
+        )
 
     async def release_held(self) -> int:
         """Send the held messages whose time has come (quiet hours over, Retry-After passed)."""

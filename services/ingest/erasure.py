@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.tables import webhook_orders
 from shared.bus.ports import Bus, ConsumedRecord
-from shared.consumer import ConsumerRunner
-from shared.contracts.erasure import ErasureRequest, decode_erasures
+from shared.consumer import ConsumerRunner, decode_records
+from shared.contracts.erasure import ErasureRequest
 from shared.contracts.topics import ERASURES
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,9 @@ class IngestErasures:
         self._task: asyncio.Task[None] | None = None
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
-        await erase_orders(self._engine, decode_erasures(records))
+        await erase_orders(
+            self._engine, decode_records(records, ErasureRequest.from_json, "an ErasureRequest v1")
+        )
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.runner.run(), name=f"{ERASURE_GROUP}-consumer")

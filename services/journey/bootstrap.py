@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.adapters.definitions import DatabaseCatalogs
@@ -23,11 +22,10 @@ from services.journey.settings import JourneySettings
 from services.journey.timer_poller import TimerPoller
 from shared.bus.ports import Bus, ConsumedRecord
 from shared.clock import Clock
-from shared.consumer import ConsumerRunner
+from shared.consumer import ConsumerRunner, decode_records
 from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
-from shared.errors import PoisonRecordError
 from shared.outbox import OutboxRelay
 from shared.worker import ConsumerWorker
 
@@ -35,13 +33,7 @@ GROUP = "journey"
 
 
 def decode_events(records: Sequence[ConsumedRecord]) -> list[EventEnvelope]:
-    events = []
-    for record in records:
-        try:
-            events.append(EventEnvelope.from_json(record.value))
-        except ValidationError as exc:
-            raise PoisonRecordError(f"not an EventEnvelope v1: {exc.errors()[:3]}") from exc
-    return events
+    return decode_records(records, EventEnvelope.from_json, "an EventEnvelope v1")
 
 
 class JourneyWorker(ConsumerWorker):

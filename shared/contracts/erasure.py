@@ -9,17 +9,12 @@ services' erasure logs keep, and those logs must not lead back to the person.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.contracts.events import cloudevent_headers
-from shared.errors import PoisonRecordError
-
-if TYPE_CHECKING:
-    from shared.bus.ports import ConsumedRecord
 
 ERASURE_TYPE = "ciclo.customer.erasure_requested"
 
@@ -70,15 +65,3 @@ class ErasureRequest(BaseModel):
             ce_source=f"/workspaces/{self.workspace_id}/journey",
             ce_time=self.requested_at,
         )
-
-
-def decode_erasures(records: Iterable[ConsumedRecord]) -> list[ErasureRequest]:
-    """The erasure requests of consumed records; a record that is not one is a poison record
-    (the consumer sends it to its dead-letter topic)."""
-    requests = []
-    for record in records:
-        try:
-            requests.append(ErasureRequest.from_json(record.value))
-        except ValidationError as exc:
-            raise PoisonRecordError(f"not an ErasureRequest v1: {exc.errors()[:3]}") from exc
-    return requests

@@ -203,6 +203,25 @@ def lane(
     )
 
 
+def message_variables(request: MessageRequest, links: dict[str, str]) -> dict[str, Any]:
+    """What a message's template reads (docs/dispatch.md, Variables): the recipient snapshot,
+    the triggering event, the request's own data and the message's unsubscribe links."""
+    recipient = request.recipient
+    return {
+        "customer": {**(recipient.get("traits") or {}), "id": request.customer_id},
+        "event": request.data.get("event", {}),
+        "message": {"id": request.message_id, "category": request.category},
+        "scores": recipient.get("scores") or {},
+        # What customer intelligence knew when the journey asked for the message: absent
+        # (empty, stage nil) when the workspace turned it off.
+        **{root: recipient.get(root) or {} for root in INTELLIGENCE_OBJECTS},
+        "stage": recipient.get("stage"),
+        "segments": recipient.get("segments") or [],
+        **{k: v for k, v in request.data.items() if k != "event"},
+        **links,
+    }
+
+
 def _erased_before(request: MessageRequest, erased: dict[tuple[str, str], datetime]) -> bool:
     """Whether the request's customer was erased at or after the request was made."""
     cutoff = erased.get((request.workspace_id, request.customer_id))
@@ -471,20 +490,7 @@ class Dispatcher:
             headers, links = self._links.for_message(request, address)
             if request.category != "marketing" or request.channel != "email":
                 headers = {}  # List-Unsubscribe belongs on marketing email only
-        recipient = request.recipient
-        variables: dict[str, Any] = {
-            "customer": {**(recipient.get("traits") or {}), "id": request.customer_id},
-            "event": request.data.get("event", {}),
-            "message": {"id": request.message_id, "category": request.category},
-            "scores": recipient.get("scores") or {},
-            # What customer intelligence knew when the journey asked for the message: absent
-            # (empty, stage nil) when the workspace turned it off.
-            **{root: recipient.get(root) or {} for root in INTELLIGENCE_OBJECTS},
-            "stage": recipient.get("stage"),
-            "segments": recipient.get("segments") or [],
-            **{k: v for k, v in request.data.items() if k not in ("event",)},
-            **links,
-        }
+        variables = message_variables(request, links)
         try:
             content = await self._renderer.render(
                 uow.session,

@@ -209,8 +209,6 @@ class CustomerStates:
         timer_rows: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for state in states:
-            facts = state.facts
-            profile = facts.profile
             row = {
                 "w": state.workspace_id,
                 "c": state.customer_id,
@@ -220,13 +218,7 @@ class CustomerStates:
                 "entries": {j: _iso(at) for j, at in state.entries.items()},
                 "ledger": [[_iso(at), channel] for at, channel in state.ledger],
                 "schedules": {j: _iso(at) for j, at in state.schedules.items()},
-                **facts.to_json(),
-                "stage": facts.stage,
-                "lead_band": facts.band,
-                "order_count": profile.order_count,
-                "first_order_at": profile.first_order_at,
-                "last_order_at": profile.last_order_at,
-                "revenue": float(profile.revenue),
+                **facts_columns(state.facts),
             }
             if state.stored:
                 known_profiles.append(row)
@@ -619,13 +611,7 @@ def _instance_row(i: Instance) -> dict[str, Any]:
     }
 
 
-_PROFILE_COLUMNS = (
-    "traits",
-    "scores",
-    "last_seen_at",
-    "entries",
-    "ledger",
-    "schedules",
+FACTS_COLUMNS = (
     "profile",
     "lead",
     "segment_state",
@@ -637,6 +623,33 @@ _PROFILE_COLUMNS = (
     "first_order_at",
     "last_order_at",
     "revenue",
+)
+"""The customer-intelligence columns of ``journey_customers``: what ``facts_columns`` fills."""
+
+
+def facts_columns(facts: Facts) -> dict[str, Any]:
+    """A customer's ``FACTS_COLUMNS``, as ``save`` writes them: the JSON columns and the
+    aggregates kept beside them for queries (stage, band, orders, revenue)."""
+    profile = facts.profile
+    return {
+        **facts.to_json(),
+        "stage": facts.stage,
+        "lead_band": facts.band,
+        "order_count": profile.order_count,
+        "first_order_at": profile.first_order_at,
+        "last_order_at": profile.last_order_at,
+        "revenue": float(profile.revenue),
+    }
+
+
+_PROFILE_COLUMNS = (
+    "traits",
+    "scores",
+    "last_seen_at",
+    "entries",
+    "ledger",
+    "schedules",
+    *FACTS_COLUMNS,
 )
 
 _UPDATE_PROFILE = (

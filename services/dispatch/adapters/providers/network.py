@@ -19,7 +19,7 @@ import asyncio
 import select
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import httpcore
@@ -203,22 +203,12 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        protocol = _Protocol()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: protocol,
-                    host,
-                    port,
-                    local_addr=(local_address, 0) if local_address else None,
-                )
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
-        stream = AsyncioStream(transport, protocol)
-        _apply(stream, socket_options)
-        return stream
+        local = (local_address, 0) if local_address else None
+        return await _open(
+            lambda protocol: loop.create_connection(protocol, host, port, local_addr=local),
+            timeout,
+            socket_options,
+        )
 
     async def connect_unix_socket(
         self,
@@ -227,20 +217,32 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
-        protocol = _Protocol()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.create_unix_connection(lambda: protocol, path)
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from exc
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
-        stream = AsyncioStream(transport, protocol)
-        _apply(stream, socket_options)
-        return stream
+        return await _open(
+            lambda protocol: loop.create_unix_connection(protocol, path), timeout, socket_options
+        )
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def _open(
+    create: Callable[[Callable[[], _Protocol]], Awaitable[tuple[asyncio.Transport, _Protocol]]],
+    timeout: float | None,
+    options: Iterable[httpcore.SOCKET_OPTION] | None,
+) -> AsyncioStream:
+    """A stream over the connection ``create`` opens with our protocol, within ``timeout``;
+    failures as httpcore's connect errors."""
+    protocol = _Protocol()
+    try:
+        async with asyncio.timeout(timeout):
+            transport, _ = await create(lambda: protocol)
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"no connection within {timeout} s") from exc
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc) or repr(exc)) from exc
+    stream = AsyncioStream(transport, protocol)
+    _apply(stream, options)
+    return stream
 
 
 def _apply(stream: AsyncioStream, options: Iterable[httpcore.SOCKET_OPTION] | None) -> None:
