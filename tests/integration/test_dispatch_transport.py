@@ -552,3 +552,285 @@ async def test_a_closed_client_refuses_to_send(server: RawServer) -> None:
     await c.aclose()
     with pytest.raises(RuntimeError):
         await c.send(httpx.Request("POST", server.url, content=b"{}"))
+
+
+# ── Shortcuts that must behave as the code they replace ────────────────────────────────────────
+
+_FIELDS: list[list[tuple[bytes, bytes]]] = [
+    [(b"Host", b"a.example"), (b"Content-Length", b"12"), (b"X-Key", b"k")],
+    [(b"Host", b"a.example"), (b"Content-Length", b"12, 12")],
+    [(b"Host", b"a.example"), (b"Content-Length", b"12"), (b"content-length", b"13")],
+    [(b"Host", b"a.example"), (b"Content-Length", b"1x")],
+    [(b"Host", b"a.example"), (b"Content-Length", b"9" * 30)],
+    [(b"Host", b"a.example"), (b"Transfer-Encoding", b"Chunked")],
+    [(b"Host", b"a.example"), (b"Transfer-Encoding", b"gzip")],
+    [(b"Host", b"a.example"), (b"Transfer-Encoding", b"chunked")] * 2,
+    [(b"Host", b"a.example"), (b"X-Key", b"k\r\nX-Evil: 1")],
+    [(b"Host", b"a.example"), (b"X Key", b"k")],
+    [(b"Host", b"a.example"), (b"X-Key", b" padded ")],
+    [(b"Host", b"a.example"), (b"X-Key", b"")],
+]
+
+
+@pytest.mark.parametrize("fields", _FIELDS)
+def test_header_checks_remembered_answer_as_h11(fields: list[tuple[bytes, bytes]]) -> None:
+    """Twice each (the second time from what was remembered): h11's headers or h11's error."""
+    import h11
+    from h11._headers import normalize_and_validate
+
+    from services.dispatch.adapters.providers.transport import _checked_headers
+
+    def outcome(check: Callable[[list[tuple[bytes, bytes]]], object]) -> object:
+        try:
+            return list(check(fields))  # type: ignore[call-overload]
+        except h11.LocalProtocolError as exc:
+            return f"LocalProtocolError: {exc}"
+
+    expected = outcome(normalize_and_validate)
+    assert outcome(_checked_headers) == expected
+    assert outcome(_checked_headers) == expected
+
+
+def test_requests_get_the_headers_the_client_has_now() -> None:
+    """The merged headers are remembered by what they are built from: a change to the client's
+    headers or the provider's shows in the next request, and the remembered ones never change."""
+    from services.dispatch.adapters.providers.base import request
+
+    c = provider_client(timeout=5, connections=1)
+    first = request(c, "http://a.example/x", json={"a": 1}, headers={"Authorization": "Bearer 1"})
+    first.headers["X-Changed"] = "by the caller"
+    c.headers["User-Agent"] = "ciclo-test"
+    second = request(c, "http://a.example/x", json={"a": 1}, headers={"Authorization": "Bearer 2"})
+    raw = request(c, "http://a.example/x", content=b"raw", headers=None)
+    assert dict(second.headers) == {
+        "host": "a.example",
+        "accept": "*/*",
+        "accept-encoding": "gzip, deflate",
+        "connection": "keep-alive",
+        "user-agent": "ciclo-test",
+        "authorization": "Bearer 2",
+        "content-type": "application/json",
+        "content-length": "7",
+    }
+    assert "x-changed" not in second.headers
+    assert "content-type" not in raw.headers and "authorization" not in raw.headers
+    assert raw.headers["content-length"] == "3"
+    assert second.content == b'{"a":1}'
+
+
+_BODY = b'{"ok":true}'
+_ANSWERS: list[bytes] = [
+    b"HTTP/1.1 202 Accepted\r\nX-Message-Id: m-1\r\nContent-Length: 11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 202 \r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 202\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 400 Bad Request\r\ncontent-length:11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\nContent-Length: 11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 503 Unavailable\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nX-Empty:\r\nX-Pad:  v  \r\n"
+    b"Content-Length: 11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n" + _BODY,
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 11\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+    b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Bad: a\rb\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n" + _BODY + b"HTTP/1.1 200 OK\r\n",
+    b"HTTP/1.1 200 OK\r\n\r\nthe body ends with the connection",
+    b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"garbage\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n" + _BODY[:5],
+    b"HTTP/1.1 200 OK\r\nContent-Len",
+    b"",
+]
+
+
+def _read_by_h11(answer: bytes, *, closed: bool = True) -> tuple[object, ...]:
+    """What h11 makes of ``answer`` to a POST, the server closing the connection after it or
+    not: (status, reason, version, headers, body, whether the connection is kept), or its
+    error, or "incomplete"."""
+    import h11
+
+    conn = h11.Connection(our_role=h11.CLIENT)
+    conn.send(
+        h11.Request(method="POST", target="/", headers=[("Host", "a"), ("Content-Length", "0")])
+    )
+    conn.send(h11.EndOfMessage())
+    if answer:
+        conn.receive_data(answer)  # (no bytes would say the connection closed)
+    if closed:
+        conn.receive_data(b"")
+    head: h11.Response | None = None
+    body = b""
+    try:
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Response):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif event is h11.NEED_DATA or event is h11.PAUSED:  # pragma: no cover
+                return ("incomplete",)
+            elif isinstance(event, h11.ConnectionClosed):
+                return ("closed early",)
+    except h11.RemoteProtocolError as exc:
+        return (f"RemoteProtocolError: {exc}",)
+    assert head is not None
+    kept = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+    return (head.status_code, head.reason, head.http_version, head.headers.raw_items(), body, kept)
+
+
+@pytest.mark.parametrize("answer", _ANSWERS)
+def test_simple_answers_are_read_as_h11_reads_them(answer: bytes) -> None:
+    """Whatever the shortcut reads whole, h11 reads the same way, and keeps the connection;
+    whatever it does not, it leaves to h11 (False), or waits for more (True) only while h11
+    could not have read an answer either."""
+    from services.dispatch.adapters.providers.transport import _simple_answer
+
+    verdict = _simple_answer(bytearray(answer))
+    if isinstance(verdict, tuple):
+        head, body = verdict
+        got = (head.status_code, head.reason, head.http_version, head.headers.raw_items(), body)
+        assert (*got, True) == _read_by_h11(answer)
+    elif verdict is True:  # h11 too waits for more
+        assert _read_by_h11(answer, closed=False) == ("incomplete",)
+
+
+def test_the_shortcut_takes_the_usual_answers() -> None:
+    from services.dispatch.adapters.providers.transport import _simple_answer
+
+    taken = [a for a in _ANSWERS if isinstance(_simple_answer(bytearray(a)), tuple)]
+    assert len(taken) == 7  # the first seven: a test of the shortcut, not only of h11
+
+
+@pytest.mark.parametrize("answer", _ANSWERS[:24])
+async def test_answers_read_the_same_with_and_without_the_shortcut(
+    answer: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a real socket, the answer written in two parts: the response, the error, and
+    whether the next request reuses the connection, the same with h11 alone."""
+    from services.dispatch.adapters.providers import transport
+
+    async def scripted(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer[:20])
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(answer[20:])
+        await writer.drain()
+        return True
+
+    async def run() -> list[object]:
+        server = RawServer(behaviour=scripted)
+        listening = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        server.url = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+        seen: list[object] = []
+        try:
+            async with client(AsyncioBackend(), timeout=0.3) as c:
+                for _ in range(2):
+                    try:
+                        r = await post(c, server.url, provider="test", json={})
+                        seen.append((r.status_code, r.headers.raw, r.content, r.http_version))
+                    except (AmbiguousSendError, TransientSendError) as exc:
+                        seen.append(type(exc).__name__)
+        finally:
+            await server.stop(listening)
+        seen.append(server.connections)
+        return seen
+
+    with_shortcuts = await run()
+    monkeypatch.setattr(transport, "_simple_answer", lambda data: False)
+    assert with_shortcuts == await run()  # the request written without h11, the answer by it
+    monkeypatch.setattr(transport, "_request_bytes", lambda head, body: None)
+    assert with_shortcuts == await run()  # h11 alone
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "simple"),
+    [
+        ("POST", {}, True),
+        ("POST", {"Connection": "Keep-Alive"}, True),
+        ("POST", {"Connection": "close"}, False),
+        ("POST", {"Connection": "keep-alive, Close"}, False),
+        ("POST", {"Connection": "upgrade"}, True),
+        ("POST", {"Expect": "100-continue"}, False),
+        ("HEAD", {}, False),
+        ("CONNECT", {}, False),
+    ],
+)
+def test_which_requests_may_take_the_shortcut(
+    method: str, headers: dict[str, str], simple: bool
+) -> None:
+    """Only where h11 would keep the connection alive after a simple answer, and frame that
+    answer by its headers."""
+    from services.dispatch.adapters.providers.transport import _simple_request
+
+    c = provider_client(timeout=5, connections=1)
+    request = c.build_request(method, "http://a.example/", headers=headers)
+    assert _simple_request(request) is simple
+
+
+async def test_a_request_that_closes_its_connection_gets_a_new_one_next(
+    server: RawServer,
+) -> None:
+    async with client(AsyncioBackend()) as c:
+        for _ in range(2):
+            response = await post(
+                c, server.url, provider="test", json={}, headers={"Connection": "close"}
+            )
+            assert response.status_code == 202
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "body"),
+    [
+        ("http://a.example/v3/mail/send", {"Authorization": "Bearer k"}, b'{"a":1}'),
+        ("http://a.example:8080/x?y=1&z=%20", {}, b""),
+        ("https://b.example/", {"X-Two": "1", "x-two": "2", "Host": "c.example"}, "é".encode()),
+        ("http://a.example/", {"Content-Length": "3"}, b"abc"),
+    ],
+)
+def test_requests_written_without_h11_are_the_bytes_h11_writes(
+    url: str, headers: dict[str, str], body: bytes
+) -> None:
+    import h11
+
+    from services.dispatch.adapters.providers.base import request
+    from services.dispatch.adapters.providers.transport import _checked_headers, _request_bytes
+
+    r = request(provider_client(timeout=5, connections=1), url, content=body, headers=headers)
+    head = h11.Request(
+        method=r.method, target=r.url.raw_path, headers=_checked_headers(r.headers.raw)
+    )
+    conn = h11.Connection(our_role=h11.CLIENT)
+    expected = (conn.send(head) or b"") + (conn.send(h11.Data(data=body)) or b"")
+    expected += conn.send(h11.EndOfMessage()) or b""
+    assert _request_bytes(head, body) == expected
+
+
+def test_requests_h11_must_write_are_left_to_it() -> None:
+    import h11
+
+    from services.dispatch.adapters.providers.transport import _request_bytes
+
+    def head(*fields: tuple[str, str]) -> h11.Request:
+        return h11.Request(method="POST", target="/", headers=[("Host", "a"), *fields])
+
+    assert _request_bytes(head(("Content-Length", "3")), b"abcd") is None  # h11 refuses
+    assert _request_bytes(head(("Content-Length", "3")), b"ab") is None
+    assert _request_bytes(head(("Transfer-Encoding", "chunked")), b"ab") is None
+    assert _request_bytes(head(), b"") is None  # no Content-Length: h11's framing
+    big = b"x" * (64 * 1024)
+    assert _request_bytes(head(("Content-Length", str(len(big)))), big) is None

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from liquid import Node
 
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.errors import TemplateError
@@ -55,3 +57,103 @@ def test_sms_template(tmp_path: Path) -> None:
     rendered = TemplateStore(tmp_path).render("s", "sms", {"customer": {"first_name": "Bo"}})
     assert rendered.text == "Hi Bo, 10% off today"
     assert rendered.subject is None
+
+
+# ── The plain-output shortcut renders what python-liquid renders ─────────────────────────────
+
+_OUTPUTS = """\
+[{{ customer.first_name }}][{{ customer.first_name | default: "friend" }}]
+[{{ customer.first_name | default: 7 }}][{{ customer.first_name | default: customer.id }}]
+[{{ event.properties.order_id }}][{{ event.properties.total | default: "0" }}]
+[{{ customer.tags.size }}][{{ customer.tags.first }}][{{ customer.size }}]
+{% assign items = event.properties.items | default: nil -%}
+{% if items %}{% for item in items %}<{{ forloop.index }}:{{ item.name | default: item.product_id }}
+ x {{ item.quantity | default: 1 }} {{ item.price | default: "?" }}>{% endfor %}{% endif %}
+{% capture c %}{{ customer.first_name | default: "c" }}{% endcapture %}[{{ c }}]
+{% case customer.first_name %}{% when "Ana" %}[{{ customer.id }}]{% else %}[-]{% endcase %}
+"""
+
+_VALUES: list[object] = [
+    "Ana",
+    "",
+    " ",
+    "Zoë <b>&amp;</b> \"q\" 'a'",
+    0,
+    7,
+    -1,
+    1.5,
+    True,
+    False,
+    None,
+    ["a", "b"],
+    [],
+    {"first_name": "x"},
+    {},
+]
+
+
+def _variable_sets() -> list[dict[str, object]]:
+    sets: list[dict[str, object]] = []
+    for value in _VALUES:
+        customer: dict[str, object] = {"id": "c-1", "first_name": value, "tags": value}
+        items: list[object] = [
+            {"name": value, "product_id": "p-1", "price": value},
+            {"product_id": "p-2", "quantity": value},
+            {"name": "Mug", "quantity": 2, "price": "9.90"},
+        ]
+        sets.append(
+            {
+                "customer": customer,
+                "event": {"properties": {"order_id": value, "total": value, "items": items}},
+            }
+        )
+        sets.append({"customer": {"id": value}, "event": {"properties": {"items": value}}})
+        sets.append({"customer": value, "event": value})
+    sets.append({"customer": {"id": "c-2"}})  # event undefined: an error, both ways
+    sets.append({})
+    return sets
+
+
+def _outcome(template: object, variables: dict[str, object]) -> str:
+    try:
+        return str(template.render(variables))  # type: ignore[attr-defined]
+    except Exception as exc:  # the error itself is what is compared
+        return f"{exc.__class__.__name__}: {exc}"
+
+
+def _sources() -> list[tuple[str, str]]:
+    found = [("inline/" + part, _OUTPUTS) for part in ("text", "html")]
+    for folder in sorted(REPO_TEMPLATES.iterdir()):
+        for path in sorted(folder.glob("*.liquid")):
+            found.append((f"{folder.name}/{path.stem}", path.read_text()))
+    return found
+
+
+@pytest.mark.parametrize(("name", "source"), _sources(), ids=[n for n, _ in _sources()])
+def test_plain_outputs_render_as_python_liquid_does(name: str, source: str) -> None:
+    from services.dispatch.adapters.templates import _environment, _PlainOutput, parse_part
+
+    part = name.split("/")[1]
+    fast = parse_part("t", part, source)
+    reference = _environment(html=part == "html").from_string(source)
+    shortcuts = [n for n in _walk(fast.nodes) if isinstance(n, _PlainOutput)]
+    if "{{" in source:
+        assert shortcuts, "the shortcut is not in use: this test would prove nothing"
+    for variables in _variable_sets():
+        assert _outcome(fast, variables) == _outcome(reference, variables), variables
+
+
+def _walk(nodes: Sequence[Node]) -> list[Node]:
+    from liquid import RenderContext
+
+    from services.dispatch.adapters.templates import _environment
+
+    static = RenderContext(_environment(html=False).from_string(""))
+    found: list[Node] = []
+    pending = list(nodes)
+    while pending:
+        node = pending.pop()
+        found.append(node)
+        pending.extend(node.children(static, include_partials=False))
+        pending.extend(getattr(node, "nodes", []))
+    return found

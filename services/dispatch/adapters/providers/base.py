@@ -102,19 +102,41 @@ def request(
 ) -> httpx.Request:
     """The POST ``client.post`` would build (the client's headers under ``headers``, its
     timeouts), without merging a base URL, params or cookies, which the providers never set."""
-    merged = httpx.Headers(client.headers)
-    if headers:
-        merged.update(headers)
     if json is not None:
         content = orjson.dumps(json)
-        merged["Content-Type"] = "application/json"
     return httpx.Request(
         "POST",
         url,
-        headers=merged,
+        headers=_merged(client.headers, headers, json=json is not None),
         content=content,
         extensions={"timeout": client.timeout.as_dict()},
     )
+
+
+_MERGED: dict[
+    tuple[tuple[tuple[bytes, bytes], ...], tuple[tuple[str, str], ...], bool], httpx.Headers
+] = {}
+_MERGED_MAX = 256
+
+
+def _merged(
+    defaults: httpx.Headers, headers: Mapping[str, str] | None, *, json: bool
+) -> httpx.Headers:
+    """The client's headers, updated with ``headers``, and the JSON content type for a JSON
+    body. A provider sends the same few combinations again and again: each is built once (the
+    request copies it, so the one kept is never changed), keyed by what it is built from."""
+    key = (tuple(defaults.raw), tuple(headers.items()) if headers else (), json)
+    merged = _MERGED.get(key)
+    if merged is None:
+        merged = httpx.Headers(defaults)
+        if headers:
+            merged.update(headers)
+        if json:
+            merged["Content-Type"] = "application/json"
+        if len(_MERGED) >= _MERGED_MAX:
+            _MERGED.clear()
+        _MERGED[key] = merged
+    return merged
 
 
 def raise_for_answer(response: httpx.Response, *, provider: str, detail: str) -> None:

@@ -33,15 +33,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import h11
 import httpcore
 import httpx
+from h11._headers import Headers as H11Headers
+from h11._headers import get_comma_header, normalize_and_validate
+from h11._readers import header_field_re, status_line_re
 
 from services.dispatch.adapters.providers.network import AsyncioBackend
 
@@ -77,6 +82,92 @@ _ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
 }
 
 
+_VALID_FIELDS: set[tuple[bytes, bytes]] = set()
+"""Header fields h11 found valid already. The same few (host, authorization, content type, user
+agent, …) go with every request, and checking them is most of the CPU of writing a request."""
+_VALID_FIELDS_MAX = 4096
+
+
+def _checked_headers(raw: list[tuple[bytes, bytes]]) -> H11Headers:
+    """``h11``'s ``normalize_and_validate(raw)``, with each field's own check (the name a token,
+    the value without line breaks or control characters, a Content-Length of digits, only
+    ``chunked`` as Transfer-Encoding: h11's, on that field alone, raising what h11 raises)
+    done once per distinct field; the checks across fields (conflicting Content-Lengths, a
+    second Transfer-Encoding) and the normalisation are h11's, every time."""
+    for field in raw:
+        if field not in _VALID_FIELDS:
+            normalize_and_validate([field])
+            if len(_VALID_FIELDS) >= _VALID_FIELDS_MAX:
+                _VALID_FIELDS.clear()
+            _VALID_FIELDS.add(field)
+    return normalize_and_validate(raw, _parsed=True)
+
+
+_STATUS_PREFIX = b"HTTP/1.1 "
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+"""The end of a head, as h11 finds it (``ReceiveBuffer.maybe_extract_lines``)."""
+
+
+def _simple_answer(data: bytearray) -> tuple[h11.Response, bytes] | bool:
+    """A whole HTTP/1.1 answer in ``data`` in the one form nearly every provider answer takes,
+    read as h11 reads it; True while ``data`` may still become one (wait for more bytes); False
+    for anything else, which h11 must read (it gives the same answer, or its error).
+
+    The form: ``HTTP/1.1 <status 2xx-5xx other than 204 and 304>``, header lines that h11's own
+    expressions accept, split at CRLF (no obsolete line folding, no bare CR or LF), one
+    Content-Length of digits, no Transfer-Encoding, Connection absent or ``keep-alive``, and
+    exactly Content-Length bytes of body after the blank line, nothing more. h11 reads such an
+    answer into a ``Response`` (built here as h11's reader builds it) and the body, and leaves
+    the connection fit for the next request."""
+    if data[: len(_STATUS_PREFIX)] != _STATUS_PREFIX[: len(data)]:
+        return False
+    blank = _BLANK_LINE.search(data)  # where h11 ends the head
+    if blank is None:
+        return len(data) <= _MAX_HEAD
+    end = blank.start() - 1
+    if end > _MAX_HEAD or data[end : blank.end()] != b"\r\n\r\n":
+        return False
+    lines = bytes(data[:end]).split(b"\r\n")
+    status = status_line_re.fullmatch(lines[0])
+    if status is None or status["http_version"] != b"1.1":
+        return False
+    code = int(status["status_code"])
+    if code < 200 or code in (204, 304):
+        return False
+    fields: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    for line in lines[1:]:
+        field = header_field_re.fullmatch(line)
+        if field is None or line[:1] in (b" ", b"\t"):
+            return False
+        name, value = field["field_name"], field["field_value"]
+        lowered = name.lower()
+        if lowered == b"content-length":
+            if length is not None or not value.isdigit() or len(value) > 20:
+                return False
+            length = int(value)
+        elif lowered == b"transfer-encoding" or (
+            lowered == b"connection" and value.lower() != b"keep-alive"
+        ):
+            return False
+        fields.append((name, value))
+    if length is None:
+        return False
+    start = end + 4
+    if len(data) < start + length:
+        return True
+    if len(data) > start + length:
+        return False
+    head = h11.Response(
+        status_code=code,
+        headers=fields,
+        reason=status["reason"] or b"",
+        http_version=b"1.1",
+        _parsed=True,
+    )
+    return head, bytes(data[start:])
+
+
 def _translate(exc: Exception, request: httpx.Request) -> NoReturn:
     for kind in type(exc).__mro__:
         mapped = _ERRORS.get(kind)
@@ -85,10 +176,73 @@ def _translate(exc: Exception, request: httpx.Request) -> NoReturn:
     raise exc
 
 
+def _request_bytes(head: h11.Request, body: bytes) -> bytes | None:
+    """What h11 writes for ``head`` and ``body`` (``write_request``: the request line, Host
+    first, the other fields in order, a blank line; then the body as it is, Content-Length
+    framing), when the head declares a Content-Length equal to the body's length and no
+    Transfer-Encoding, and the whole fits one write; else None (h11 writes it, or refuses)."""
+    if head.http_version != b"1.1" or len(body) >= _READ_BYTES:
+        return None
+    length: bytes | None = None
+    hosts: list[bytes] = []
+    fields: list[bytes] = []
+    for name, value in head.headers.raw_items():
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            return None
+        if lowered == b"content-length":
+            length = value
+        (hosts if lowered == b"host" else fields).append(b"%s: %s\r\n" % (name, value))
+    if length is None or int(length) != len(body):
+        return None
+    return b"".join(
+        [b"%s %s HTTP/1.1\r\n" % (head.method, head.target), *hosts, *fields, b"\r\n", body]
+    )
+
+
+async def _chunks(
+    read: list[bytes] | None, stream: httpx.SyncByteStream | httpx.AsyncByteStream
+) -> AsyncIterator[bytes]:
+    """The chunks of a request body: those already read, else the stream's."""
+    if read is not None:
+        for chunk in read:
+            yield chunk
+        return
+    async for chunk in stream:  # type: ignore[union-attr]  # an async client's request
+        yield chunk
+
+
+def _simple_request(request: httpx.Request) -> bool:
+    """Whether h11 keeps the connection alive after this request's answer when the answer
+    allows it, and frames that answer by its own headers: not HEAD or CONNECT (bodiless or a
+    tunnel), not ``Connection: close``, no ``Expect`` (interim answers)."""
+    if request.method in ("HEAD", "CONNECT"):
+        return False
+    connection: list[tuple[bytes, bytes]] = []
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered in (b"expect", b"upgrade"):
+            return False
+        if lowered == b"connection" and value.lower() != b"keep-alive":  # httpx's own
+            connection.append((name, value))
+    return not connection or b"close" not in get_comma_header(
+        normalize_and_validate(connection, _parsed=True), b"connection"
+    )
+
+
 class _Connection:
     """One HTTP/1.1 connection, lent to one request at a time."""
 
-    __slots__ = ("_ended", "_expire_at", "_expiry", "_h11", "_stream", "closed")
+    __slots__ = (
+        "_deferred",
+        "_ended",
+        "_expire_at",
+        "_expiry",
+        "_h11",
+        "_simple",
+        "_stream",
+        "closed",
+    )
 
     def __init__(self, stream: httpcore.AsyncNetworkStream, expiry: float) -> None:
         self._stream = stream
@@ -96,6 +250,9 @@ class _Connection:
         self._expire_at: float | None = None
         self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
         self._ended = False  # the server closed its side
+        self._simple: tuple[h11.Response, bytes] = (cast(h11.Response, None), b"")
+        self._deferred: tuple[h11.Request, bytes] | None = None
+        """A request written without h11 (``_send``), until its answer is read."""
         self.closed = False
 
     def fit(self) -> bool:
@@ -113,36 +270,57 @@ class _Connection:
         timeouts = request.extensions.get("timeout", {})
         self._expire_at = None
         try:
-            await self._send(request, timeouts.get("write"))
-            answer = await self._receive(timeouts.get("read"))
+            simple = _simple_request(request)
+            await self._send(request, timeouts.get("write"), simple=simple)
+            answer = await self._receive(timeouts.get("read"), simple=simple)
         except BaseException:
             await self.aclose()
             raise
         state = self._h11
-        if state.our_state is h11.DONE and state.their_state is h11.DONE and not self._ended:
+        if answer is None:  # read by _simple_answer: h11 would be done too, and keep it alive
+            answer = self._simple
+            if self._deferred is None:  # h11 wrote the request: begin its next cycle afresh
+                self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+            self._deferred = None  # h11 never saw this exchange: it is ready for the next
+            self._expire_at = time.monotonic() + self._expiry
+        elif state.our_state is h11.DONE and state.their_state is h11.DONE and not self._ended:
             state.start_next_cycle()
             self._expire_at = time.monotonic() + self._expiry
         else:  # Connection: close, or a body the server did not wait for
             await self.aclose()
         return answer
 
-    async def _send(self, request: httpx.Request, timeout: float | None) -> None:
+    async def _send(self, request: httpx.Request, timeout: float | None, *, simple: bool) -> None:
+        """Write the request. h11 checks it (headers, Host, method, target) and, when the
+        request is ``simple`` with its whole body in memory and a Content-Length that matches
+        it, :func:`_request_bytes` writes it as h11 would, and h11 is only told about it (in
+        ``_receive``) if h11 must read the answer; otherwise h11 writes it."""
         state = self._h11
+        self._deferred = None
         try:
-            # As httpcore: a write error is left for the answer to explain, since the server
-            # may have answered and closed before reading the whole request (a body it refuses).
+            head = h11.Request(
+                method=request.method,
+                target=request.url.raw_path,
+                headers=_checked_headers(request.headers.raw),
+            )
+            stream = request.stream
+            chunks: list[bytes] | None = None
+            if type(stream) is httpx.ByteStream:
+                chunks = [chunk async for chunk in stream]
+                if simple and state.our_state is h11.IDLE and state.their_state is h11.IDLE:
+                    body = b"".join(chunks)
+                    written = _request_bytes(head, body)
+                    if written is not None:
+                        self._deferred = (head, body)
+                        # As httpcore: a write error is left for the answer to explain, since
+                        # the server may have answered and closed before reading the whole
+                        # request (a body it refuses).
+                        with contextlib.suppress(httpcore.WriteError):
+                            await self._stream.write(written, timeout=timeout)
+                        return
             with contextlib.suppress(httpcore.WriteError):
-                out = bytearray(
-                    state.send(
-                        h11.Request(
-                            method=request.method,
-                            target=request.url.raw_path,
-                            headers=request.headers.raw,
-                        )
-                    )
-                    or b""
-                )
-                async for chunk in request.stream:  # type: ignore[union-attr]  # async client
+                out = bytearray(state.send(head) or b"")
+                async for chunk in _chunks(chunks, stream):
                     out += state.send(h11.Data(data=chunk)) or b""
                     if len(out) >= _READ_BYTES:
                         await self._stream.write(bytes(out), timeout=timeout)
@@ -152,8 +330,42 @@ class _Connection:
         except h11.LocalProtocolError as exc:  # e.g. a header holding a line break
             raise httpcore.LocalProtocolError(str(exc)) from exc
 
-    async def _receive(self, timeout: float | None) -> tuple[h11.Response, bytes]:
+    async def _receive(
+        self, timeout: float | None, *, simple: bool
+    ) -> tuple[h11.Response, bytes] | None:
+        """The answer, read by h11; or None when ``simple`` (h11 is about to read the first
+        byte of the answer to a request that keeps the connection alive) and the answer is one
+        :func:`_simple_answer` reads (then in ``self._simple``, and the h11 state is left
+        behind: the caller starts a fresh one, as h11's next cycle would begin). Anything else
+        is handed to h11 with the bytes already read, as if it had read them itself."""
         state = self._h11
+        taken: list[bytes] = []  # read from the network, not yet given to h11
+        deferred = self._deferred
+        if simple and (
+            deferred is not None
+            or (state.their_state is h11.SEND_RESPONSE and not state.trailing_data[0])
+        ):
+            got = bytearray()
+            while True:
+                chunk = await self._stream.read(_READ_BYTES, timeout=timeout)
+                got += chunk
+                verdict = _simple_answer(got) if chunk else False
+                if verdict is True:
+                    continue
+                if verdict is not False:
+                    self._simple = verdict
+                    return None
+                taken = [bytes(got)] if got else []
+                if not chunk:
+                    taken.append(b"")  # the end of the stream, read already
+                break
+        if deferred is not None:  # h11 reads the answer: tell it the request it answers
+            self._deferred = None
+            sent_head, sent_body = deferred
+            state.send(sent_head)
+            if sent_body:
+                state.send(h11.Data(data=sent_body))
+            state.send(h11.EndOfMessage())
         head: h11.Response | None = None
         body = bytearray()
         while True:
@@ -162,7 +374,10 @@ class _Connection:
             except h11.RemoteProtocolError as exc:
                 raise httpcore.RemoteProtocolError(str(exc)) from exc
             if event is h11.NEED_DATA:
-                data = await self._stream.read(_READ_BYTES, timeout=timeout)
+                if taken:
+                    data = taken.pop(0)
+                else:
+                    data = await self._stream.read(_READ_BYTES, timeout=timeout)
                 if not data:
                     if state.their_state is h11.SEND_RESPONSE:
                         raise httpcore.RemoteProtocolError(
