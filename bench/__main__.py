@@ -1,11 +1,14 @@
 """``python -m bench``: run the benchmarks and write ``bench/results.md`` and ``results.json``.
 
 Order: physical baselines (bare FastAPI, raw SQLite, raw aiokafka → Tansu), then Ciclo embedded
-(`ciclo run` defaults), then Ciclo distributed (Tansu + a fresh PostgreSQL database). Per mode, on
-a fresh server: end-to-end latency while idle, then single-event throughput with wrk; then one
-fresh server per batch size. Then the journey engine in process (``bench/journey.py``: event
-throughput, timers, memory), one dispatch process against a 50 ms provider
-(``bench/dispatch.py``: messages/s, CPU, profile) and the purchase predictions
+(`ciclo run` defaults), then Ciclo distributed (Tansu + a fresh PostgreSQL database), then the
+ingest service alone as deployed (`ciclo serve ingest`, Tansu + PostgreSQL: the process the ingest
+targets are about). Per mode, on a fresh server: end-to-end latency while idle (not for ingest
+alone: nothing downstream), then single-event throughput with wrk; then one fresh server per batch
+size. Every load run records the CPU time of the server process (and of Tansu). Then the
+journey engine in process (``bench/journey.py``: event throughput, timers, memory), one dispatch
+process against a 50 ms provider (``bench/dispatch.py``: messages/s, CPU, profile) and the
+purchase predictions
 (``bench/predict.py``: RFM and both fits for 100,000 customers), then what customer-intelligence
 upkeep adds to the journey engine's cost per event (``bench/intelligence.py``: upkeep off vs on,
 pure CPU and with each database). A section that fails is recorded in the report and the run goes
@@ -53,10 +56,14 @@ from bench.processes import (
 OUT_DIR = Path(__file__).resolve().parent
 PINNING_NOTE = "server on CPU 0, wrk on CPU 1 (taskset)" if PINNING else "none"
 JOURNEY_GROUP = "journey"
+INGEST_ALONE = "ingest"  # the mode (and section) of `ciclo serve ingest` on its own
+# Modes whose server hosts ingest only: no journey consumer to watch, no sink to reach.
+WITHOUT_JOURNEY = (INGEST_ALONE,)
 SECTIONS = (
     "baselines",
     "embedded",
     "distributed",
+    "ingest",
     "journey",
     "dispatch",
     "predict",
@@ -84,7 +91,7 @@ class Plan:
     e2e_seconds: float = 10.0
     poll_ms: float = 20.0
     observe: float = 10.0
-    modes: tuple[str, ...] = ("embedded", "distributed")
+    modes: tuple[str, ...] = ("embedded", "distributed", INGEST_ALONE)
     postgres: str = os.environ.get("CICLO_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
     sections: tuple[str, ...] = SECTIONS
     journey: journey.JourneyPlan = field(default_factory=journey.JourneyPlan)
@@ -159,8 +166,10 @@ class Bench:
     @contextmanager
     def ciclo(self, mode: str, tag: str) -> Iterator[CicloServer]:
         """A fresh ``ciclo run``: new data dir (embedded) or new Tansu and database (distributed),
-        so no run inherits another's backlog."""
+        so no run inherits another's backlog; for ``ingest``, a fresh ``ciclo serve ingest`` on
+        a new Tansu and database (what a distributed deployment's ingest replica runs)."""
         name = f"ciclo-{mode}-{tag}"
+        command = ("serve", "ingest") if mode == INGEST_ALONE else ("run",)
         data_dir = self.work_dir / name
         try:
             if mode == "embedded":
@@ -177,6 +186,8 @@ class Bench:
                         log_dir=self.log_dir,
                         database_url=database_url,
                         bus_url=f"kafka://{bootstrap}",
+                        command=command,
+                        tansu=tansu,
                     )
                     with server.proc:
                         yield server
@@ -186,17 +197,18 @@ class Bench:
     def measure(self, mode: str) -> None:
         plan = self.plan
         out: dict[str, Any] = self.results["modes"].setdefault(mode, {})
-        url = ""
-        with self.ciclo(mode, "e2e-single") as server:
+        journey = mode not in WITHOUT_JOURNEY
+        with self.ciclo(mode, "e2e-single" if journey else "single") as server:
             url = f"{server.url}/v1/events"
-            out["e2e"] = self.end_to_end(mode, server)
-            self._settle(server)
-            out["single"] = self.throughput(mode, server, url, 0, plan.connections)
+            if journey:
+                out["e2e"] = self.end_to_end(mode, server)
+                self._settle(server)
+            out["single"] = self.throughput(mode, server, url, 0, plan.connections, journey=journey)
         for n in plan.batch_sizes:
             with self.ciclo(mode, f"batch-{n}") as server:
                 batch_url = f"{server.url}/v1/events/batch"
                 out[f"batch_{n}"] = self.throughput(
-                    mode, server, batch_url, n, plan.batch_connections
+                    mode, server, batch_url, n, plan.batch_connections, journey=journey
                 )
 
     def end_to_end(self, mode: str, server: CicloServer) -> dict[str, Any]:
@@ -224,24 +236,46 @@ class Bench:
         return e2e.as_dict()
 
     def throughput(
-        self, mode: str, server: CicloServer, url: str, batch: int, connections: int
+        self,
+        mode: str,
+        server: CicloServer,
+        url: str,
+        batch: int,
+        connections: int,
+        *,
+        journey: bool = True,
     ) -> dict[str, Any]:
-        """wrk warm-up, then the measured run; then up to ``observe`` seconds for the journey
-        consumer to handle every accepted event (it runs in the same process)."""
+        """wrk warm-up, then the measured run (recording the CPU time of the server and of
+        Tansu); then, with ``journey``, up to ``observe`` seconds for the journey consumer to
+        handle every accepted event (it runs in the same process)."""
         plan = self.plan
         name = f"batch_{batch}" if batch else "single"
         body = {"events": [baselines.SINGLE_BODY]} if batch else baselines.SINGLE_BODY
-        expected = load.consumed(server, JOURNEY_GROUP)
-        load.check_post(url, body, key=server.ingest_key)
-        expected += 1
         key = server.ingest_key
-        wrk = partial(load.run_wrk, url, key=key, batch=batch, connections=connections)
-        warm = wrk(seconds=plan.warmup, prefix=f"{mode}-{name}-warm", quiet=False)
-        expected += warm.ok_requests * warm.events_per_request
-        before = load.consumed(server, JOURNEY_GROUP)
+        wrk = partial(
+            load.run_wrk,
+            url,
+            key=key,
+            batch=batch,
+            connections=connections,
+            watch=server.watch(),
+        )
         # Verified API keys are cached KEY_CACHE_SECONDS; every expiry costs a lookup under load,
         # so the single-event run spans one expiry and its p99 always includes one.
         seconds = plan.seconds if batch else max(plan.seconds, KEY_CACHE_SECONDS + 1.0)
+        if not journey:
+            load.check_post(url, body, key=key)
+            wrk(seconds=plan.warmup, prefix=f"{mode}-{name}-warm", quiet=False)
+            result = wrk(seconds=seconds, prefix=f"{mode}-{name}")
+            self._record_failures(mode, name, result)
+            log(f"{mode} {name}: {self._summary(result)}")
+            return result.as_dict()
+        expected = load.consumed(server, JOURNEY_GROUP)
+        load.check_post(url, body, key=key)
+        expected += 1
+        warm = wrk(seconds=plan.warmup, prefix=f"{mode}-{name}-warm", quiet=False)
+        expected += warm.ok_requests * warm.events_per_request
+        before = load.consumed(server, JOURNEY_GROUP)
         result = wrk(seconds=seconds, prefix=f"{mode}-{name}")
         ended, at_end = time.monotonic(), load.consumed(server, JOURNEY_GROUP)
         events = result.ok_requests * result.events_per_request
@@ -250,16 +284,10 @@ class Bench:
             server, JOURNEY_GROUP, expected, timeout=plan.observe
         )
         waited = time.monotonic() - ended
-        if result.failed:
-            self.results["errors"][f"{mode}.{name}"] = (
-                f"{result.failed} failed requests: {result.errors}, statuses {result.statuses}, "
-                f"first: {result.first_error[:300]}"
-            )
+        self._record_failures(mode, name, result)
         log(
-            f"{mode} {name}: {result.req_per_s:,.0f} req/s, {result.events_per_s:,.0f} events/s, "
-            f"p50 {result.latency_ms['p50']} ms, p99 {result.latency_ms['p99']} ms, errors "
-            f"{result.errors}; journey {'caught up' if caught_up else 'behind'} after "
-            f"{waited:.1f}s; other processes used {result.foreign_cpu} cores"
+            f"{mode} {name}: {self._summary(result)}; journey "
+            f"{'caught up' if caught_up else 'behind'} after {waited:.1f}s"
         )
         return result.as_dict() | {
             "journey": {
@@ -272,6 +300,29 @@ class Bench:
                 "events_per_s_after": round((handled - at_end) / waited, 1) if waited else None,
             }
         }
+
+    def _record_failures(self, mode: str, name: str, result: load.WrkResult) -> None:
+        if result.failed:
+            self.results["errors"][f"{mode}.{name}"] = (
+                f"{result.failed} failed requests: {result.errors}, statuses {result.statuses}, "
+                f"first: {result.first_error[:300]}"
+            )
+
+    @staticmethod
+    def _summary(result: load.WrkResult) -> str:
+        cpu = result.cpu_us_per_event()
+        unit = "request" if result.events_per_request == 1 else "event"
+        cores = ", ".join(
+            f"{name} {cores:.2f}"
+            for name in result.cpu_s
+            if (cores := result.cores(name)) is not None
+        )
+        return (
+            f"{result.req_per_s:,.0f} req/s, {result.events_per_s:,.0f} events/s, "
+            f"p50 {result.latency_ms['p50']} ms, p99 {result.latency_ms['p99']} ms, errors "
+            f"{result.errors}; server CPU {cpu or 0:,.0f} µs/{unit}; cores: {cores}; other "
+            f"processes used {result.foreign_cpu} cores"
+        )
 
     def _settle(self, server: CicloServer, *, quiet: float = 2.0) -> None:
         """Wait until the journey group has handled nothing new for ``quiet`` seconds."""
@@ -381,7 +432,9 @@ def parse_args(argv: list[str] | None) -> Plan:
     parser.add_argument(
         "--observe", type=float, default=default.observe, help="s to wait for the journey"
     )
-    parser.add_argument("--modes", default=",".join(default.modes), help="embedded,distributed")
+    parser.add_argument(
+        "--modes", default=",".join(default.modes), help="embedded,distributed,ingest"
+    )
     parser.add_argument(
         "--only",
         default=",".join(SECTIONS),
@@ -495,7 +548,7 @@ def merge_previous(results: dict[str, Any], sections: tuple[str, ...]) -> dict[s
     if "baselines" in sections:
         merged["baselines"] = results["baselines"]
     merged["modes"] = dict(previous.get("modes") or {})
-    for mode in ("embedded", "distributed"):
+    for mode in ("embedded", "distributed", INGEST_ALONE):
         if mode in sections and mode in results["modes"]:
             merged["modes"][mode] = results["modes"][mode]
     if any(s not in SELF_CONTAINED for s in sections):

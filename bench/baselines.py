@@ -33,7 +33,11 @@ def fastapi(
                 f"{url}/{name}", seconds=warmup, connections=connections, prefix="w", quiet=False
             )
             results[name] = run_wrk(
-                f"{url}/{name}", seconds=seconds, connections=connections, prefix=name
+                f"{url}/{name}",
+                seconds=seconds,
+                connections=connections,
+                prefix=name,
+                watch={"server": proc.popen.pid},
             )
     return results
 

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from bench.machine import ForeignCpu, wait_quiet
+from bench.machine import ForeignCpu, ProcessCpu, wait_quiet
 from bench.processes import LOAD_CPU, CicloServer, pinned
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_post.lua")
@@ -78,6 +79,10 @@ class WrkResult:
     statuses: dict[str, int]
     first_error: str
     foreign_cpu: float | None  # cores other processes used meanwhile (see bench.machine)
+    # CPU seconds of the watched processes of our own (the server, Tansu) over the run, and the
+    # wall seconds that span covered (wrk's start-up and exit included).
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_wall_s: float | None = None
 
     @property
     def failed(self) -> int:
@@ -95,12 +100,31 @@ class WrkResult:
     def events_per_s(self) -> float:
         return self.req_per_s * self.events_per_request
 
+    def cores(self, name: str) -> float | None:
+        """Cores the watched process ``name`` used during the run."""
+        used = self.cpu_s.get(name)
+        if used is None or not self.cpu_wall_s:
+            return None
+        return used / self.cpu_wall_s
+
+    def cpu_us_per_event(self, name: str = "server") -> float | None:
+        """µs of CPU of ``name`` per event accepted (per request for single events)."""
+        used = self.cpu_s.get(name)
+        events = self.ok_requests * self.events_per_request
+        if used is None or not events:
+            return None
+        return used / events * 1e6
+
     def as_dict(self) -> dict[str, Any]:
+        cores = {name: self.cores(name) for name in self.cpu_s}
+        per_event = self.cpu_us_per_event()
         return {
             **asdict(self),
             "ok_requests": self.ok_requests,
             "req_per_s": round(self.req_per_s, 1),
             "events_per_s": round(self.events_per_s, 1),
+            "cpu_cores": {k: round(v, 3) for k, v in cores.items() if v is not None},
+            "server_cpu_us_per_event": None if per_event is None else round(per_event, 1),
         }
 
 
@@ -115,10 +139,12 @@ def run_wrk(
     body_file: Path | None = None,
     cpu: int = LOAD_CPU,
     quiet: bool = True,
+    watch: Mapping[str, int] | None = None,
 ) -> WrkResult:
     """One wrk run (one thread, pinned to ``cpu``) POSTing ``wrk_post.lua`` bodies, or the
     content of ``body_file`` every time; with ``quiet``, first wait a little for other processes
-    on the machine to calm down."""
+    on the machine to calm down. ``watch`` names processes (``{"server": pid}``) whose CPU time
+    over the run is recorded."""
     argv = pinned(
         [
             ensure_wrk(),
@@ -141,8 +167,11 @@ def run_wrk(
     if quiet:
         wait_quiet()
     meter = ForeignCpu()
+    own = ProcessCpu(watch or {})
     meter.start()
+    own.start()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    cpu_s, cpu_wall_s = own.stop()
     foreign = meter.stop()
     match = re.search(r"^WRK_JSON (\{.*\})$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or match is None:
@@ -159,6 +188,8 @@ def run_wrk(
         statuses=raw["statuses"],
         first_error=raw["first_error"],
         foreign_cpu=foreign,
+        cpu_s=cpu_s,
+        cpu_wall_s=cpu_wall_s if watch else None,
     )
 
 

@@ -3,6 +3,8 @@
 The benchmark may share its machine with other work (test suites, builds). ``ForeignCpu`` reads
 ``/proc`` before and after a measurement: all busy CPU time, minus this process tree's, minus
 PostgreSQL's (which the distributed mode drives itself), is what other processes took.
+``ProcessCpu`` reads the CPU time of named processes of our own (the server under test, Tansu)
+over the same span, since ``ForeignCpu`` counts them as ours.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,39 @@ class ForeignCpu:
             return None
         foreign = (busy - self._busy) - (own - self._own)
         return round(max(0.0, foreign / TICKS / elapsed), 2)
+
+
+def process_ticks(pid: int) -> int | None:
+    """utime + stime of one process (every thread of it), in clock ticks; None once it is gone."""
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+class ProcessCpu:
+    """CPU seconds each of some named processes used between start() and stop()."""
+
+    def __init__(self, pids: Mapping[str, int]) -> None:
+        self._pids = dict(pids)
+        self._ticks: dict[str, int | None] = {}
+        self._begin = 0.0
+
+    def start(self) -> None:
+        self._ticks = {name: process_ticks(pid) for name, pid in self._pids.items()}
+        self._begin = _uptime()
+
+    def stop(self) -> tuple[dict[str, float], float]:
+        """(CPU seconds per name, wall seconds elapsed); a process gone meanwhile is left out."""
+        elapsed = _uptime() - self._begin
+        used: dict[str, float] = {}
+        for name, pid in self._pids.items():
+            before, after = self._ticks.get(name), process_ticks(pid)
+            if before is not None and after is not None:
+                used[name] = round((after - before) / TICKS, 3)
+        return used, round(elapsed, 3)
 
 
 def _uptime() -> float:

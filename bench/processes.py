@@ -199,6 +199,14 @@ class CicloServer:
     ingest_key: str
     admin_key: str
     proc: Proc
+    tansu: Proc | None = None  # the broker it publishes to, in the Kafka modes
+
+    def watch(self) -> dict[str, int]:
+        """The processes whose CPU a load run records: the server, and Tansu if any."""
+        pids = {"server": self.proc.popen.pid}
+        if self.tansu is not None:
+            pids["tansu"] = self.tansu.popen.pid
+        return pids
 
 
 # Ciclo's default, set explicitly: the single-event run lasts longer so it spans one expiry.
@@ -232,8 +240,11 @@ def start_ciclo(
     database_url: str | None = None,
     bus_url: str | None = None,
     cpu: int | None = SERVER_CPU,
+    command: Sequence[str] = ("run",),
+    tansu: Proc | None = None,
 ) -> CicloServer:
-    """``ciclo run`` (all three services in one process); wait for /readyz and the demo keys."""
+    """``ciclo run`` (all three services in one process), or another ``ciclo`` ``command`` such
+    as ``("serve", "ingest")`` (one service alone); wait for /readyz and the demo keys."""
     port = free_port()
     settings = {"CICLO_DATA_DIR": str(data_dir), "CICLO_PORT": str(port)}
     if database_url:
@@ -242,7 +253,7 @@ def start_ciclo(
         settings["CICLO_BUS_URL"] = bus_url
         settings["CICLO_KAFKA_IDEMPOTENCE"] = "false"  # Tansu has no idempotent producer
     # Same code as the `ciclo` console script; `-m` from the repo runs this checkout.
-    argv = [PYTHON, "-m", "services.cli", "run"]
+    argv = [PYTHON, "-m", "services.cli", *command]
     proc = Proc(name, argv, log_dir=log_dir, env=ciclo_env(**settings), cpu=cpu)
     url = f"http://{HOST}:{port}"
     try:
@@ -251,7 +262,9 @@ def start_ciclo(
     except BaseException:
         proc.stop()
         raise
-    return CicloServer(url=url, ingest_key=keys["ingest"], admin_key=keys["admin"], proc=proc)
+    return CicloServer(
+        url=url, ingest_key=keys["ingest"], admin_key=keys["admin"], proc=proc, tansu=tansu
+    )
 
 
 def _demo_keys(proc: Proc, *, timeout: float = 10.0) -> dict[str, str]:

@@ -23,8 +23,19 @@ REFERENCE = {
 FOREIGN = "other procs, cores"
 NOISY = 0.2  # cores used by other processes during a measurement before the report warns
 INGEST_TARGET = 0.70  # ingest single-event req/s ÷ bare FastAPI req/s, the ingest issue's goal
+BATCH_TARGET = 30_000.0  # events/s per ingest process into the Kafka adapter, batches of 500
+TARGET_BATCH = "batch_500"
 
-MODES = ("embedded", "distributed")
+MODES = ("embedded", "distributed", "ingest")
+# The mode the ingest targets are judged on: one ingest process, publishing to Kafka.
+TARGET_MODE = "ingest"
+MODE_LABELS = {
+    "embedded": "embedded (`ciclo run`)",
+    "distributed": "distributed (`ciclo run`), Kafka",
+    "ingest": "ingest alone (`ciclo serve ingest`), Kafka",
+}
+SERVER_CORES = "server cores"
+TANSU_CORES = "Tansu cores"
 
 
 def _get(data: dict[str, Any], *path: str) -> float | None:
@@ -88,6 +99,43 @@ def _errors(run: dict[str, Any]) -> str:
     return ", ".join(bad) or "0"
 
 
+def _cpu(run: dict[str, Any]) -> str:
+    """'0.98 (412)': the server's cores over the run and its CPU µs per request or event."""
+    cores = (run.get("cpu_cores") or {}).get("server")
+    if cores is None:
+        return "—"
+    return f"{cores:.2f} ({_n(run.get('server_cpu_us_per_event'))})"
+
+
+def _tansu(run: dict[str, Any]) -> str:
+    cores = (run.get("cpu_cores") or {}).get("tansu")
+    return "—" if cores is None else f"{cores:.2f}"
+
+
+def _cpu_per_request(results: dict[str, Any]) -> list[str]:
+    """CPU per request of the ingest process against the bare FastAPI endpoints': the same
+    comparison as req/s, less sensitive to what else runs on the machine."""
+    ingest = _get(results.get("modes", {}), TARGET_MODE, "single", "server_cpu_us_per_event")
+    fastapi = results.get("baselines", {}).get("fastapi", {})
+    const = _get(fastapi, "const", "server_cpu_us_per_event")
+    model = _get(fastapi, "model", "server_cpu_us_per_event")
+    if ingest is None or const is None:
+        return []
+    return [
+        f"Server CPU per request, same run: ingest alone {_n(ingest)} µs; bare FastAPI "
+        f"{_n(const)} µs (constant answer), {_n(model)} µs (small pydantic body). At "
+        f"{INGEST_TARGET:.0%} of bare FastAPI's req/s on one CPU, ingest would have "
+        f"{_n(const / INGEST_TARGET)} µs per request.",
+        "",
+    ]
+
+
+def _target_met(ratio: float | None, target: float) -> str:
+    if ratio is None:
+        return "not measured"
+    return "**met**" if ratio >= target else "**not met**"
+
+
 def render(results: dict[str, Any]) -> str:
     machine, plan = results["machine"], results["plan"]
     ratios = results["ratios"]
@@ -113,12 +161,18 @@ def render(results: dict[str, Any]) -> str:
         "for batches. Every event has a customer id never used before.",
         f"- Modes: embedded = `ciclo run` defaults (SQLite state, embedded SQLite bus); "
         f"distributed = `ciclo run` with Tansu (Kafka protocol, in-memory) and PostgreSQL "
-        f"({plan.get('postgres', '?')}), Kafka idempotence off. Ciclo runs with "
+        f"({plan.get('postgres', '?')}), Kafka idempotence off; ingest alone = "
+        "`ciclo serve ingest` (the ingest service as deployed, no journey or dispatch in its "
+        "process) on the same Tansu and PostgreSQL settings. Ciclo runs with "
         f"`CICLO_LOG_LEVEL=WARNING` and `CICLO_RATE_LIMIT={plan.get('ciclo_rate_limit', '?')}` "
         "(the limiter stays in the path but never refuses; its default, 1,000 req/s per key, "
         "is below single-event capacity).",
         "- Before each measurement the harness waits (up to 10 s) for other processes to use "
-        f"< {NOISY:g} cores; the column '{FOREIGN}' is what they used during it.",
+        f"< {NOISY:g} cores; the column '{FOREIGN}' is what they used during it. "
+        f"'{SERVER_CORES}' is the Ciclo process's own CPU time over the run (pinned to one "
+        f"CPU, so at most 1), with its µs of CPU per request or per event; '{TANSU_CORES}' is "
+        "the broker's (not pinned: it shares both CPUs with the server and wrk), which "
+        f"'{FOREIGN}' does not count.",
         *_noise_warning(results),
         "",
         "## 1. Ingest: single events (`POST /v1/events`)",
@@ -131,11 +185,13 @@ def render(results: dict[str, Any]) -> str:
             lat = run["latency_ms"]
             rows.append(
                 [
-                    mode,
+                    MODE_LABELS[mode],
                     _n(run["req_per_s"]),
                     _n(lat["p50"], 1),
                     _n(lat["p99"], 1),
                     _errors(run),
+                    _cpu(run),
+                    _tansu(run),
                     _n(run.get("foreign_cpu"), 2),
                     _pct(ratios.get(mode, {}).get("single_vs_fastapi_const")),
                     _pct(ratios.get(mode, {}).get("single_vs_fastapi_model")),
@@ -148,16 +204,25 @@ def render(results: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "errors",
+            f"{SERVER_CORES} (CPU µs/request)",
+            TANSU_CORES,
             FOREIGN,
             "÷ bare FastAPI",
             "÷ FastAPI + pydantic",
         ],
         rows,
     )
+    single_ratio = ratios.get(TARGET_MODE, {}).get("single_vs_fastapi_const")
     out += [
-        f"Target of the ingest issue: ≥ {INGEST_TARGET:.0%} of bare FastAPI (reported, not "
-        "enforced).",
+        f"Target of the ingest issue: ≥ {INGEST_TARGET:.0%} of bare FastAPI in the same run, "
+        f"judged on the row '{MODE_LABELS[TARGET_MODE]}': "
+        f"{_pct(single_ratio)}, {_target_met(single_ratio, INGEST_TARGET)} (reported, not "
+        "enforced). The target is about one ingest process; under `ciclo run` the journey "
+        "consumer and dispatch share that process's event loop and CPU and take part of it "
+        "during the load (section 4), so those rows show the all-in-one deployment, not the "
+        "ingest service.",
         "",
+        *_cpu_per_request(results),
         "## 2. Ingest: batches (`POST /v1/events/batch`)",
         "",
     ]
@@ -170,16 +235,18 @@ def render(results: dict[str, Any]) -> str:
             r = ratios.get(mode, {})
             rows.append(
                 [
-                    mode,
+                    MODE_LABELS[mode],
                     str(run["events_per_request"]),
                     _n(run["req_per_s"], 1),
                     _n(run["events_per_s"]),
                     _n(lat["p50"], 1),
                     _n(lat["p99"], 1),
                     _errors(run),
+                    _cpu(run),
+                    _tansu(run),
                     _n(run.get("foreign_cpu"), 2),
                     _pct(r.get(f"{name}_vs_kafka_produce")),
-                    _pct(r.get(f"{name}_vs_sqlite_500_per_tx")),
+                    "—" if mode != "embedded" else _pct(r.get(f"{name}_vs_sqlite_500_per_tx")),
                 ]
             )
     out += _table(
@@ -191,15 +258,26 @@ def render(results: dict[str, Any]) -> str:
             "p50 ms",
             "p99 ms",
             "errors",
+            f"{SERVER_CORES} (CPU µs/event)",
+            TANSU_CORES,
             FOREIGN,
             "÷ raw Kafka produce",
             "÷ raw SQLite 500/tx",
         ],
         rows,
     )
+    batch_rate = _get(modes.get(TARGET_MODE, {}), TARGET_BATCH, "events_per_s")
     out += [
-        "The physical bound that applies: raw Kafka produce for distributed, raw SQLite "
+        "The physical bound that applies: raw Kafka produce for the Kafka rows, raw SQLite "
         "500-per-transaction for embedded.",
+        "",
+        f"Target of the ingest issue: ≥ {BATCH_TARGET:,.0f} events/s per process into the Kafka "
+        f"adapter, batches of 500, judged on the row '{MODE_LABELS[TARGET_MODE]}': "
+        f"{_n(batch_rate)} events/s, "
+        f"{_target_met(None if batch_rate is None else batch_rate / BATCH_TARGET, 1.0)}. The "
+        "target is per ingest process publishing to Kafka: the embedded rows publish to the "
+        "SQLite bus, and the `ciclo run` rows share their process with the journey consumer "
+        "(section 4).",
         "",
         "## 3. End to end: `POST /v1/events` (signup) → welcome email in the local sink",
         "",

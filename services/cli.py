@@ -68,7 +68,12 @@ def _serve(services: tuple[str, ...]) -> None:
 
     try:
         server = ServerSettings()
-        runtime = Runtime(services=cast(tuple[ServiceName, ...], services), server=server)
+        runtime = Runtime(
+            services=cast(tuple[ServiceName, ...], services),
+            server=server,
+            # A server process: settle the heap once started (see settle_heap).
+            tune_gc=True,
+        )
     except (CicloError, ValueError) as exc:
         raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
     configure_logging(level=server.log_level, fmt=server.log_format)
@@ -77,6 +82,9 @@ def _serve(services: tuple[str, ...]) -> None:
         host=server.host,
         port=server.port,
         log_config=None,
+        # configure_logging keeps uvicorn.access at WARNING: no access line is ever written, so
+        # uvicorn need not build one per request.
+        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=20,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -69,33 +68,6 @@ def workspace_config(settings: DispatchSettings, engine: AsyncEngine) -> Workspa
         default_policy=DispatchPolicy(),
         ttl=settings.dispatch_config_refresh,
     )
-
-
-GC_THRESHOLDS = (20_000, 20, 20)
-"""Allocations between two young collections (Python's default: 700), and the collections of a
-generation between two of the next. A send allocates some hundred container objects that all
-die young (the request, its variables, the rendered parts, the HTTP exchange): at the default a
-young collection ran every few messages, and the older generations, which scan every object
-that survived, ran in proportion."""
-
-
-_gc_tuned = False
-
-
-def tune_gc() -> None:
-    """Collect what start-up left, move every object alive now (modules, classes, parsed
-    templates, compiled SQL, pydantic validators) to the permanent generation, which no
-    collection scans, and collect less often. Cycles are still found (later), and nothing is
-    freed that would not have been: only the scanning is saved. Full collections over these
-    long-lived objects were an eighth of the CPU of a dispatch process draining a backlog
-    (bench/results.md, section 7)."""
-    global _gc_tuned
-    if _gc_tuned:  # once per process (one that runs several workers, a test session)
-        return
-    _gc_tuned = True
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class DispatchWorker(ConsumerWorker):
@@ -218,7 +190,6 @@ class DispatchWorker(ConsumerWorker):
                     )
 
     async def start(self) -> None:
-        tune_gc()
         await super().start()
         self._held = asyncio.create_task(self._release_loop(), name=f"{self.name}-held")
         self._erasing = asyncio.create_task(self.erasures.run(), name=f"{ERASURE_GROUP}-consumer")

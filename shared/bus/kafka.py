@@ -130,6 +130,22 @@ class KafkaBus:
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         producer = self._live_producer()
+        if len(records) == 1:
+            # A single event (POST /v1/events): the record joins the batch open for its
+            # partition, as below, without the grouping and the gather a many-record publish
+            # needs: those cost more than the rest of this call.
+            record = records[0]
+            with _translated("publish"):
+                partitions = await _partitions(producer, record.topic)
+                future = await producer.send(
+                    record.topic,
+                    record.value,
+                    key=record.key.encode(),
+                    headers=_headers(record),
+                    partition=partitions[partition_for(record.key, len(partitions))],
+                )
+                await future
+            return
         # The call returns only once the broker has every record (acks="all"). A partition
         # with a few records gets them through send(): they join the batch the producer has
         # open for it, shared with concurrent publishes (single events from many requests).
@@ -217,7 +233,7 @@ async def _by_partition(
         topic = record.topic
         known = partitions.get(topic)
         if known is None:
-            known = partitions[topic] = sorted(await producer.partitions_for(topic))
+            known = partitions[topic] = await _partitions(producer, topic)
         tp = (topic, known[partition_for(record.key, len(known))])
         group = grouped.get(tp)
         if group is None:
@@ -225,6 +241,15 @@ async def _by_partition(
         else:
             group.append(record)
     return grouped
+
+
+async def _partitions(producer: Any, topic: str) -> list[int]:
+    """The topic's partitions, sorted: from the producer's metadata when it has the topic (no
+    coroutine), else as ``partitions_for`` waits for them."""
+    known = producer.client.cluster.partitions_for_topic(topic)
+    if known is None:
+        known = await producer.partitions_for(topic)
+    return sorted(known)
 
 
 def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from services.runtime import Runtime
+from services.runtime import GC_YOUNG_THRESHOLD, Runtime
 from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
 from tests.fixtures.events import published
@@ -228,7 +229,7 @@ async def test_oversized_body_is_413_whether_declared_or_streamed(api) -> None: 
     assert declared.status_code == 413
     assert declared.json()["error"]["code"] == "payload_too_large"
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for i in range(0, len(big), 65536):
             yield big[i : i + 65536]
 
@@ -250,6 +251,25 @@ async def test_non_json_body_is_415(api) -> None:  # type: ignore[no-untyped-def
     )
     assert answer.status_code == 415
     assert answer.json()["error"]["field"] == "Content-Type"
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+async def test_checks_come_in_order_content_type_then_key_then_body(api, path: str) -> None:  # type: ignore[no-untyped-def]
+    """415 before 401 before 422: what a request that fails several checks is told first."""
+    client, runtime, keys = api
+    not_json = await client.post(path, headers={"Content-Type": "text/plain"}, content=b"{}")
+    assert not_json.status_code == 415
+    assert not_json.json()["error"]["field"] == "Content-Type"
+    no_key = await client.post(path, json={"type": "signup"})
+    assert no_key.status_code == 401
+    assert no_key.headers["www-authenticate"] == 'Bearer realm="ciclo"'
+    admin_only = await client.post(path, headers=auth(keys["admin"]), json={"type": 1})
+    assert admin_only.status_code == 422  # an admin key may post: the body is what fails
+    wrong = await client.post(
+        path, headers={**auth(keys["ingest"]), "Content-Type": "text/plain"}, content=b"{}"
+    )
+    assert wrong.status_code == 415
+    await published(runtime, 0)
 
 
 async def test_typed_properties_are_checked_and_normalised(api) -> None:  # type: ignore[no-untyped-def]
@@ -398,3 +418,27 @@ async def test_cors_preflight_for_storefront_pages(tmp_path: Path) -> None:
             assert "access-control-allow-origin" not in other.headers
     finally:
         await runtime.stop()
+
+
+@pytest.mark.parametrize("tune_gc", [True, False])
+async def test_a_server_settles_its_heap_once_started(tmp_path: Path, tune_gc: bool) -> None:
+    """`ciclo run` / `ciclo serve` (tune_gc) freeze the start-up heap and collect the youngest
+    generation less often once the app has started; a runtime among others (tests) leaves the
+    collector alone."""
+    before = gc.get_threshold()
+    gc.unfreeze()
+    runtime = Runtime(
+        services=("ingest",), server=ServerSettings(data_dir=tmp_path), tune_gc=tune_gc
+    )
+    app = runtime.app()
+    try:
+        async with app.router.lifespan_context(app):
+            assert (gc.get_threshold()[0] == GC_YOUNG_THRESHOLD) is tune_gc
+            assert (gc.get_freeze_count() > 0) is tune_gc
+            assert gc.get_threshold()[1:] == before[1:]
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://ciclo") as client:
+                assert (await client.get("/livez")).status_code == 200
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -4,6 +4,7 @@ the order it was posted for its customer."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -88,3 +89,41 @@ async def test_a_large_batch_lands_whole_in_key_order_on_kafka(kafka_api) -> Non
         assert got == sorted(got), f"{customer}: events out of order"
         assert len(got) == PER_CUSTOMER
     assert {r["event_id"] for r in body["results"]} == {r.headers["ce_id"] for r in records}
+
+
+async def test_single_events_land_where_kafkas_partitioner_puts_them(kafka_api) -> None:  # type: ignore[no-untyped-def]
+    """POST /v1/events publishes one record: on its key's partition, with its CloudEvents
+    headers, 202 once Kafka has it; concurrent posts each get their own record."""
+    client, runtime, key = kafka_api
+    headers = {"Authorization": f"Bearer {key}"}
+    answers = await asyncio.gather(
+        *(
+            client.post(
+                "/v1/events",
+                headers=headers,
+                json={"type": "signup", "customer_id": f"s{n}", "traits": {"plan": n}},
+            )
+            for n in range(30)
+        )
+    )
+    assert {a.status_code for a in answers} == {202}
+    ids = {a.json()["event_id"] for a in answers}
+    assert len(ids) == 30
+
+    consumer = runtime.bus.consumer(group=f"test-{uuid.uuid4().hex}", topics=[EVENTS])
+    await consumer.start()
+    try:
+        records = await drain(consumer, 30)
+    finally:
+        await consumer.stop()
+    assert {r.headers["ce_id"] for r in records} == ids
+    partitions = runtime.server.bus_partitions
+    for record in records:
+        assert record.partition == partition_for(record.key, partitions)
+        event = EventEnvelope.from_json(record.value)
+        assert event.customer_id is not None
+        assert record.key == f"shop:{event.customer_id}"
+        assert event.traits == {"plan": int(event.customer_id[1:])}
+        assert record.headers["ce_type"].endswith("signup")
+        assert record.headers["ce_source"] == "/workspaces/shop/api"
+    assert len({r.partition for r in records}) > 1

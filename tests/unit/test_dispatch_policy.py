@@ -137,27 +137,3 @@ def test_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
     assert breaker.allow()
     breaker.success()
     assert str(breaker.state) == "closed" and breaker.allow()
-
-
-def test_the_dispatch_process_tunes_its_garbage_collector_once() -> None:
-    """In a process of its own (the setting is the process's): start-up objects frozen, young
-    collections less often, and a second worker in the same process changes nothing."""
-    import subprocess
-    import sys
-
-    script = (
-        "import gc\n"
-        "from services.dispatch.bootstrap import GC_THRESHOLDS, tune_gc\n"
-        "assert gc.get_freeze_count() == 0 and gc.get_threshold() != GC_THRESHOLDS\n"
-        "tune_gc()\n"
-        "frozen = gc.get_freeze_count()\n"
-        "assert frozen > 10_000, frozen\n"
-        "assert gc.get_threshold() == GC_THRESHOLDS\n"
-        "garbage = [[] for _ in range(1000)]\n"
-        "tune_gc()\n"
-        "assert gc.get_freeze_count() == frozen\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
