@@ -18,7 +18,9 @@ both.
    the young generations, so each configuration pays for its own garbage. Timed (CPU time of
    the process) separately per batch: ``apply_event`` over the batch, and the work around it
    that the handler does per customer and per message (the facts' JSON round trip of each
-   customer of the batch, as load and save do it; the recipient snapshot of each message). The
+   customer of the batch, as load and save do it: ``facts_columns``, each JSON column written
+   by the engine's serializer and read back as ``CustomerStates.load`` reads it, then
+   ``Facts.from_row``; the recipient snapshot of each message). The
    same with no journey shows the upkeep alone. Upkeep on runs twice: with the known customers
    never decided (each decided in full on its first event) and with them decided when first
    met, outside the timing (``Config.decided``: what the database runs with upkeep on seed).
@@ -178,8 +180,14 @@ class Config:
     def batch(self, events: list[Any], now: datetime, *, record: bool = True) -> float:
         """Apply a batch as ``handle_events`` does, then the per-customer facts round trip and
         the recipient snapshots; returns the seconds of ``apply_event`` alone."""
+        from services.journey.adapters.repository import (
+            FACTS_JSON,
+            facts_columns,
+            load_facts_json,
+        )
         from services.journey.domain.customer import apply_event
         from services.journey.domain.intelligence import Facts
+        from shared.db.engine import dumps_json
 
         cat, rules, policy = self.catalog, self.rules, self.policy
         self.prepare(events, now)  # outside the timing (load finds none of the new ones)
@@ -206,8 +214,12 @@ class Config:
         gc.collect(1)
         middle = perf()
         for key in {(e.workspace_id, e.subject) for e in events}:
+            # What save and load do with a customer's facts: ``facts_columns``, each JSON
+            # column's text as the engine writes it (``dumps_json``) and as load reads it
+            # back (``load_facts_json``), then ``Facts.from_row``.
             facts = states[key].facts
-            row = json.loads(json.dumps(facts.to_json()))
+            columns = facts_columns(facts)
+            row = {name: load_facts_json(dumps_json(columns[name])) for name in FACTS_JSON}
             Facts.from_row(**row, stage=facts.stage, due=facts.due)
         for change in changes:
             for message in change.messages:

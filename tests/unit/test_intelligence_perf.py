@@ -8,6 +8,7 @@ down; here each is compared with that computation on the cases where they could 
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -465,3 +466,399 @@ def test_refresh_after_an_event_that_touches_no_segment_keeps_the_next_change() 
     assert facts.segment_next == kept
     assert facts.segments.members == members
     assert facts.due == kept[0]
+
+
+# ── Deciding again at the same instant; the stored lead and timeline ──────────────────────────
+
+
+class StreamEvent:
+    """An event as ``apply_event`` reads it."""
+
+    def __init__(
+        self,
+        event_id: str,
+        kind: str,
+        at: datetime,
+        properties: dict[str, Any] | None = None,
+        traits: dict[str, Any] | None = None,
+    ) -> None:
+        self.event_id, self.type, self.occurred_at = event_id, kind, at
+        self.properties = properties or {}
+        self.traits = traits or {}
+
+
+def a_stream(seed: int, customers: int = 6, batches: int = 60) -> list[tuple[datetime, list[Any]]]:
+    """Batches of events of a few customers, each batch handled at one instant (as the handler
+    does): views, carts, checkouts, orders (some reported twice, some cancelled), emails sent,
+    opened and clicked, traits that a segment reads; some late, some in another zone, and
+    quiet days between batches so that timers fall due."""
+    import random
+
+    rng = random.Random(seed)
+    kinds = [
+        "page_viewed",
+        "product_viewed",
+        "product_viewed",
+        "cart_updated",
+        "checkout_started",
+        "order_completed",
+        "order_cancelled",
+        "message_sent",
+        "message_opened",
+        "message_clicked",
+        "identify",
+        "segment_entered",
+    ]
+    zone = timezone(timedelta(hours=2))
+    now = NOW
+    stream: list[tuple[datetime, list[Any]]] = []
+    orders: list[str] = []
+    n = 0
+    for _ in range(batches):
+        now += rng.choice([timedelta(seconds=1), timedelta(hours=5), 3 * DAY, 40 * DAY])
+        batch = []
+        for _ in range(rng.randint(1, 8)):
+            n += 1
+            kind = rng.choice(kinds)
+            at = now - rng.choice([timedelta(0), timedelta(seconds=1), timedelta(microseconds=1)])
+            if rng.random() < 0.1:
+                at -= rng.choice([DAY, 10 * DAY])  # late
+            if rng.random() < 0.3:
+                at = at.astimezone(zone)
+            props: dict[str, Any] = {}
+            traits: dict[str, Any] = {}
+            if kind == "order_completed":
+                order_id = rng.choice(orders) if orders and rng.random() < 0.2 else f"o{n}"
+                orders.append(order_id)
+                props = {"order_id": order_id, "total": str(rng.randint(5, 90)), "currency": "EUR"}
+                if rng.random() < 0.4:
+                    props["coupon"] = "SALE"
+            elif kind == "order_cancelled" and orders:
+                props = {"order_id": rng.choice(orders)}
+            elif kind == "identify":
+                traits = {"vip": rng.random() < 0.5}
+            elif kind == "segment_entered":
+                props = {"segment": "vip"}
+            customer = f"c{rng.randrange(customers)}"
+            batch.append((customer, StreamEvent(f"e{n}", kind, at, props, traits)))
+        stream.append((now, batch))
+    return stream
+
+
+def run_stream(stream: list[tuple[datetime, list[Any]]], intel: Intelligence) -> list[Any]:
+    """Every batch as the database handler takes it: the customers' facts read back from the
+    JSON their save wrote, each event applied at the batch's instant, due intel timers fired;
+    what came out (derived events, orders, messages, stored columns, timers), batch by batch."""
+    from services.journey.adapters.repository import FACTS_JSON, facts_columns, load_facts_json
+    from services.journey.domain.catalog import JourneyCatalog
+    from services.journey.domain.customer import (
+        INTEL_TIMER,
+        CustomerState,
+        apply_event,
+        apply_timer,
+    )
+    from services.journey.domain.definitions import Journey
+    from services.journey.domain.engine import Policy
+    from shared.db.engine import dumps_json
+
+    catalog = JourneyCatalog(
+        [
+            Journey.model_validate(
+                {
+                    "id": f"on-{segment}",
+                    "version": 1,
+                    "name": segment,
+                    "trigger": {"segment": segment},
+                    "start": "tag",
+                    "steps": {
+                        "tag": {"update": {"set_trait": "vip", "value": True}, "next": "hello"},
+                        "hello": {"send": {"channel": "email", "template": segment}},
+                    },
+                }
+            )
+            for segment in ("one_time_buyer", "never_engaged")
+        ]
+    )
+    policy = Policy()
+    states: dict[str, CustomerState] = {}
+    out: list[Any] = []
+    for now, batch in stream:
+        for s in states.values():  # save, then load: the facts as their JSON reads back
+            columns = facts_columns(s.facts)
+            row = {c: load_facts_json(dumps_json(columns[c])) for c in FACTS_JSON}
+            due = s.facts.due
+            s.facts = Facts.from_row(**row, stage=columns["stage"], due=due)
+        for customer, event in batch:
+            s = states.setdefault(customer, CustomerState("w", customer))
+            changes = apply_event(
+                s, event, catalog=catalog, policy=policy, now=now, live=True, intel=intel
+            )
+            for other in states.values():
+                if other.facts.due is not None and other.facts.due <= now:
+                    changes.extend(
+                        apply_timer(other, INTEL_TIMER, catalog=catalog, policy=policy, now=now)
+                    )
+            out.append(
+                (
+                    [
+                        (e.event_id, e.type, e.properties, e.occurred_at)
+                        for _, e, _ in changes.events
+                    ],
+                    [(o.order_id, o.placed_at, o.value, o.cancelled) for _, o in changes.orders],
+                    [m.send.message_id for m in changes.messages],
+                )
+            )
+        out.append(
+            {
+                c: (dumps_json(facts_columns(s.facts)), s.timers(), dict(s.traits))
+                for c, s in sorted(states.items())
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_deciding_again_at_the_same_instant_decides_as_the_plain_code(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Facts.banded`` lets a refresh at the instant of the last one skip the lead's score, band
+    and next change, and the whole decision when nothing it reads moved. Without it
+    (``_settled`` never true) every derived event, order, message, stored column and timer is
+    the same."""
+    stream = a_stream(seed)
+    intel = Intelligence(currency="EUR")
+    quick = run_stream(stream, intel)
+    with monkeypatch.context() as m:
+        m.setattr(intelligence, "_settled", lambda *args: False)
+        plain = run_stream(stream, intel)
+    assert quick == plain
+    derived = [e for batch in quick if isinstance(batch, tuple) for e in batch[0]]
+    assert len(derived) > 10  # the stream moves bands, stages and segments
+
+
+def test_a_refresh_at_the_same_instant_with_nothing_moved_skips_the_decision() -> None:
+    facts = Facts(profile=Profile(order_count=1, last_order_at=NOW - 10 * DAY))
+    intel = Intelligence()
+
+    def decide(cause: str) -> list[intelligence.Derived]:
+        return intelligence.refresh(
+            facts,
+            traits={},
+            first_seen_at=NOW - 20 * DAY,
+            last_seen_at=NOW,
+            intel=intel,
+            now=NOW,
+            cause=cause,
+            workspace_id="w",
+            customer_id="c",
+        )
+
+    assert [e.type for e in decide("first")] == ["lifecycle_stage_changed", "segment_entered"]
+    assert facts.banded is not None and facts.banded[:3] == (NOW, facts.lead, intel)
+    due = facts.due
+    facts.touched.add("profile.last_seen_at")  # read by no built-in segment, nor by stages
+    assert decide("second") == [] and facts.due == due
+    facts.touched.add("profile.order_count")  # stages read it: decided again, to the same
+    assert decide("third") == [] and facts.due == due
+    facts.profile.order_count = 0  # every order cancelled (observe reports it)
+    facts.touched.add("profile.order_count")
+    assert [e.type for e in decide("fourth")] == [
+        "lifecycle_stage_changed",
+        "segment_exited",
+    ]
+
+
+def test_the_timeline_is_stored_as_read_and_read_as_instants() -> None:
+    """The timeline stays the stored text: an event appends its line, a late one goes where
+    its instant (not its text) belongs, and ``timeline`` reads the instants."""
+    stored = [
+        ["2026-11-02T09:00:00Z", "page_viewed", "e1"],
+        ["2026-11-02T09:00:00.500000Z", "product_viewed", "e2"],  # sorts before e1 as text
+    ]
+    facts = Facts.from_row(
+        profile=None,
+        lead=None,
+        segment_state=None,
+        insights=None,
+        timeline=stored,
+        stage=None,
+        due=None,
+    )
+    assert facts.timeline == [
+        (NOW, "page_viewed", "e1"),
+        (NOW + timedelta(milliseconds=500), "product_viewed", "e2"),
+    ]
+    late = StreamEvent(
+        "e3",
+        "page_viewed",
+        (NOW + timedelta(milliseconds=200)).astimezone(timezone(timedelta(hours=-5))),
+    )
+    after = StreamEvent("e4", "page_viewed", NOW + timedelta(seconds=1))
+    intelligence._remember(facts, late)
+    intelligence._remember(facts, after)
+    assert [i for _, _, i in facts.timeline] == ["e1", "e3", "e2", "e4"]
+    assert facts.to_json()["timeline"][1] == ["2026-11-02T09:00:00.200000Z", "page_viewed", "e3"]
+    assert facts.to_json()["timeline"][:1] == stored[:1]
+    for _ in range(intelligence.TIMELINE):
+        intelligence._remember(facts, after)
+    assert len(facts.lines) == intelligence.TIMELINE
+    facts.timeline = [(NOW, "x", "y")]
+    assert facts.lines == [["2026-11-02T09:00:00Z", "x", "y"]]
+
+
+def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
+    from services.journey.adapters.repository import load_facts_json
+
+    texts = [
+        '{"v": 1, "order_count": 3, "revenue": "10.50"}',
+        '[["2026-11-02T09:00:00Z", "page_viewed", "e1"]]',
+        '{"state": {"v": 1, "rules": {"a": [2.5, "2026-11-02T09:00:00Z", 1, null, 0.0]}}}',
+        '{"rfm": {"r": 5, "m": 1e-7}, "x": NaN}',  # orjson refuses NaN: json.loads reads it
+        "null",
+    ]
+    for text in texts:
+        assert repr(load_facts_json(text)) == repr(json.loads(text))
+    assert load_facts_json(None) is None
+
+
+def test_timeline_texts_of_one_length_order_as_their_instants() -> None:
+    zone = timezone(timedelta(hours=-3))
+    instants = [
+        NOW,
+        NOW + timedelta(microseconds=1),
+        NOW - timedelta(microseconds=1),
+        NOW + timedelta(milliseconds=500),
+        NOW + timedelta(seconds=1),
+        NOW - DAY,
+        (NOW + timedelta(seconds=59, microseconds=999_999)).astimezone(zone),
+        datetime(999, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ]
+    for at, other in itertools.product(instants, repeat=2):
+        text = conditions.utc_text(at)
+        assert intelligence._not_before(text, at, conditions.utc_text(other)) == (at >= other)
+
+
+@pytest.mark.parametrize(
+    "bands",
+    [
+        [{"name": "cold"}, {"name": "warm", "min": 20}, {"name": "hot", "min": 60}],
+        [{"name": "only"}],
+        [{"name": "low"}, {"name": "mid", "min": -10}, {"name": "high", "min": 0.5}],
+    ],
+)
+def test_bands_found_on_the_floors_are_the_bands_found_on_the_bands(
+    bands: list[dict[str, Any]],
+) -> None:
+    rules = ScoreRules.model_validate(
+        {"bands": bands, "rules": [{"id": "v", "event": "page_viewed", "points": 1}]}
+    )
+    assert rules.floors == tuple(b.min for b in rules.bands)
+    for value in (-1e9, -10.000001, -10, -0.0, 0.0, 0.5, 19.999, 20, 59.99, 60, 1e9):
+        assert scoring._floor_index(value, rules.floors) == scoring._band_index(value, rules.bands)
+
+
+def _plain_change(
+    state: SegmentState, definition: segments.SegmentDefinition, context: Any
+) -> datetime | None:
+    """``segments._change`` as written before ``fades_only``: every candidate instant tried."""
+    candidates = {b for b in definition.boundaries(context) if b > NOW}
+    kept = state.windows.get(definition.id, {})
+    for window in definition.windows:
+        candidates.update(at + window.within for at in kept.get(window.name, ()))
+    inside = segments._holds(state, definition, context, NOW)
+    for at in sorted(c for c in candidates if c > NOW):
+        if segments._holds(state, definition, context, at) != inside:
+            return at
+    return None
+
+
+def test_a_segment_of_rising_counts_found_out_is_not_searched_for_a_change() -> None:
+    windows = [
+        {"name": "views", "event": "product_viewed", "within": "P7D"},
+        {"name": "carts", "event": "cart_updated", "within": "P3D"},
+    ]
+    rising = [
+        {"field": "counts.views", "op": "gte", "value": 3},
+        {
+            "any": [
+                {"field": "counts.views", "op": "gt", "value": 1},
+                {"field": "counts.carts", "op": "gte", "value": 2},
+            ]
+        },
+        {
+            "all": [
+                {"field": "counts.views", "op": "gte", "value": 1},
+                {"field": "counts.carts", "op": "gt", "value": 0.5},
+            ]
+        },
+    ]
+    other = [
+        {"field": "counts.views", "op": "lt", "value": 2},
+        {"not": {"field": "counts.views", "op": "gte", "value": 2}},
+        {
+            "all": [
+                {"field": "counts.views", "op": "gte", "value": 1},
+                {"field": "customer.vip", "op": "eq", "value": True},
+            ]
+        },
+        {"field": "counts.views", "op": "eq", "value": 2},
+    ]
+    definitions = [
+        parse_segment(
+            {
+                "id": f"s{i}",
+                "name": "s",
+                "condition": c,
+                "windows": [w for w in windows if f"counts.{w['name']}" in json.dumps(c)],
+            }
+        )
+        for i, c in enumerate(rising + other)
+    ]
+    assert [d.fades_only for d in definitions] == [True] * len(rising) + [False] * len(other)
+    context = Layered({"customer": {"vip": True}}, {})
+    offsets = [timedelta(0), DAY, 2 * DAY, 3 * DAY, 6 * DAY, -DAY]
+    for views, carts in itertools.product(range(5), range(4)):
+        for definition in definitions:
+            state = SegmentState(
+                windows={
+                    definition.id: {
+                        "views": sorted(NOW - offsets[(views + k) % 6] for k in range(views)),
+                        "carts": sorted(NOW - offsets[(carts * 2 + k) % 6] for k in range(carts)),
+                    }
+                }
+            )
+            found = segments._change(state, definition, context, NOW, before=None)
+            assert found == _plain_change(state, definition, context)
+
+
+def test_an_engagement_event_reports_the_names_a_whole_snapshot_would() -> None:
+    """``profile.observe`` compares only the names an open, click or send can change; the
+    whole snapshot, compared before and after, finds the same."""
+    from services.journey.domain import profile as profiles
+
+    class Seen:
+        def __init__(self, kind: str, at: datetime, **properties: Any) -> None:
+            self.type, self.occurred_at, self.properties = kind, at, properties
+
+    times = [NOW - 2 * DAY, NOW - DAY, NOW, NOW + DAY]
+    kinds: list[tuple[str, dict[str, Any]]] = [
+        ("message_opened", {}),
+        ("message_clicked", {}),
+        ("message_sent", {}),
+    ]
+    kinds.append(("message_sent", {"category": "marketing"}))
+    for start in itertools.product([None, *times], [None, *times], [None, *times], [0, 3]):
+        for (kind, props), at in itertools.product(kinds, times):
+            quick = a_profile()
+            quick.last_open_at, quick.last_click_at, quick.last_engaged_at = start[:3]
+            quick.marketing_sends_since_engaged = start[3]
+            plain = Profile.from_json(quick.to_json())
+            assert plain == quick
+            event = Seen(kind, at, **props)
+            changed = profiles.observe(quick, event, currency="EUR", rates={})
+            before = plain._snapshot()
+            profiles._HANDLERS[kind](plain, event, "EUR", {})
+            after = plain._snapshot()
+            assert changed == {n for n, v in after.items() if before[n] != v}
+            assert quick == plain

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     String,
+    Text,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     insert,
@@ -91,6 +95,31 @@ class ProcessedEvents:
         await self._session.execute(statement, rows)
 
 
+FACTS_JSON = ("profile", "lead", "segment_state", "insights", "timeline")
+"""The facts' JSON columns, read as their text and decoded by ``load_facts_json``."""
+_LOADED = tuple(
+    cast(column, Text).label(column.name) if column.name in FACTS_JSON else column
+    for column in customers.columns
+)
+"""What ``CustomerStates.load`` selects: every column, the facts' JSON ones as text."""
+
+
+def load_facts_json(text: str | None) -> Any:
+    """A facts column's JSON document (``Facts.to_json`` wrote it), by orjson: three times
+    faster than ``json.loads``, and read for every customer of every batch. The same value as
+    ``json.loads`` gives: orjson differs only on an integer beyond 64 bits (read as a float)
+    and on what it refuses (NaN, Infinity, lone surrogates); these documents hold strings,
+    counters and floats that orjson itself wrote, and scheduled insights (RFM, predictions)
+    whose integers are counts. A text orjson refuses goes through ``json.loads``, which reads
+    or rejects it as it did before."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _iso(value: datetime) -> str:
     return value.isoformat()
 
@@ -124,7 +153,7 @@ class CustomerStates:
         states: dict[tuple[str, str], CustomerState] = {}
         for workspace, ids in sorted(by_workspace(keys).items()):
             query = (
-                select(c)
+                select(*_LOADED)
                 .where(c.c.workspace_id == workspace, one_of(self._session, c.c.customer_id, ids))
                 .order_by(c.c.customer_id)
             )
@@ -142,11 +171,11 @@ class CustomerStates:
                     ledger=tuple((_when(at), channel) for at, channel in r.ledger),
                     schedules={j: _when(at) for j, at in r.schedules.items()},
                     facts=Facts.from_row(
-                        profile=r.profile,
-                        lead=r.lead,
-                        segment_state=r.segment_state,
-                        insights=r.insights,
-                        timeline=r.timeline,
+                        profile=load_facts_json(r.profile),
+                        lead=load_facts_json(r.lead),
+                        segment_state=load_facts_json(r.segment_state),
+                        insights=load_facts_json(r.insights),
+                        timeline=load_facts_json(r.timeline),
                         stage=r.stage,
                         due=None,
                     ),

@@ -153,7 +153,11 @@ class Facts:
     segments: SegmentState = field(default_factory=SegmentState)
     insights: dict[str, Any] = field(default_factory=dict)
     """``{"rfm": {...}, "predictions": {...}, "computed_at": ...}`` from the scheduled job."""
-    timeline: list[tuple[datetime, str, str]] = field(default_factory=list)
+    lines: list[list[str]] = field(default_factory=list)
+    """The recent timeline as it is stored: ``[at, type, id]``, ``at`` RFC 3339 in UTC
+    (``conditions.utc_text``), oldest first. Kept as text: an event appends one line, and a
+    customer loaded and saved again needs none of the others read or written as instants
+    (``timeline`` reads them)."""
     due: datetime | None = None
     segment_next: tuple[datetime, str] | None = None
     """The earliest instant at which time alone changes a segment, and which segment: kept so
@@ -168,6 +172,21 @@ class Facts:
     """Segments were decided for this customer before (a stored customer): a refresh may then
     look only at the segments whose inputs were touched."""
     """When time alone next changes the band, the stage or a segment."""
+    banded: tuple[datetime, ScoreState, Intelligence, float, datetime | None] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """What the last refresh found of the lead: ``(now, lead, rules, score at now, next band
+    change)``. A refresh at the same ``now`` of the same (immutable) lead under the same rules
+    finds the same, and the band it announced then is the band now; not stored."""
+
+    @property
+    def timeline(self) -> list[tuple[datetime, str, str]]:
+        """The recent events ``(at, type, id)``, oldest first, at most ``TIMELINE``."""
+        return [(_read(at), str(kind), str(i)) for at, kind, i in self.lines]
+
+    @timeline.setter
+    def timeline(self, value: Sequence[tuple[datetime, str, str]]) -> None:
+        self.lines = [[_text(at), kind, event_id] for at, kind, event_id in value]
 
     def to_json(self) -> dict[str, Any]:
         """The JSON columns of the customer row."""
@@ -182,7 +201,7 @@ class Facts:
                 "revision": self.revision,
             },
             "insights": self.insights or None,
-            "timeline": [[_text(at), kind, event_id] for at, kind, event_id in self.timeline],
+            "timeline": list(self.lines),
         }
 
     @classmethod
@@ -197,28 +216,32 @@ class Facts:
         stage: str | None,
         due: datetime | None,
     ) -> Facts:
-        facts = cls(
-            stage=stage if stage in lifecycle.STAGES else None,
-            due=due,
-            decided=segment_state is not None,
-        )
-        if profile:
-            facts.profile = Profile.from_json(profile)
+        # Built in one go: parts left to their defaults only when nothing is stored.
+        score_state: ScoreState | None = None
+        band: Any = None
         if lead:
-            facts.lead = ScoreState.from_json(lead.get("state") or {})
+            score_state = ScoreState.from_json(lead.get("state") or {})
             band = lead.get("band")
-            facts.band = band if isinstance(band, str) else None
+        revision, segment_next = 0, None
         if segment_state:
-            facts.segments = SegmentState.from_json(segment_state)
-            facts.revision = int(segment_state.get("revision") or 0)
+            revision = int(segment_state.get("revision") or 0)
             upcoming = segment_state.get("next")
             if isinstance(upcoming, list) and len(upcoming) == 2:
-                facts.segment_next = (_read(upcoming[0]), str(upcoming[1]))
-        if insights:
-            facts.insights = dict(insights)
-        if timeline:
-            facts.timeline = [(_read(at), str(kind), str(i)) for at, kind, i in timeline]
-        return facts
+                segment_next = (_read(upcoming[0]), str(upcoming[1]))
+        return cls(
+            profile=Profile.from_json(profile) if profile else Profile(),
+            lead=ScoreState() if score_state is None else score_state,
+            band=band if isinstance(band, str) else None,
+            stage=stage if stage in lifecycle.STAGES else None,
+            segments=SegmentState.from_json(segment_state) if segment_state else SegmentState(),
+            insights=dict(insights) if insights else {},
+            # As stored: read as instants only when asked (``timeline``), appended to as text.
+            lines=list(timeline) if timeline else [],
+            due=due,
+            segment_next=segment_next,
+            revision=revision,
+            decided=segment_state is not None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,14 +321,25 @@ def _order_id(value: Any) -> str | None:
 
 
 def _remember(facts: Facts, event: IntelEvent) -> None:
-    line = (event.occurred_at.astimezone(UTC), event.type, event.event_id)
-    timeline = facts.timeline
-    if not timeline or line[0] >= timeline[-1][0]:
-        timeline.append(line)
+    at = event.occurred_at.astimezone(UTC)
+    text = _text(at)
+    line = [text, event.type, event.event_id]
+    lines = facts.lines
+    if not lines or _not_before(text, at, lines[-1][0]):
+        lines.append(line)
     else:  # a late event goes where it belongs
-        index = next(i for i, (at, _, _) in enumerate(timeline) if at > line[0])
-        timeline.insert(index, line)
-    del timeline[:-TIMELINE]
+        index = next(i for i, (text, _, _) in enumerate(lines) if _read(text) > at)
+        lines.insert(index, line)
+    del lines[:-TIMELINE]
+
+
+def _not_before(text: str, at: datetime, other: str) -> bool:
+    """Whether the instant ``at`` (``text``, its ``utc_text``) is not before the stored text
+    ``other``. Two ``utc_text`` texts of one length (both with microseconds, or neither) order
+    as their instants do; others are read."""
+    if len(text) == len(other) and other.endswith("Z"):
+        return text >= other
+    return at >= _read(other)
 
 
 def _order_record(profile: Profile, event: IntelEvent, changed: set[str]) -> OrderRecord | None:
@@ -347,6 +381,7 @@ def refresh(
     touched, facts.touched = facts.touched, set()
     if not intel.enabled:
         facts.due = None  # a timer set while it was on must not fire again and again
+        facts.banded = None
         return out
     previous = facts.due
     full = (
@@ -355,6 +390,12 @@ def refresh(
         or facts.revision != intel.revision
         or (previous is not None and previous <= now)
     )
+    banded = facts.banded
+    settled = banded is not None and _settled(banded, facts.lead, intel, now)
+    if settled and not full and _unmoved(touched, intel):
+        # Decided at this very instant already (a derived event; another event of the batch)
+        # and nothing since moved what decides: the same band, stage, segments and ``due``.
+        return out
     facts.decided = True
     if full:
         facts.revision = intel.revision
@@ -367,13 +408,22 @@ def refresh(
         out.append(Derived(f"{kind}:{digest}", kind, properties, now))
 
     rules = intel.score_rules
-    # The lead does not change while deciding: its score at ``now`` is computed once.
-    value = scoring.score(facts.lead, rules, now)
-    change = scoring.band_change(facts.band, facts.lead, rules, now, value=value)
-    if change is not None:
-        facts.band = change.to
-        touched.add("lead.band")
-        derived(scoring.EVENT_TYPE, change.properties(), change.to)
+    lead = facts.lead
+    if settled:
+        # Decided at this instant already, and the lead has not changed since (no points
+        # earned): the same score, no band change, the same next change.
+        assert banded is not None
+        value, band_next = banded[3], banded[4]
+    else:
+        # The lead does not change while deciding: its score at ``now`` is computed once.
+        value = scoring.score(lead, rules, now)
+        change = scoring.band_change(facts.band, lead, rules, now, value=value)
+        if change is not None:
+            facts.band = change.to
+            touched.add("lead.band")
+            derived(scoring.EVENT_TYPE, change.properties(), change.to)
+        band_next = scoring.next_band_change_at(lead, rules, now, value=value)
+        facts.banded = (now, lead, intel, value, band_next)
     stage = lifecycle.stage_change(facts.profile, facts.stage, now, intel.lifecycle)
     if stage is not None:
         facts.stage = stage.to
@@ -409,7 +459,7 @@ def refresh(
             if fresh is not None and (kept is None or fresh[0] < kept[0]):
                 facts.segment_next = fresh
     candidates = [
-        scoring.next_band_change_at(facts.lead, rules, now, value=value),
+        band_next,
         lifecycle.next_change_at(
             facts.profile, facts.stage or lifecycle.START, now, intel.lifecycle
         ),
@@ -421,6 +471,34 @@ def refresh(
         candidates.append(previous)  # a lead.score crossing found before may still be ahead
     facts.due = min((c for c in candidates if c is not None), default=None)
     return out
+
+
+def _settled(
+    banded: tuple[datetime, ScoreState, Intelligence, float, datetime | None],
+    lead: ScoreState,
+    intel: Intelligence,
+    now: datetime,
+) -> bool:
+    """Whether ``Facts.banded`` is of this lead, these rules and this instant."""
+    return banded[1] is lead and banded[2] is intel and banded[0] == now
+
+
+_SEEN_KEYS = frozenset({"profile.first_seen_at", "profile.last_seen_at"})
+"""What ``touched`` may hold that no stage reads (first and last seen live outside the
+profile), though a segment may."""
+
+
+def _unmoved(touched: set[str], intel: Intelligence) -> bool:
+    """Whether a decision with ``touched`` changed since the last one, at the same instant and
+    with the same lead, decides nothing anew: no segment reads what was touched, and no
+    profile aggregate (which stages read) moved."""
+    if not touched:
+        return True
+    readers = intel.readers
+    for key in touched:
+        if key in readers or (key.startswith("profile.") and key not in _SEEN_KEYS):
+            return False
+    return True
 
 
 def _segment_next(

@@ -371,6 +371,11 @@ def observe(
     kind = event.type
     if kind not in _HANDLERS:
         return set()
+    names = _ENGAGEMENT_WRITES.get(kind)
+    if names is not None:  # only these can change: compared alone, not the whole snapshot
+        was = [getattr(profile, name) for name in names]
+        _HANDLERS[kind](profile, event, currency.upper(), rates)
+        return {n for n, value in zip(names, was, strict=True) if getattr(profile, n) != value}
     before = profile._snapshot()
     _HANDLERS[kind](profile, event, currency.upper(), rates)
     after = profile._snapshot()
@@ -521,6 +526,14 @@ def _sent(p: Profile, event: ProfileEvent, workspace: str, rates: Mapping[str, D
     if p.last_engaged_at is None or event.occurred_at > p.last_engaged_at:
         p.marketing_sends_since_engaged += 1
 
+
+_ENGAGEMENT_WRITES: dict[str, tuple[str, ...]] = {
+    "message_opened": ("last_open_at", "last_engaged_at", "marketing_sends_since_engaged"),
+    "message_clicked": ("last_click_at", "last_engaged_at", "marketing_sends_since_engaged"),
+    "message_sent": ("marketing_sends_since_engaged",),
+}
+"""The names of the snapshot an engagement event's handler may change (``_opened``,
+``_clicked``, ``_sent`` write nothing else): ``observe`` compares only these for them."""
 
 _HANDLERS = {
     "order_completed": _order_completed,

@@ -166,6 +166,11 @@ class ScoreRules(_Strict):
         return frozenset(rule.id for rule in self.rules)
 
     @cached_property
+    def floors(self) -> tuple[float | None, ...]:
+        """Each band's ``min``, lowest band first."""
+        return tuple(b.min for b in self.bands)
+
+    @cached_property
     def by_event(self) -> dict[str, tuple[Rule, ...]]:
         """Event type → the rules on it, in rule order."""
         found: dict[str, list[Rule]] = {}
@@ -382,18 +387,34 @@ def rule_points(state: ScoreState, rules: ScoreRules, now: datetime) -> dict[str
 def score(state: ScoreState, rules: ScoreRules, now: datetime) -> float:
     if not state.rules:
         return 0.0  # what the sum of no points is, without building it
-    return math.fsum(rule_points(state, rules, now).values())
+    # ``rule_points`` summed without building its dict (fsum is exact: the order is free).
+    ids, half_life, pow_ = rules.ids, rules.half_life, math.pow
+    return math.fsum(
+        s.points * pow_(0.5, (now - s.at) / half_life)
+        for rule_id, s in state.rules.items()
+        if rule_id in ids
+    )
 
 
 def band(value: float, rules: ScoreRules) -> str:
     """The band a score falls in: the highest whose ``min`` it reaches."""
-    return rules.bands[_band_index(value, rules.bands)].name
+    return rules.bands[_floor_index(value, rules.floors)].name
 
 
 def _band_index(value: float, bands: Sequence[Band]) -> int:
     index = 0
     for i, b in enumerate(bands[1:], start=1):
         if b.min is not None and value >= b.min:
+            index = i
+    return index
+
+
+def _floor_index(value: float, floors: tuple[float | None, ...]) -> int:
+    """``_band_index`` on ``ScoreRules.floors`` (read for every event)."""
+    index = 0
+    for i in range(1, len(floors)):
+        floor = floors[i]
+        if floor is not None and value >= floor:
             index = i
     return index
 
@@ -436,7 +457,8 @@ def next_band_change_at(
     if value == 0:
         return None
     bands = rules.bands
-    current = _band_index(value, bands)
+    floors = rules.floors
+    current = _floor_index(value, floors)
     if value > 0:
         target = bands[current].min  # decays down to the band's floor
         if target is None or target <= 0:
@@ -451,7 +473,7 @@ def next_band_change_at(
     when = now + timedelta(microseconds=math.ceil(seconds * 1_000_000))
     step = timedelta(microseconds=1)
     for _ in range(64):  # floating-point rounding can leave the score a hair on the near side
-        if _band_index(score(state, rules, when), bands) != current:
+        if _floor_index(score(state, rules, when), floors) != current:
             return when
         when += step
         step *= 2

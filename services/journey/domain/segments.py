@@ -123,6 +123,13 @@ class SegmentDefinition(_Strict):
         return bool(self.windows) or any(c.op in TIME_OPS for c in conditions.comparisons(rule))
 
     @cached_property
+    def fades_only(self) -> bool:
+        """Whether membership reads only window counts, each compared as at least a number
+        (``gte``, ``gt``; under ``all`` and ``any``): counts only fall as time passes, so a
+        customer outside cannot come in by time alone (``next_change`` need not try)."""
+        return self.rule is not None and bool(self.windows) and _rises_with_counts(self.rule)
+
+    @cached_property
     def window_sizes(self) -> dict[str, int]:
         return _window_sizes(self.rule, [w.name for w in self.windows])
 
@@ -139,6 +146,24 @@ class SegmentDefinition(_Strict):
     def keep(self, window: str) -> int:
         """How many event times the window keeps (see ``_window_sizes``)."""
         return self.window_sizes.get(window, 1)
+
+
+def _rises_with_counts(condition: Condition) -> bool:
+    """Whether ``condition`` reads only ``counts.<window>`` and can only turn true as a count
+    grows (never as one falls)."""
+    if isinstance(condition, All):
+        return all(_rises_with_counts(c) for c in condition.all)
+    if isinstance(condition, AnyOf):
+        return all(_rises_with_counts(c) for c in condition.any)
+    if isinstance(condition, Comparison):
+        value = condition.value
+        return (
+            condition.field.startswith("counts.")
+            and condition.op in ("gt", "gte")
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        )
+    return False  # a ``not`` turns a rise into a fall
 
 
 def _window_sizes(rule: Condition | None, windows: list[str]) -> dict[str, int]:
@@ -386,6 +411,8 @@ def _change(
     if not candidates:
         return None
     inside = _holds(state, definition, context, now)
+    if not inside and definition.fades_only:
+        return None  # its counts only fall from here: it stays out until an event comes
     for at in sorted(candidates):
         if before is not None and at >= before:
             return None
