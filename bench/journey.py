@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import gc
 import importlib
 import inspect
 import json
@@ -901,7 +900,9 @@ async def run_events(
     handled = 0
     cold: int | None = None  # batches handled before the ANALYZE
     analyze_s = 0.0
-    gc.collect()
+    from services.runtime import settle_heap
+
+    settle_heap()  # as every `ciclo serve` process does once started
     rss_at = {"start": rss_mb()}
     wall_begin = time.perf_counter()
     try:
@@ -1133,7 +1134,9 @@ async def run_timers(
     seed = TimerSeed(timers=timers, window=window, base=base)
     engine = create_engine(url)
     rounds = Rounds()
-    gc.collect()
+    from services.runtime import settle_heap
+
+    settle_heap()  # as every `ciclo serve` process does once started
     rss_start = rss_mb()
     # On time: the pollers start now, which is `base` on their clock; the first run is due
     # `lead` seconds later.
