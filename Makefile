@@ -8,7 +8,7 @@ PYTEST := $(BIN)/python -m pytest
 # servers, brokers and timers, so more workers than cores still shortens it; 0 runs it in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-journey bench-dispatch bench-predict bench-intelligence clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-ingest bench-journey bench-dispatch bench-predict bench-intelligence clean
 
 # Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
 # no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
@@ -58,6 +58,11 @@ typecheck: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Only `ciclo serve ingest` alone on Kafka (single events and batches, CPU per request/event) and
+# the FastAPI/Kafka baselines it is compared with; the other sections keep their last figures.
+bench-ingest: install
+	$(BIN)/python -m bench --only baselines,ingest
 
 # Only the journey engine, in process (events/s, 1M timers, memory); the other sections of
 # bench/results.md keep their last figures.
