@@ -440,23 +440,30 @@ def test_next_change_skipping_timeless_segments_is_the_change_of_all() -> None:
         assert found == (min(changes) if changes else None)
 
 
+def _refresh_seen(
+    facts: Facts, intel: Intelligence, now: datetime, cause: str
+) -> list[intelligence.Derived]:
+    """``refresh`` of customer c, first seen 20 days before NOW and last seen at NOW."""
+    return intelligence.refresh(
+        facts,
+        traits={},
+        first_seen_at=NOW - 20 * DAY,
+        last_seen_at=NOW,
+        intel=intel,
+        now=now,
+        cause=cause,
+        workspace_id="w",
+        customer_id="c",
+    )
+
+
 def test_refresh_after_an_event_that_touches_no_segment_keeps_the_next_change() -> None:
     """No segment decided and the kept change still ahead: nothing about segments moves."""
     intel = Intelligence(segments=tuple(builtin_segments.load()))
     facts = Facts(profile=Profile(order_count=1, last_order_at=NOW - 10 * DAY))
 
     def decide(now: datetime, cause: str) -> list[intelligence.Derived]:
-        return intelligence.refresh(
-            facts,
-            traits={},
-            first_seen_at=NOW - 20 * DAY,
-            last_seen_at=NOW,
-            intel=intel,
-            now=now,
-            cause=cause,
-            workspace_id="w",
-            customer_id="c",
-        )
+        return _refresh_seen(facts, intel, now, cause)
 
     decide(NOW, "first")
     kept, members = facts.segment_next, dict(facts.segments.members)
@@ -641,17 +648,7 @@ def test_a_refresh_at_the_same_instant_with_nothing_moved_skips_the_decision() -
     intel = Intelligence()
 
     def decide(cause: str) -> list[intelligence.Derived]:
-        return intelligence.refresh(
-            facts,
-            traits={},
-            first_seen_at=NOW - 20 * DAY,
-            last_seen_at=NOW,
-            intel=intel,
-            now=NOW,
-            cause=cause,
-            workspace_id="w",
-            customer_id="c",
-        )
+        return _refresh_seen(facts, intel, NOW, cause)
 
     assert [e.type for e in decide("first")] == ["lifecycle_stage_changed", "segment_entered"]
     assert facts.banded is not None and facts.banded[:3] == (NOW, facts.lead, intel)
