@@ -137,14 +137,8 @@ class KafkaBus:
             record = records[0]
             with _translated("publish"):
                 partitions = await _partitions(producer, record.topic)
-                future = await producer.send(
-                    record.topic,
-                    record.value,
-                    key=record.key.encode(),
-                    headers=_headers(record),
-                    partition=partitions[partition_for(record.key, len(partitions))],
-                )
-                await future
+                partition = partitions[partition_for(record.key, len(partitions))]
+                await (await _send(producer, record, partition))
             return
         # The call returns only once the broker has every record (acks="all"). A partition
         # with a few records gets them through send(): they join the batch the producer has
@@ -163,15 +157,7 @@ class KafkaBus:
                         large.append((tp, group))
                         continue
                     for record in group:
-                        pending.append(
-                            await producer.send(
-                                tp[0],
-                                record.value,
-                                key=record.key.encode(),
-                                headers=_headers(record),
-                                partition=tp[1],
-                            )
-                        )
+                        pending.append(await _send(producer, record, tp[1]))
                 # The n-th batch of every partition before any (n+1)-th: the accumulator holds a
                 # partition's next batch until the previous one is drained, and that wait is
                 # then shared by every partition rather than taken one partition at a time.
@@ -250,6 +236,19 @@ async def _partitions(producer: Any, topic: str) -> list[int]:
     if known is None:
         known = await producer.partitions_for(topic)
     return sorted(known)
+
+
+async def _send(producer: Any, record: OutgoingRecord, partition: int) -> asyncio.Future[Any]:
+    """``record`` into the batch the producer has open for its partition; the future of its
+    acknowledgement."""
+    future: asyncio.Future[Any] = await producer.send(
+        record.topic,
+        record.value,
+        key=record.key.encode(),
+        headers=_headers(record),
+        partition=partition,
+    )
+    return future
 
 
 def _headers(record: OutgoingRecord) -> list[tuple[str, bytes]]:
