@@ -95,6 +95,11 @@ class DispatchPlan:
     max_seconds: float = 40.0
     warmup_share: float = 0.1
     profile: bool = True  # one more run per concurrency, on the first database, under the sampler
+    # Messages already in the ledger (another workspace's, sent the day before), analyzed: the
+    # steady state of a running deployment. On a fresh, never-analyzed table PostgreSQL settles
+    # on a cached sequential-scan plan for the claim's lookup by message_id (prepared statements
+    # switch to a generic plan after five executions) until autovacuum's first ANALYZE.
+    history: int = 100_000
 
 
 def _log(message: str) -> None:
@@ -280,7 +285,10 @@ class Ledger:
             await self._pg.close()
 
     async def counts(self) -> dict[str, int]:
-        sql = "SELECT status, count(*) FROM dispatch_messages GROUP BY status"
+        sql = (
+            "SELECT status, count(*) FROM dispatch_messages "
+            f"WHERE workspace_id = '{dispatch_load.WORKSPACE}' GROUP BY status"
+        )
         if self.url.startswith("sqlite"):
             try:
                 if self._sqlite is None:
@@ -299,8 +307,86 @@ class Ledger:
             return {}
 
 
+HISTORY_WORKSPACE = "history"
+HISTORY_COLUMNS = (
+    "message_id",
+    "workspace_id",
+    "customer_id",
+    "channel",
+    "template",
+    "provider",
+    "status",
+    "attempts",
+    "provider_message_id",
+    "created_at",
+    "updated_at",
+)
+
+
+async def seed_history(url: str, count: int) -> float:
+    """Migrate the dispatch schema and put ``count`` earlier messages of another workspace in
+    the ledger (ids shaped as the journey service derives them), then ANALYZE; its seconds."""
+    import hashlib
+    from datetime import timedelta
+
+    from services.components import COMPONENTS
+    from shared.db.migrate import upgrade
+
+    began = time.monotonic()
+    await upgrade(url, [COMPONENTS["dispatch"]])
+    day = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+
+    def row(i: int) -> tuple[Any, ...]:
+        at = day + timedelta(seconds=i % 86_400)
+        digest = hashlib.md5(f"history:{i}".encode(), usedforsecurity=False).hexdigest()
+        return (
+            f"msg_{digest}",
+            HISTORY_WORKSPACE,
+            f"customer-{i % 50_000}",
+            "email",
+            "welcome",
+            "sendgrid",
+            "sent",
+            1,
+            f"sg-{digest[:16]}",
+            at,
+            at,
+        )
+
+    rows = [row(i) for i in range(count)]
+    if url.startswith("sqlite"):
+        from sqlalchemy import insert, text
+
+        from services.dispatch.adapters.tables import messages
+        from shared.db.engine import create_engine
+
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    insert(messages), [dict(zip(HISTORY_COLUMNS, r, strict=True)) for r in rows]
+                )
+            async with engine.begin() as conn:
+                await conn.execute(text("ANALYZE"))
+        finally:
+            await engine.dispose()
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(url.replace("+asyncpg", "", 1))
+        try:
+            await conn.copy_records_to_table(
+                "dispatch_messages", records=rows, columns=HISTORY_COLUMNS
+            )
+            await conn.execute("VACUUM ANALYZE dispatch_messages")
+        finally:
+            await conn.close()
+    return time.monotonic() - began
+
+
 async def ledger_rows(url: str) -> list[tuple[str, datetime, datetime, str | None]]:
-    """(status, created_at, updated_at, error) of every message, once the process has stopped."""
+    """(status, created_at, updated_at, error) of every message of the run (not the seeded
+    history), once the process has stopped."""
     from sqlalchemy import select
 
     from services.dispatch.adapters.tables import messages
@@ -310,7 +396,11 @@ async def ledger_rows(url: str) -> list[tuple[str, datetime, datetime, str | Non
     try:
         async with engine.connect() as conn:
             c = messages.c
-            rows = await conn.execute(select(c.status, c.created_at, c.updated_at, c.error))
+            rows = await conn.execute(
+                select(c.status, c.created_at, c.updated_at, c.error).where(
+                    c.workspace_id == dispatch_load.WORKSPACE
+                )
+            )
             return [(r.status, r.created_at, r.updated_at, r.error) for r in rows]
     finally:
         await engine.dispose()
@@ -410,6 +500,9 @@ def measure(
     bus = folder / "bus.db"
     loaded = asyncio.run(dispatch_load.preload(bus, run.messages))
     log(f"{tag}: {run.messages:,} message requests on the bus in {loaded:.1f} s")
+    if plan.history:
+        seeded = asyncio.run(seed_history(url, plan.history))
+        log(f"{tag}: {plan.history:,} earlier messages in the ledger in {seeded:.1f} s")
     env = dispatch_env(
         url=url,
         bus=bus,
@@ -634,6 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--claim-chunk", type=int, default=default.claim_chunk)
     parser.add_argument("--max-seconds", type=float, default=default.max_seconds)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--history", type=int, default=default.history)
     args = parser.parse_args(argv)
     plan = DispatchPlan(
         messages=args.messages,
@@ -643,6 +737,7 @@ def main(argv: list[str] | None = None) -> int:
         claim_chunk=args.claim_chunk,
         max_seconds=args.max_seconds,
         profile=not args.no_profile,
+        history=args.history,
     )
     errors: dict[str, str] = {}
     work_dir = Path(tempfile.mkdtemp(prefix="ciclo-bench-dispatch-"))
