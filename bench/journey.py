@@ -812,6 +812,9 @@ def _statement_kind(statement: Any) -> str:
     """ "UPDATE journey_customers", "SELECT … FOR UPDATE journey_timers", "SELECT count(*)
     journey_timers" (a select from a subquery: the subquery's table)."""
     verb = str(getattr(statement, "__visit_name__", "text")).upper()
+    if verb == "TEXTCLAUSE":  # written as SQL text: its first two words and its table
+        words = str(getattr(statement, "text", "")).split()
+        return " ".join(words[:1] + [w for w in words[1:3] if w.startswith("journey_")]) or verb
     table = getattr(statement, "table", None)
     prefix = ""
     for _ in range(3):

@@ -9,6 +9,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    Integer,
     String,
     Text,
     and_,
@@ -20,11 +24,14 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import TextClause
 
 from services.journey.adapters.tables import (
     activity,
@@ -42,6 +49,8 @@ from services.journey.adapters.tables import (
 from services.journey.domain.customer import INTEL_TIMER, Activity, CustomerState, jsonable
 from services.journey.domain.engine import Instance
 from services.journey.domain.intelligence import Facts, OrderRecord
+from shared.db.engine import dumps_json
+from shared.db.types import UtcDateTime
 from shared.db.upsert import insert_for
 
 
@@ -238,17 +247,7 @@ class CustomerStates:
         timer_rows: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for state in states:
-            row = {
-                "w": state.workspace_id,
-                "c": state.customer_id,
-                "traits": state.traits,
-                "scores": state.scores,
-                "last_seen_at": state.last_seen_at,
-                "entries": {j: _iso(at) for j, at in state.entries.items()},
-                "ledger": [[_iso(at), channel] for at, channel in state.ledger],
-                "schedules": {j: _iso(at) for j, at in state.schedules.items()},
-                **facts_columns(state.facts),
-            }
+            row = profile_row(state)
             if state.stored:
                 known_profiles.append(row)
             else:
@@ -275,7 +274,11 @@ class CustomerStates:
             )
         session = self._session
         if known_profiles:
-            await session.execute(_UPDATE_PROFILE, known_profiles)
+            dialect = session.get_bind().dialect
+            if dialect.name == "postgresql":
+                await session.execute(_UPDATE_PROFILES_PG, _profile_arrays(known_profiles, dialect))
+            else:
+                await session.execute(_UPDATE_PROFILE, known_profiles)
         if new_profiles:
             await session.execute(
                 insert(customers),
@@ -671,6 +674,22 @@ def facts_columns(facts: Facts) -> dict[str, Any]:
     }
 
 
+def profile_row(state: CustomerState) -> dict[str, Any]:
+    """The parameters of ``_UPDATE_PROFILE`` for ``state`` (``w``, ``c`` and every profile
+    column); an insert adds ``first_seen_at``."""
+    return {
+        "w": state.workspace_id,
+        "c": state.customer_id,
+        "traits": state.traits,
+        "scores": state.scores,
+        "last_seen_at": state.last_seen_at,
+        "entries": {j: _iso(at) for j, at in state.entries.items()},
+        "ledger": [[_iso(at), channel] for at, channel in state.ledger],
+        "schedules": {j: _iso(at) for j, at in state.schedules.items()},
+        **facts_columns(state.facts),
+    }
+
+
 _PROFILE_COLUMNS = (
     "traits",
     "scores",
@@ -686,6 +705,68 @@ _UPDATE_PROFILE = (
     .where(customers.c.workspace_id == bindparam("w"), customers.c.customer_id == bindparam("c"))
     .values({c: bindparam(c) for c in _PROFILE_COLUMNS})
 )
+
+
+def _array_type(column: Any) -> str:
+    """PostgreSQL's name for an array of ``column``'s values, as ``unnest`` takes them."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return "JSON[]"
+    if isinstance(kind, UtcDateTime | DateTime):
+        return "TIMESTAMPTZ[]"
+    if isinstance(kind, String):
+        return "TEXT[]"
+    if isinstance(kind, Integer):
+        return "INTEGER[]"
+    if isinstance(kind, Float):
+        return "DOUBLE PRECISION[]"
+    raise TypeError(f"no array type for journey_customers.{column.name} ({kind!r})")
+
+
+def _update_profiles_pg() -> TextClause:
+    names = ", ".join(_PROFILE_COLUMNS)
+    arrays = ", ".join(
+        [
+            "CAST(:w AS TEXT[])",
+            "CAST(:c AS TEXT[])",
+            *(f"CAST(:{c} AS {_array_type(customers.c[c])})" for c in _PROFILE_COLUMNS),
+        ]
+    )
+    assignments = ", ".join(f"{c} = v.{c}" for c in _PROFILE_COLUMNS)
+    return text(
+        f"UPDATE journey_customers AS t SET {assignments} "
+        f"FROM unnest({arrays}) AS v(w, c, {names}) "
+        "WHERE t.workspace_id = v.w AND t.customer_id = v.c"
+    )
+
+
+_UPDATE_PROFILES_PG = _update_profiles_pg()
+"""``_UPDATE_PROFILE`` for every row of a batch in one statement on PostgreSQL: one array per
+column, ``unnest`` into rows, joined on the key. Each row of an executemany is a statement of
+its own, bound and executed apart: a batch's profiles took a third longer that way, most of it in
+the process (measured on 444 rows: 33-38 ms against 21-23 ms, CPU 16-22 ms against 9-12)."""
+
+_JSON_COLUMNS = frozenset(c for c in _PROFILE_COLUMNS if isinstance(customers.c[c].type, JSON))
+_TIME_COLUMNS = frozenset(
+    c for c in _PROFILE_COLUMNS if isinstance(customers.c[c].type, UtcDateTime)
+)
+
+
+def _profile_arrays(rows: list[dict[str, Any]], dialect: Dialect) -> dict[str, list[Any]]:
+    """The parameters of ``_UPDATE_PROFILES_PG``: each column's values as SQLAlchemy would bind
+    them for ``_UPDATE_PROFILE`` (JSON as the engine's serializer writes it, ``None`` included as
+    JSON null; instants checked aware and put in UTC)."""
+    arrays: dict[str, list[Any]] = {"w": [r["w"] for r in rows], "c": [r["c"] for r in rows]}
+    as_utc = UtcDateTime().process_bind_param
+    for name in _PROFILE_COLUMNS:
+        values = [r[name] for r in rows]
+        if name in _JSON_COLUMNS:
+            values = [dumps_json(v) for v in values]
+        elif name in _TIME_COLUMNS:
+            values = [as_utc(v, dialect) for v in values]
+        arrays[name] = values
+    return arrays
+
 
 _CANCEL_ORDER = (
     update(orders)
