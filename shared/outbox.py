@@ -32,6 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.bus.ports import OutgoingRecord, Publisher
+from shared.db import bulk
+from shared.db.bulk import is_postgresql
 from shared.db.types import UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -63,19 +65,28 @@ async def add_to_outbox(
     if not records:
         return
     now = datetime.now(UTC)
-    await session.execute(
-        insert(table),
-        [
-            {
-                "topic": r.topic,
-                "key": r.key,
-                "value": r.value,
-                "headers": dict(r.headers),
-                "created_at": now,
-            }
-            for r in records
-        ],
-    )
+    rows = [
+        {
+            "topic": r.topic,
+            "key": r.key,
+            "value": r.value,
+            "headers": dict(r.headers),
+            "created_at": now,
+        }
+        for r in records
+    ]
+    if is_postgresql(session):
+        # One statement over arrays, rows numbered in the order given (shared.db.bulk).
+        dialect = session.get_bind().dialect
+        await session.execute(
+            bulk.insert_statement(table, _COLUMNS, dialect),
+            bulk.arrays(table, rows, {c: c for c in _COLUMNS}, dialect),
+        )
+    else:
+        await session.execute(insert(table), rows)
+
+
+_COLUMNS = ("topic", "key", "value", "headers", "created_at")
 
 
 class OutboxRelay:

@@ -1,0 +1,308 @@
+"""``shared.db.bulk`` on PostgreSQL: rows written in one ``unnest`` statement are the rows that
+SQLAlchemy's own insert wrote, column by column as stored; the conflict clauses the journey
+repository uses keep their meaning."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Table, Text, cast, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.components import ALL, components_for
+from services.dispatch.adapters.tables import outbox as dispatch_outbox
+from services.journey.adapters.repository import (
+    _RUN_CHANGES,
+    _RUN_KEYS,
+    _RUN_PARAMS,
+    _UPDATE_INSTANCE,
+    CustomerStates,
+    ProcessedEvents,
+)
+from services.journey.adapters.tables import (
+    activity,
+    instances,
+    orders,
+    processed_events,
+    segment_members,
+    timers,
+)
+from services.journey.adapters.tables import outbox as journey_outbox
+from services.journey.domain.customer import CustomerState
+from shared.bus.ports import OutgoingRecord
+from shared.db import bulk
+from shared.db.engine import create_engine, session_factory
+from shared.db.migrate import upgrade
+from shared.outbox import add_to_outbox
+
+pytestmark = pytest.mark.postgres
+
+AT = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=UTC)
+BERLIN = timezone(timedelta(hours=1))
+
+
+@pytest.fixture
+async def pg(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade(postgres_url, components_for(ALL))
+    engine = create_engine(postgres_url)
+    yield engine
+    await engine.dispose()
+
+
+def _instance(workspace: str, n: int) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace,
+        "run_id": f"run-{n}",
+        "customer_id": f"c{n}",
+        "journey_id": "welcome",
+        "version": 3,
+        "step": None if n == 1 else "hello",
+        "status": "active",
+        "entered_at": AT.astimezone(BERLIN),
+        "updated_at": AT + timedelta(seconds=n),
+        "wake_at": None if n else AT + timedelta(days=3),
+        "waiting": "event" if n == 2 else None,
+        "key": "cart-1" if n == 2 else None,
+        "trigger": {"type": "signup", "props": {"name": "Chloé", "n": [1, 2.5, None]}},
+        "holdout": n == 1,
+        "goal_until": None,
+        "goal_at": None,
+        "exit_reason": None,
+        "visits": {} if n else {"hello": 2**40},
+    }
+
+
+def _activity(workspace: str, n: int) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace,
+        "customer_id": f"c{n}",
+        "journey_id": "welcome",
+        "version": 1,
+        "run_id": f"run-{n}",
+        "step": "hello",
+        "kind": "skipped",
+        "reason": None if n else "frequency_cap",
+        "detail": {"cap": "1/16h", "ß": True} if n else {},
+        "at": AT,
+    }
+
+
+CASES: list[tuple[Table, Any, tuple[str, ...]]] = [
+    (instances, _instance, ("run_id",)),
+    (activity, _activity, ("run_id",)),
+    (
+        timers,
+        lambda w, n: {
+            "workspace_id": w,
+            "customer_id": f"c{n}",
+            "name": f"run:{n}",
+            "due_at": AT + timedelta(hours=n),
+            "leased_until": None if n else AT,
+        },
+        ("name",),
+    ),
+    (
+        orders,
+        lambda w, n: {
+            "workspace_id": w,
+            "customer_id": f"c{n}",
+            "order_id": f"o-{n}",
+            "placed_at": AT.astimezone(BERLIN),
+            "value": None if n == 1 else 19.99 * n,
+            "cancelled": n == 2,
+        },
+        ("order_id",),
+    ),
+    (
+        segment_members,
+        lambda w, n: {
+            "workspace_id": w,
+            "segment_id": f"seg-{n}",
+            "customer_id": "c1",
+            "entered_at": AT + timedelta(microseconds=n),
+        },
+        ("segment_id",),
+    ),
+    (
+        processed_events,
+        lambda w, n: {"workspace_id": w, "event_id": f"ev-{n}", "processed_at": AT},
+        ("event_id",),
+    ),
+]
+
+
+async def _stored(engine: AsyncEngine, table: Table, workspace: str, order: tuple[str, ...]) -> Any:
+    """Every column but a generated id, as PostgreSQL shows it as text."""
+    columns = [cast(c, Text).label(c.name) for c in table.columns if c.name != "id"]
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(*columns)
+            .where(table.c.workspace_id == workspace)
+            .order_by(*(table.c[o] for o in order))
+        )
+        return [{k: v for k, v in r._mapping.items() if k != "workspace_id"} for r in rows]
+
+
+@pytest.mark.parametrize(("table", "make", "order"), CASES, ids=[t.name for t, _, _ in CASES])
+async def test_unnest_insert_stores_what_sqlalchemy_stored(
+    pg: AsyncEngine, table: Table, make: Any, order: tuple[str, ...]
+) -> None:
+    async with pg.begin() as conn:
+        await conn.execute(insert(table), [make("orm", n) for n in range(3)])
+        rows = [make("bulk", n) for n in range(3)]
+        columns = list(rows[0])
+        await conn.execute(
+            bulk.insert_statement(table, columns, conn.dialect),
+            bulk.arrays(table, rows, {c: c for c in columns}, conn.dialect),
+        )
+    expected = await _stored(pg, table, "orm", order)
+    assert len(expected) == 3
+    assert await _stored(pg, table, "bulk", order) == expected
+
+
+async def test_a_naive_instant_is_refused_as_sqlalchemy_refuses_it(pg: AsyncEngine) -> None:
+    rows = [_instance("w", 0) | {"updated_at": datetime(2026, 11, 23, 9)}]
+    async with pg.connect() as conn:
+        with pytest.raises(ValueError, match="naive datetime"):
+            bulk.arrays(instances, rows, {c: c for c in rows[0]}, conn.dialect)
+
+
+async def test_processed_event_ids_insert_and_the_known_ok_conflict(pg: AsyncEngine) -> None:
+    sessions = session_factory(pg)
+    async with sessions() as session, session.begin():
+        await ProcessedEvents(session).mark([("w", "e1"), ("w", "e2")], at=AT)
+    async with sessions() as session, session.begin():
+        # Derived events a replayed cause raises again: the ids already there are kept.
+        await ProcessedEvents(session).mark(
+            [("w", "e2"), ("w", "e3")], at=AT + timedelta(hours=1), known_ok=True
+        )
+        assert await ProcessedEvents(session).seen([("w", "e1"), ("w", "e3"), ("w", "e4")]) == {
+            ("w", "e1"),
+            ("w", "e3"),
+        }
+    async with pg.connect() as conn:
+        pe = processed_events.c
+        rows = await conn.execute(select(pe.event_id, pe.processed_at))
+        stored = {event_id: at for event_id, at in rows}
+    assert stored == {"e1": AT, "e2": AT, "e3": AT + timedelta(hours=1)}
+    # Without known_ok an id seen before is an error, as the plain insert made it.
+    async with sessions() as session:
+        with pytest.raises(Exception, match="duplicate key"):
+            async with session.begin():
+                await ProcessedEvents(session).mark([("w", "e1")], at=AT)
+
+
+async def test_a_saved_timer_moves_and_loses_its_lease(pg: AsyncEngine) -> None:
+    sessions = session_factory(pg)
+    async with pg.begin() as conn:
+        await conn.execute(
+            insert(timers),
+            [
+                {
+                    "workspace_id": "w",
+                    "customer_id": "c1",
+                    "name": "trigger:birthday",
+                    "due_at": AT,
+                    "leased_until": AT + timedelta(minutes=1),
+                }
+            ],
+        )
+    state = CustomerState(
+        workspace_id="w",
+        customer_id="c1",
+        first_seen_at=AT,
+        last_seen_at=AT,
+        schedules={"birthday": AT + timedelta(days=365)},
+    )
+    async with sessions() as session, session.begin():
+        await CustomerStates(session).save(
+            [state],
+            timers_before={("w", "c1"): {"trigger:birthday": AT}},
+            new_runs=[],
+            changed_runs=[],
+        )
+    async with pg.connect() as conn:
+        rows = (
+            await conn.execute(select(timers.c.name, timers.c.due_at, timers.c.leased_until))
+        ).all()
+    assert [tuple(r) for r in rows] == [("trigger:birthday", AT + timedelta(days=365), None)]
+
+
+async def test_outbox_rows_keep_their_order_and_content(pg: AsyncEngine) -> None:
+    """PostgreSQL adds outbox rows in one statement: numbered in the order given (the relay
+    publishes by id), stored as SQLAlchemy's insert stored them."""
+    records = [
+        OutgoingRecord(
+            topic="ciclo.messages" if n % 2 else "ciclo.events",
+            key=f"demo:c{n % 3}",
+            value=f'{{"n":{n},"name":"Chloé"}}'.encode() + bytes([0, 255]),
+            headers={"type": "message_requested", "n": str(n)} if n % 4 else {},
+        )
+        for n in range(40)
+    ]
+    sessions = session_factory(pg)
+    async with sessions() as session, session.begin():
+        await add_to_outbox(session, dispatch_outbox, records)
+    async with pg.begin() as conn:
+        await conn.execute(
+            insert(journey_outbox),
+            [
+                {
+                    "topic": r.topic,
+                    "key": r.key,
+                    "value": r.value,
+                    "headers": dict(r.headers),
+                    "created_at": AT,
+                }
+                for r in records
+            ],
+        )
+
+    async def stored(table: Table) -> list[tuple[Any, ...]]:
+        c = table.c
+        async with pg.connect() as conn:
+            rows = await conn.execute(
+                select(c.topic, c.key, c.value, cast(c.headers, Text)).order_by(c.id)
+            )
+            return [tuple(r) for r in rows]
+
+    bulk_rows = await stored(dispatch_outbox)
+    assert [r[2] for r in bulk_rows] == [r.value for r in records]
+    assert bulk_rows == await stored(journey_outbox)
+
+
+async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(pg: AsyncEngine) -> None:
+    async with pg.begin() as conn:
+        for workspace in ("orm", "bulk"):
+            await conn.execute(insert(instances), [_instance(workspace, n) for n in range(3)])
+
+    def changed(workspace: str, n: int) -> dict[str, Any]:
+        row = _instance(workspace, n)
+        row.update(
+            w=workspace,
+            r=row["run_id"],
+            step=None if n == 2 else "reminder",
+            status="exited" if n else "active",
+            updated_at=AT.astimezone(BERLIN) + timedelta(days=n),
+            wake_at=None,
+            waiting=None if n else "timer",
+            goal_at=AT if n == 1 else None,
+            exit_reason="goal" if n == 1 else None,
+            visits={"hello": 1, "reminder": n, "ü": None},
+        )
+        return row
+
+    async with pg.begin() as conn:
+        await conn.execute(_UPDATE_INSTANCE, [changed("orm", n) for n in range(3)])
+        await conn.execute(
+            bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
+            bulk.arrays(
+                instances, [changed("bulk", n) for n in range(3)], _RUN_PARAMS, conn.dialect
+            ),
+        )
+    expected = await _stored(pg, instances, "orm", ("run_id",))
+    assert [r["status"] for r in expected] == ["active", "exited", "exited"]
+    assert await _stored(pg, instances, "bulk", ("run_id",)) == expected
