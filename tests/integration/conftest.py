@@ -17,3 +17,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def pg_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """A migrated PostgreSQL database, for what only PostgreSQL does (``shared.db.bulk``)."""
+    await upgrade(postgres_url, components_for(ALL))
+    engine = create_engine(postgres_url)
+    yield engine
+    await engine.dispose()

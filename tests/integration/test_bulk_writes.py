@@ -4,7 +4,6 @@ repository uses keep their meaning."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 from sqlalchemy import Table, Text, cast, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.components import ALL, components_for
 from services.dispatch.adapters.tables import outbox as dispatch_outbox
 from services.journey.adapters.repository import (
     _RUN_CHANGES,
@@ -34,22 +32,13 @@ from services.journey.adapters.tables import outbox as journey_outbox
 from services.journey.domain.customer import CustomerState
 from shared.bus.ports import OutgoingRecord
 from shared.db import bulk
-from shared.db.engine import create_engine, session_factory
-from shared.db.migrate import upgrade
+from shared.db.engine import session_factory
 from shared.outbox import add_to_outbox
 
 pytestmark = pytest.mark.postgres
 
 AT = datetime(2026, 11, 23, 9, 30, 15, 123456, tzinfo=UTC)
 BERLIN = timezone(timedelta(hours=1))
-
-
-@pytest.fixture
-async def pg(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade(postgres_url, components_for(ALL))
-    engine = create_engine(postgres_url)
-    yield engine
-    await engine.dispose()
 
 
 def _instance(workspace: str, n: int) -> dict[str, Any]:
@@ -148,9 +137,9 @@ async def _stored(engine: AsyncEngine, table: Table, workspace: str, order: tupl
 
 @pytest.mark.parametrize(("table", "make", "order"), CASES, ids=[t.name for t, _, _ in CASES])
 async def test_unnest_insert_stores_what_sqlalchemy_stored(
-    pg: AsyncEngine, table: Table, make: Any, order: tuple[str, ...]
+    pg_engine: AsyncEngine, table: Table, make: Any, order: tuple[str, ...]
 ) -> None:
-    async with pg.begin() as conn:
+    async with pg_engine.begin() as conn:
         await conn.execute(insert(table), [make("orm", n) for n in range(3)])
         rows = [make("bulk", n) for n in range(3)]
         columns = list(rows[0])
@@ -158,20 +147,20 @@ async def test_unnest_insert_stores_what_sqlalchemy_stored(
             bulk.insert_statement(table, columns, conn.dialect),
             bulk.arrays(table, rows, {c: c for c in columns}, conn.dialect),
         )
-    expected = await _stored(pg, table, "orm", order)
+    expected = await _stored(pg_engine, table, "orm", order)
     assert len(expected) == 3
-    assert await _stored(pg, table, "bulk", order) == expected
+    assert await _stored(pg_engine, table, "bulk", order) == expected
 
 
-async def test_a_naive_instant_is_refused_as_sqlalchemy_refuses_it(pg: AsyncEngine) -> None:
+async def test_a_naive_instant_is_refused_as_sqlalchemy_refuses_it(pg_engine: AsyncEngine) -> None:
     rows = [_instance("w", 0) | {"updated_at": datetime(2026, 11, 23, 9)}]
-    async with pg.connect() as conn:
+    async with pg_engine.connect() as conn:
         with pytest.raises(ValueError, match="naive datetime"):
             bulk.arrays(instances, rows, {c: c for c in rows[0]}, conn.dialect)
 
 
-async def test_processed_event_ids_insert_and_the_known_ok_conflict(pg: AsyncEngine) -> None:
-    sessions = session_factory(pg)
+async def test_processed_event_ids_insert_and_the_known_ok_conflict(pg_engine: AsyncEngine) -> None:
+    sessions = session_factory(pg_engine)
     async with sessions() as session, session.begin():
         await ProcessedEvents(session).mark([("w", "e1"), ("w", "e2")], at=AT)
     async with sessions() as session, session.begin():
@@ -183,7 +172,7 @@ async def test_processed_event_ids_insert_and_the_known_ok_conflict(pg: AsyncEng
             ("w", "e1"),
             ("w", "e3"),
         }
-    async with pg.connect() as conn:
+    async with pg_engine.connect() as conn:
         pe = processed_events.c
         rows = await conn.execute(select(pe.event_id, pe.processed_at))
         stored = {event_id: at for event_id, at in rows}
@@ -195,9 +184,9 @@ async def test_processed_event_ids_insert_and_the_known_ok_conflict(pg: AsyncEng
                 await ProcessedEvents(session).mark([("w", "e1")], at=AT)
 
 
-async def test_a_saved_timer_moves_and_loses_its_lease(pg: AsyncEngine) -> None:
-    sessions = session_factory(pg)
-    async with pg.begin() as conn:
+async def test_a_saved_timer_moves_and_loses_its_lease(pg_engine: AsyncEngine) -> None:
+    sessions = session_factory(pg_engine)
+    async with pg_engine.begin() as conn:
         await conn.execute(
             insert(timers),
             [
@@ -224,14 +213,14 @@ async def test_a_saved_timer_moves_and_loses_its_lease(pg: AsyncEngine) -> None:
             new_runs=[],
             changed_runs=[],
         )
-    async with pg.connect() as conn:
+    async with pg_engine.connect() as conn:
         rows = (
             await conn.execute(select(timers.c.name, timers.c.due_at, timers.c.leased_until))
         ).all()
     assert [tuple(r) for r in rows] == [("trigger:birthday", AT + timedelta(days=365), None)]
 
 
-async def test_outbox_rows_keep_their_order_and_content(pg: AsyncEngine) -> None:
+async def test_outbox_rows_keep_their_order_and_content(pg_engine: AsyncEngine) -> None:
     """PostgreSQL adds outbox rows in one statement: numbered in the order given (the relay
     publishes by id), stored as SQLAlchemy's insert stored them."""
     records = [
@@ -243,10 +232,10 @@ async def test_outbox_rows_keep_their_order_and_content(pg: AsyncEngine) -> None
         )
         for n in range(40)
     ]
-    sessions = session_factory(pg)
+    sessions = session_factory(pg_engine)
     async with sessions() as session, session.begin():
         await add_to_outbox(session, dispatch_outbox, records)
-    async with pg.begin() as conn:
+    async with pg_engine.begin() as conn:
         await conn.execute(
             insert(journey_outbox),
             [
@@ -263,7 +252,7 @@ async def test_outbox_rows_keep_their_order_and_content(pg: AsyncEngine) -> None
 
     async def stored(table: Table) -> list[tuple[Any, ...]]:
         c = table.c
-        async with pg.connect() as conn:
+        async with pg_engine.connect() as conn:
             rows = await conn.execute(
                 select(c.topic, c.key, c.value, cast(c.headers, Text)).order_by(c.id)
             )
@@ -274,8 +263,10 @@ async def test_outbox_rows_keep_their_order_and_content(pg: AsyncEngine) -> None
     assert bulk_rows == await stored(journey_outbox)
 
 
-async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(pg: AsyncEngine) -> None:
-    async with pg.begin() as conn:
+async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
+    pg_engine: AsyncEngine,
+) -> None:
+    async with pg_engine.begin() as conn:
         for workspace in ("orm", "bulk"):
             await conn.execute(insert(instances), [_instance(workspace, n) for n in range(3)])
 
@@ -295,7 +286,7 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(pg: Async
         )
         return row
 
-    async with pg.begin() as conn:
+    async with pg_engine.begin() as conn:
         await conn.execute(_UPDATE_INSTANCE, [changed("orm", n) for n in range(3)])
         await conn.execute(
             bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
@@ -303,6 +294,6 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(pg: Async
                 instances, [changed("bulk", n) for n in range(3)], _RUN_PARAMS, conn.dialect
             ),
         )
-    expected = await _stored(pg, instances, "orm", ("run_id",))
+    expected = await _stored(pg_engine, instances, "orm", ("run_id",))
     assert [r["status"] for r in expected] == ["active", "exited", "exited"]
-    assert await _stored(pg, instances, "bulk", ("run_id",)) == expected
+    assert await _stored(pg_engine, instances, "bulk", ("run_id",)) == expected

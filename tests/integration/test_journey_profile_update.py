@@ -3,7 +3,6 @@ PostgreSQL before, in an executemany of ``_UPDATE_PROFILE``. Both must leave the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -11,7 +10,6 @@ import pytest
 from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.components import ALL, components_for
 from services.journey.adapters.repository import (
     _PROFILE_COLUMNS,
     _UPDATE_PROFILE,
@@ -23,21 +21,12 @@ from services.journey.domain import engine as journey_engine
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.customer import CustomerState, apply_event
 from shared.contracts.events import EventEnvelope
-from shared.db.engine import create_engine, session_factory
-from shared.db.migrate import upgrade
+from shared.db.engine import session_factory
 
 pytestmark = pytest.mark.postgres
 
 START = datetime(2026, 11, 23, 9, tzinfo=UTC)
 BERLIN = timezone(timedelta(hours=1))
-
-
-@pytest.fixture
-async def pg(postgres_url: str) -> AsyncIterator[AsyncEngine]:
-    await upgrade(postgres_url, components_for(ALL))
-    engine = create_engine(postgres_url)
-    yield engine
-    await engine.dispose()
 
 
 def _event(n: int, customer: str, kind: str, **properties: Any) -> EventEnvelope:
@@ -112,8 +101,8 @@ async def _rows(engine: AsyncEngine, workspace: str) -> dict[str, tuple[Any, ...
         return {r[0]: tuple(r[1:]) for r in rows}
 
 
-async def test_one_unnest_update_writes_what_the_executemany_wrote(pg: AsyncEngine) -> None:
-    sessions = session_factory(pg)
+async def test_one_unnest_update_writes_what_the_executemany_wrote(pg_engine: AsyncEngine) -> None:
+    sessions = session_factory(pg_engine)
     first = _states("w")
     async with sessions() as session, session.begin():
         await CustomerStates(session).save(first, timers_before={}, new_runs=[], changed_runs=[])
@@ -129,7 +118,7 @@ async def test_one_unnest_update_writes_what_the_executemany_wrote(pg: AsyncEngi
             await CustomerStates(session).save(
                 states, timers_before={}, new_runs=[], changed_runs=[]
             )
-        return await _rows(pg, "w")
+        return await _rows(pg_engine, "w")
 
     bulk = await save(changed)  # PostgreSQL's path: one statement for the batch
     scribbled = await save(first)  # every column back to other values, the same way
@@ -137,7 +126,7 @@ async def test_one_unnest_update_writes_what_the_executemany_wrote(pg: AsyncEngi
     async with sessions() as session, session.begin():
         # The same rows through the executemany statement, as SQLite still writes them.
         await session.execute(_UPDATE_PROFILE, [profile_row(s) for s in changed])
-    many = await _rows(pg, "w")
+    many = await _rows(pg_engine, "w")
     assert set(bulk) == {"c0", "c1", "c2"}
     for key in bulk:
         for name, a, b in zip(_PROFILE_COLUMNS, bulk[key], many[key], strict=True):
@@ -155,8 +144,8 @@ async def test_one_unnest_update_writes_what_the_executemany_wrote(pg: AsyncEngi
         assert loaded[("w", state.customer_id)].traits == state.traits
 
 
-async def test_a_naive_instant_is_refused_as_before(pg: AsyncEngine) -> None:
-    sessions = session_factory(pg)
+async def test_a_naive_instant_is_refused_as_before(pg_engine: AsyncEngine) -> None:
+    sessions = session_factory(pg_engine)
     states = _states("w")
     async with sessions() as session, session.begin():
         await CustomerStates(session).save(states, timers_before={}, new_runs=[], changed_runs=[])
