@@ -26,14 +26,12 @@ from sqlalchemy import (
     Table,
     delete,
     func,
-    insert,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.db import bulk
-from shared.db.bulk import is_postgresql
 from shared.db.types import UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -75,18 +73,8 @@ async def add_to_outbox(
         }
         for r in records
     ]
-    if is_postgresql(session):
-        # One statement over arrays, rows numbered in the order given (shared.db.bulk).
-        dialect = session.get_bind().dialect
-        await session.execute(
-            bulk.insert_statement(table, _COLUMNS, dialect),
-            bulk.arrays(table, rows, {c: c for c in _COLUMNS}, dialect),
-        )
-    else:
-        await session.execute(insert(table), rows)
-
-
-_COLUMNS = ("topic", "key", "value", "headers", "created_at")
+    # On PostgreSQL one statement over arrays, rows numbered in the order given.
+    await bulk.insert_rows(session, table, rows)
 
 
 class OutboxRelay:

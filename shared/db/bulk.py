@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, text
+from sqlalchemy import Table, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
@@ -26,6 +26,25 @@ from sqlalchemy.sql.elements import TextClause
 
 def is_postgresql(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+async def insert_rows(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], *, conflict: str = ""
+) -> None:
+    """Insert ``rows`` (mappings with the same keys): on PostgreSQL in one statement over
+    arrays, elsewhere as SQLAlchemy's insert. ``conflict`` (an ``ON CONFLICT …`` clause) is
+    for PostgreSQL only: give it only where SQLAlchemy's insert needs none."""
+    if not rows:
+        return
+    if is_postgresql(session):
+        dialect = session.get_bind().dialect
+        columns = list(rows[0])
+        await session.execute(
+            insert_statement(table, columns, dialect, conflict=conflict),
+            arrays(table, rows, {c: c for c in columns}, dialect),
+        )
+    else:
+        await session.execute(insert(table), list(rows))
 
 
 def _arrays_sql(table: Table, columns: Mapping[str, str], dialect: Dialect) -> str:

@@ -7,12 +7,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, String, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import JSON, String, bindparam, case, delete, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import erasures, messages, sink
 from services.dispatch.domain.messages import Outcome
+from shared.db import bulk
 from shared.db.types import UtcDateTime
 from shared.db.upsert import insert_for
 
@@ -79,8 +80,7 @@ class MessageLedger:
             await self._session.execute(delete(messages).where(messages.c.message_id.in_(chunk)))
 
     async def insert(self, rows: Sequence[dict[str, Any]]) -> None:
-        if rows:
-            await self._session.execute(insert(messages), list(rows))
+        await bulk.insert_rows(self._session, messages, rows)
 
     async def record(self, outcomes: Iterable[Outcome], *, at: datetime) -> None:
         """Every outcome of a batch in one executemany, not a statement per message."""

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     String,
-    Table,
     Text,
     and_,
     any_,
@@ -92,7 +91,7 @@ class ProcessedEvents:
             return
         if is_postgresql(self._session):
             conflict = "ON CONFLICT (workspace_id, event_id) DO NOTHING" if known_ok else ""
-            await _insert(self._session, processed_events, rows, conflict=conflict)
+            await bulk.insert_rows(self._session, processed_events, rows, conflict=conflict)
             return
         statement: Any = insert(processed_events)
         if known_ok:
@@ -137,22 +136,6 @@ def _when(value: str) -> datetime:
 
 def _upsert(session: AsyncSession, table: Any) -> Any:
     return insert_for(session.get_bind().dialect.name)(table)
-
-
-async def _insert(
-    session: AsyncSession, table: Table, rows: list[dict[str, Any]], *, conflict: str = ""
-) -> None:
-    """Insert ``rows`` (dicts with the same keys): on PostgreSQL in one statement over arrays
-    (``shared.db.bulk``), elsewhere as SQLAlchemy's insert; ``conflict`` is PostgreSQL's."""
-    if is_postgresql(session):
-        dialect = session.get_bind().dialect
-        columns = list(rows[0])
-        await session.execute(
-            bulk.insert_statement(table, columns, dialect, conflict=conflict),
-            bulk.arrays(table, rows, {c: c for c in columns}, dialect),
-        )
-    else:
-        await session.execute(insert(table), rows)
 
 
 _TIMER_MOVED = (
@@ -318,7 +301,7 @@ class CustomerStates:
             )
         inserts = [_instance_row(i) for i in new_runs]
         if inserts:
-            await _insert(session, instances, inserts)
+            await bulk.insert_rows(session, instances, inserts)
         updates = [{**_instance_row(i), "w": i.workspace_id, "r": i.run_id} for i in changed_runs]
         if updates and is_postgresql(session):
             dialect = session.get_bind().dialect
@@ -332,7 +315,7 @@ class CustomerStates:
             await session.execute(_DELETE_TIMER, gone)
         if timer_rows:
             if is_postgresql(session):
-                await _insert(session, timers, timer_rows, conflict=_TIMER_MOVED)
+                await bulk.insert_rows(session, timers, timer_rows, conflict=_TIMER_MOVED)
             else:
                 stmt = _upsert(session, timers)
                 await session.execute(
@@ -365,7 +348,7 @@ class CustomerStates:
                 }
         if new and is_postgresql(self._session):
             conflict = "ON CONFLICT (workspace_id, customer_id, order_id) DO NOTHING"
-            await _insert(self._session, orders, list(new.values()), conflict=conflict)
+            await bulk.insert_rows(self._session, orders, list(new.values()), conflict=conflict)
         elif new:
             stmt = _upsert(self._session, orders)
             await self._session.execute(
@@ -409,7 +392,7 @@ class CustomerStates:
                 "ON CONFLICT (workspace_id, segment_id, customer_id) "
                 "DO UPDATE SET entered_at = EXCLUDED.entered_at"
             )
-            await _insert(self._session, segment_members, entered, conflict=conflict)
+            await bulk.insert_rows(self._session, segment_members, entered, conflict=conflict)
         elif entered:
             stmt = _upsert(self._session, segment_members)
             await self._session.execute(
@@ -462,7 +445,7 @@ class CustomerStates:
                     }
                 )
         if rows:
-            await _insert(self._session, activity, rows)
+            await bulk.insert_rows(self._session, activity, rows)
         if counts:
             stmt = _upsert(self._session, step_counts)
             await self._session.execute(
