@@ -2,7 +2,7 @@
 
 SQLAlchemy writes a list of rows as an executemany (an UPDATE: each row bound and executed as a
 statement of its own) or as multi-row VALUES (an INSERT: a new statement text, prepared anew, for
-each number of rows). ``INSERT … SELECT * FROM unnest(…)`` and ``UPDATE … FROM unnest(…)`` keep one
+each number of rows). ``INSERT … SELECT … FROM unnest(…)`` and ``UPDATE … FROM unnest(…)`` keep one
 prepared statement whatever the batch size and hand PostgreSQL one array per column. Measured on
 a journey batch: a profile UPDATE of 444 rows 21-23 ms instead of 33-38, an INSERT of 500 event
 ids 10 ms instead of 15, with about two thirds of the client CPU.
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import String, Table, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
@@ -47,10 +47,17 @@ async def insert_rows(
         await session.execute(insert(table), list(rows))
 
 
+def _element_type(table: Table, column: str, dialect: Dialect) -> str:
+    """The column's type for its array, text without a length: casting to ``VARCHAR(n)``
+    would cut an over-long value silently, where storing it in the column refuses it."""
+    kind = table.c[column].type
+    return "TEXT" if isinstance(kind, String) else kind.compile(dialect=dialect)
+
+
 def _arrays_sql(table: Table, columns: Mapping[str, str], dialect: Dialect) -> str:
     """``CAST(:param AS <column type>[])`` for each parameter → column of ``columns``."""
     return ", ".join(
-        f"CAST(:{param} AS {table.c[column].type.compile(dialect=dialect)}[])"
+        f"CAST(:{param} AS {_element_type(table, column, dialect)}[])"
         for param, column in columns.items()
     )
 

@@ -297,3 +297,22 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
     expected = await _stored(pg_engine, instances, "orm", ("run_id",))
     assert [r["status"] for r in expected] == ["active", "exited", "exited"]
     assert await _stored(pg_engine, instances, "bulk", ("run_id",)) == expected
+
+
+async def test_an_over_long_value_is_refused_not_cut(pg_engine: AsyncEngine) -> None:
+    """Stored into ``VARCHAR(64)`` an over-long workspace id is an error either way (an
+    explicit cast to ``VARCHAR(64)[]`` would have cut it silently)."""
+    row = {"workspace_id": "w" * 65, "event_id": "e1", "processed_at": AT}
+    columns = list(row)
+    async with pg_engine.connect() as conn:
+        statements: list[tuple[Any, Any]] = [
+            (insert(processed_events), [row]),
+            (
+                bulk.insert_statement(processed_events, columns, conn.dialect),
+                bulk.arrays(processed_events, [row], {c: c for c in columns}, conn.dialect),
+            ),
+        ]
+    for statement, params in statements:
+        async with pg_engine.connect() as conn:
+            with pytest.raises(Exception, match="too long"):
+                await conn.execute(statement, params)
