@@ -602,11 +602,16 @@ class Timers:
             (r.workspace_id, r.customer_id, r.name, r.due_at)
             for r in await self._session.execute(query)
         ]
-        if due:
+        until = now + lease
+        rows = [{"w": w, "c": c, "n": n, "leased_until": until} for w, c, n, _ in due]
+        if rows and is_postgresql(self._session):
+            dialect = self._session.get_bind().dialect
             await self._session.execute(
-                _LEASE_TIMER,
-                [{"w": w, "c": c, "n": n, "until": now + lease} for w, c, n, _ in due],
+                bulk.update_statement(timers, _TIMER_KEYS, ["leased_until"], dialect),
+                bulk.arrays(timers, rows, _LEASE_PARAMS, dialect),
             )
+        elif rows:
+            await self._session.execute(_LEASE_TIMER, rows)
         return due
 
     async def count_due(self, *, now: datetime, cap: int = 1_000_000) -> int:
@@ -778,6 +783,9 @@ _DELETE_TIMER = delete(timers).where(
     timers.c.name == bindparam("n"),
 )
 
+_TIMER_KEYS = {"w": "workspace_id", "c": "customer_id", "n": "name"}
+_LEASE_PARAMS = {**_TIMER_KEYS, "leased_until": "leased_until"}
+
 _LEASE_TIMER = (
     update(timers)
     .where(
@@ -785,7 +793,7 @@ _LEASE_TIMER = (
         timers.c.customer_id == bindparam("c"),
         timers.c.name == bindparam("n"),
     )
-    .values(leased_until=bindparam("until"))
+    .values(leased_until=bindparam("leased_until"))
 )
 
 
