@@ -9,42 +9,112 @@ ids 10 ms instead of 15, with about two thirds of the client CPU.
 
 The values go through each column type's own bind processing for the dialect (JSON serialized by
 the engine's serializer, ``None`` as JSON null, instants checked aware and put in UTC), so the
-rows stored are the ones SQLAlchemy's statements stored. SQLite has no arrays: callers keep
-SQLAlchemy's statements there (:func:`is_postgresql`).
+rows stored are the ones SQLAlchemy's statements stored. SQLite has no arrays: :func:`insert_rows`
+and :func:`update_rows` write SQLAlchemy's statements there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, Table, insert, text
+from sqlalchemy import String, Table, and_, bindparam, insert, text, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import TextClause
 
+from shared.db.upsert import insert_for
 
-def is_postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+
+@dataclass(frozen=True)
+class OnConflict:
+    """What an insert does with a row whose ``keys`` are taken already: nothing, or (``take``,
+    ``clear``) overwrite ``take`` with the new row's values and set ``clear`` to NULL. One
+    declaration for both databases: PostgreSQL's clause and SQLAlchemy's upsert."""
+
+    keys: tuple[str, ...]
+    take: tuple[str, ...] = ()
+    clear: tuple[str, ...] = ()
+
+    def sql(self) -> str:
+        target = f"ON CONFLICT ({', '.join(self.keys)})"
+        sets = [f"{c} = EXCLUDED.{c}" for c in self.take] + [f"{c} = NULL" for c in self.clear]
+        return f"{target} DO UPDATE SET {', '.join(sets)}" if sets else f"{target} DO NOTHING"
+
+    def statement(self, table: Table, dialect: str) -> Any:
+        """SQLAlchemy's insert of ``dialect`` with this conflict handling."""
+        stmt = insert_for(dialect)(table)
+        sets: dict[str, Any] = {c: stmt.excluded[c] for c in self.take}
+        sets.update({c: None for c in self.clear})
+        if sets:
+            return stmt.on_conflict_do_update(index_elements=list(self.keys), set_=sets)
+        return stmt.on_conflict_do_nothing(index_elements=list(self.keys))
 
 
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], *, conflict: str = ""
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    on_conflict: OnConflict | None = None,
 ) -> None:
     """Insert ``rows`` (mappings with the same keys): on PostgreSQL in one statement over
-    arrays, elsewhere as SQLAlchemy's insert. ``conflict`` (an ``ON CONFLICT …`` clause) is
-    for PostgreSQL only: give it only where SQLAlchemy's insert needs none."""
+    arrays, elsewhere as SQLAlchemy's insert (or upsert, with ``on_conflict``)."""
     if not rows:
         return
-    if is_postgresql(session):
-        dialect = session.get_bind().dialect
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
         columns = list(rows[0])
         await session.execute(
-            insert_statement(table, columns, dialect, conflict=conflict),
+            insert_statement(table, columns, dialect, on_conflict=on_conflict),
             arrays(table, rows, {c: c for c in columns}, dialect),
         )
+    elif on_conflict is not None:
+        await session.execute(on_conflict.statement(table, dialect.name), list(rows))
     else:
         await session.execute(insert(table), list(rows))
+
+
+async def update_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Mapping[str, str],
+    columns: Sequence[str],
+) -> None:
+    """Set ``columns`` of the rows found by ``keys`` (parameter name → key column) to each
+    row's values: on PostgreSQL in one statement over arrays, elsewhere as the executemany of
+    :func:`update_each`."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        params = {**keys, **{c: c for c in columns}}
+        await session.execute(
+            update_statement(table, keys, columns, dialect), arrays(table, rows, params, dialect)
+        )
+    else:
+        await session.execute(update_each(table, keys, columns), list(rows))
+
+
+_EACH: dict[tuple[Any, ...], Update] = {}
+
+
+def update_each(table: Table, keys: Mapping[str, str], columns: Sequence[str]) -> Update:
+    """SQLAlchemy's UPDATE of one row (found by ``keys``, parameter name → key column), the
+    ``columns`` bound by their names: the statement of an executemany."""
+    key = (table.name, tuple(keys.items()), tuple(columns))
+    statement = _EACH.get(key)
+    if statement is None:
+        statement = _EACH[key] = (
+            update(table)
+            .where(and_(*(table.c[column] == bindparam(p) for p, column in keys.items())))
+            .values({c: bindparam(c) for c in columns})
+        )
+    return statement
 
 
 def _element_type(table: Table, column: str, dialect: Dialect) -> str:
@@ -67,13 +137,17 @@ _STATEMENTS: dict[tuple[Any, ...], TextClause] = {}
 
 
 def insert_statement(
-    table: Table, columns: Sequence[str], dialect: Dialect, *, conflict: str = ""
+    table: Table,
+    columns: Sequence[str],
+    dialect: Dialect,
+    *,
+    on_conflict: OnConflict | None = None,
 ) -> TextClause:
-    """``INSERT INTO table (columns) SELECT … FROM unnest(…) [conflict]``; the parameters are
-    named after the columns (:func:`arrays`). ``conflict``: an ``ON CONFLICT …`` clause. The
+    """``INSERT INTO table (columns) SELECT … FROM unnest(…) [ON CONFLICT …]``; the parameters
+    are named after the columns (:func:`arrays`). The
     rows go in in the order given (``WITH ORDINALITY … ORDER BY``), so a generated id counts up
     in that order, as SQLAlchemy's insert numbered them (the outbox relays by id)."""
-    key = ("insert", table.name, tuple(columns), conflict, dialect.name)
+    key = ("insert", table.name, tuple(columns), on_conflict, dialect.name)
     statement = _STATEMENTS.get(key)
     if statement is None:
         names = ", ".join(columns)
@@ -82,7 +156,8 @@ def insert_statement(
             f"INSERT INTO {table.name} ({names}) SELECT {names} "
             f"FROM unnest({arrays}) WITH ORDINALITY AS v({names}, ordinal) ORDER BY ordinal"
         )
-        statement = _STATEMENTS[key] = text(f"{sql} {conflict}".strip())
+        conflict = "" if on_conflict is None else f" {on_conflict.sql()}"
+        statement = _STATEMENTS[key] = text(sql + conflict)
     return statement
 
 

@@ -10,19 +10,22 @@ from shared.db.engine import create_engine
 from shared.db.migrate import upgrade
 
 
+async def _migrated(url: str) -> AsyncIterator[AsyncEngine]:
+    await upgrade(url, components_for(ALL))
+    engine = create_engine(url)
+    yield engine
+    await engine.dispose()
+
+
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated database (SQLite and PostgreSQL, through the ``database_url`` parameter)."""
-    await upgrade(database_url, components_for(ALL))
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
+    async for migrated in _migrated(database_url):
+        yield migrated
 
 
 @pytest.fixture
 async def pg_engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated PostgreSQL database, for what only PostgreSQL does (``shared.db.bulk``)."""
-    await upgrade(postgres_url, components_for(ALL))
-    engine = create_engine(postgres_url)
-    yield engine
-    await engine.dispose()
+    async for migrated in _migrated(postgres_url):
+        yield migrated

@@ -15,7 +15,6 @@ from services.dispatch.adapters.tables import outbox as dispatch_outbox
 from services.journey.adapters.repository import (
     _RUN_CHANGES,
     _RUN_KEYS,
-    _RUN_PARAMS,
     _UPDATE_INSTANCE,
     CustomerStates,
     ProcessedEvents,
@@ -286,13 +285,12 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
         )
         return row
 
+    params = {**_RUN_KEYS, **{c: c for c in _RUN_CHANGES}}
     async with pg_engine.begin() as conn:
         await conn.execute(_UPDATE_INSTANCE, [changed("orm", n) for n in range(3)])
         await conn.execute(
             bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
-            bulk.arrays(
-                instances, [changed("bulk", n) for n in range(3)], _RUN_PARAMS, conn.dialect
-            ),
+            bulk.arrays(instances, [changed("bulk", n) for n in range(3)], params, conn.dialect),
         )
     expected = await _stored(pg_engine, instances, "orm", ("run_id",))
     assert [r["status"] for r in expected] == ["active", "exited", "exited"]

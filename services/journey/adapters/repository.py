@@ -43,7 +43,7 @@ from services.journey.domain.customer import INTEL_TIMER, Activity, CustomerStat
 from services.journey.domain.engine import Instance
 from services.journey.domain.intelligence import Facts, OrderRecord
 from shared.db import bulk
-from shared.db.bulk import is_postgresql
+from shared.db.bulk import OnConflict
 from shared.db.upsert import insert_for
 
 
@@ -89,16 +89,9 @@ class ProcessedEvents:
         rows = [{"workspace_id": w, "event_id": e, "processed_at": at} for w, e in keys]
         if not rows:
             return
-        if is_postgresql(self._session):
-            conflict = "ON CONFLICT (workspace_id, event_id) DO NOTHING" if known_ok else ""
-            await bulk.insert_rows(self._session, processed_events, rows, conflict=conflict)
-            return
-        statement: Any = insert(processed_events)
-        if known_ok:
-            statement = _upsert(self._session, processed_events).on_conflict_do_nothing(
-                index_elements=["workspace_id", "event_id"]
-            )
-        await self._session.execute(statement, rows)
+        await bulk.insert_rows(
+            self._session, processed_events, rows, on_conflict=_EVENT_KNOWN if known_ok else None
+        )
 
 
 FACTS_JSON = ("profile", "lead", "segment_state", "insights", "timeline")
@@ -138,11 +131,15 @@ def _upsert(session: AsyncSession, table: Any) -> Any:
     return insert_for(session.get_bind().dialect.name)(table)
 
 
-_TIMER_MOVED = (
-    "ON CONFLICT (workspace_id, customer_id, name) "
-    "DO UPDATE SET due_at = EXCLUDED.due_at, leased_until = NULL"
+_EVENT_KNOWN = OnConflict(("workspace_id", "event_id"))
+"""An event id marked again stays as it was."""
+_TIMER_MOVED = OnConflict(
+    ("workspace_id", "customer_id", "name"), take=("due_at",), clear=("leased_until",)
 )
 """A timer saved again moves to its new due time and is no longer leased."""
+_ORDER_KNOWN = OnConflict(("workspace_id", "customer_id", "order_id"))
+"""An order logged again stays as it was (a cancellation is marked apart)."""
+_MEMBER_AGAIN = OnConflict(("workspace_id", "segment_id", "customer_id"), take=("entered_at",))
 
 
 # Activity kinds worth a row: decisions someone will ask "why?" about. Everything else is
@@ -277,16 +274,9 @@ class CustomerStates:
                 if name not in after
             )
         session = self._session
-        if known_profiles:
-            if is_postgresql(session):
-                # One statement for the batch (shared.db.bulk), not one per customer.
-                dialect = session.get_bind().dialect
-                await session.execute(
-                    bulk.update_statement(customers, _KEYS, _PROFILE_COLUMNS, dialect),
-                    bulk.arrays(customers, known_profiles, _PROFILE_PARAMS, dialect),
-                )
-            else:
-                await session.execute(_UPDATE_PROFILE, known_profiles)
+        await bulk.update_rows(
+            session, customers, known_profiles, keys=_KEYS, columns=_PROFILE_COLUMNS
+        )
         if new_profiles:
             await session.execute(
                 insert(customers),
@@ -299,32 +289,12 @@ class CustomerStates:
                     for r in new_profiles
                 ],
             )
-        inserts = [_instance_row(i) for i in new_runs]
-        if inserts:
-            await bulk.insert_rows(session, instances, inserts)
+        await bulk.insert_rows(session, instances, [_instance_row(i) for i in new_runs])
         updates = [{**_instance_row(i), "w": i.workspace_id, "r": i.run_id} for i in changed_runs]
-        if updates and is_postgresql(session):
-            dialect = session.get_bind().dialect
-            await session.execute(
-                bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, dialect),
-                bulk.arrays(instances, updates, _RUN_PARAMS, dialect),
-            )
-        elif updates:
-            await session.execute(_UPDATE_INSTANCE, updates)
+        await bulk.update_rows(session, instances, updates, keys=_RUN_KEYS, columns=_RUN_CHANGES)
         if gone:
             await session.execute(_DELETE_TIMER, gone)
-        if timer_rows:
-            if is_postgresql(session):
-                await bulk.insert_rows(session, timers, timer_rows, conflict=_TIMER_MOVED)
-            else:
-                stmt = _upsert(session, timers)
-                await session.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["workspace_id", "customer_id", "name"],
-                        set_={"due_at": stmt.excluded.due_at, "leased_until": None},
-                    ),
-                    timer_rows,
-                )
+        await bulk.insert_rows(session, timers, timer_rows, on_conflict=_TIMER_MOVED)
 
     async def record_orders(self, recorded: Iterable[tuple[CustomerState, OrderRecord]]) -> None:
         """Append new orders to the order log and mark cancelled ones (the models' input)."""
@@ -346,17 +316,7 @@ class CustomerStates:
                     "value": order.value,
                     "cancelled": False,
                 }
-        if new and is_postgresql(self._session):
-            conflict = "ON CONFLICT (workspace_id, customer_id, order_id) DO NOTHING"
-            await bulk.insert_rows(self._session, orders, list(new.values()), conflict=conflict)
-        elif new:
-            stmt = _upsert(self._session, orders)
-            await self._session.execute(
-                stmt.on_conflict_do_nothing(
-                    index_elements=["workspace_id", "customer_id", "order_id"]
-                ),
-                list(new.values()),
-            )
+        await bulk.insert_rows(self._session, orders, list(new.values()), on_conflict=_ORDER_KNOWN)
         if cancelled:
             await self._session.execute(_CANCEL_ORDER, cancelled)
 
@@ -387,21 +347,7 @@ class CustomerStates:
             )
         if left:
             await self._session.execute(_LEAVE_SEGMENT, left)
-        if entered and is_postgresql(self._session):
-            conflict = (
-                "ON CONFLICT (workspace_id, segment_id, customer_id) "
-                "DO UPDATE SET entered_at = EXCLUDED.entered_at"
-            )
-            await bulk.insert_rows(self._session, segment_members, entered, conflict=conflict)
-        elif entered:
-            stmt = _upsert(self._session, segment_members)
-            await self._session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["workspace_id", "segment_id", "customer_id"],
-                    set_={"entered_at": stmt.excluded.entered_at},
-                ),
-                entered,
-            )
+        await bulk.insert_rows(self._session, segment_members, entered, on_conflict=_MEMBER_AGAIN)
 
     async def remove_merged(self, merged: Iterable[tuple[str, str, str]]) -> None:
         """After (workspace, source, target) merges: the source's row, timers and segment rows
@@ -444,8 +390,7 @@ class CustomerStates:
                         "at": a.at,
                     }
                 )
-        if rows:
-            await bulk.insert_rows(self._session, activity, rows)
+        await bulk.insert_rows(self._session, activity, rows)
         if counts:
             stmt = _upsert(self._session, step_counts)
             await self._session.execute(
@@ -603,15 +548,13 @@ class Timers:
             for r in await self._session.execute(query)
         ]
         until = now + lease
-        rows = [{"w": w, "c": c, "n": n, "leased_until": until} for w, c, n, _ in due]
-        if rows and is_postgresql(self._session):
-            dialect = self._session.get_bind().dialect
-            await self._session.execute(
-                bulk.update_statement(timers, _TIMER_KEYS, ["leased_until"], dialect),
-                bulk.arrays(timers, rows, _LEASE_PARAMS, dialect),
-            )
-        elif rows:
-            await self._session.execute(_LEASE_TIMER, rows)
+        await bulk.update_rows(
+            self._session,
+            timers,
+            [{"w": w, "c": c, "n": n, "leased_until": until} for w, c, n, _ in due],
+            keys=_TIMER_KEYS,
+            columns=_LEASED,
+        )
         return due
 
     async def count_due(self, *, now: datetime, cap: int = 1_000_000) -> int:
@@ -732,14 +675,9 @@ _PROFILE_COLUMNS = (
 )
 
 _KEYS = {"w": "workspace_id", "c": "customer_id"}
-_PROFILE_PARAMS = {**_KEYS, **{c: c for c in _PROFILE_COLUMNS}}
 
-_UPDATE_PROFILE = (
-    update(customers)
-    .where(customers.c.workspace_id == bindparam("w"), customers.c.customer_id == bindparam("c"))
-    .values({c: bindparam(c) for c in _PROFILE_COLUMNS})
-)
-
+_UPDATE_PROFILE = bulk.update_each(customers, _KEYS, _PROFILE_COLUMNS)
+"""A profile's UPDATE as SQLite runs it (``bulk.update_rows``)."""
 
 _CANCEL_ORDER = (
     update(orders)
@@ -769,13 +707,9 @@ _RUN_CHANGES = (
 )
 """What a run changes after it started: ``_UPDATE_INSTANCE`` writes these."""
 _RUN_KEYS = {"w": "workspace_id", "r": "run_id"}
-_RUN_PARAMS = {**_RUN_KEYS, **{c: c for c in _RUN_CHANGES}}
 
-_UPDATE_INSTANCE = (
-    update(instances)
-    .where(instances.c.workspace_id == bindparam("w"), instances.c.run_id == bindparam("r"))
-    .values({c: bindparam(c) for c in _RUN_CHANGES})
-)
+_UPDATE_INSTANCE = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
+"""A run's UPDATE as SQLite runs it (``bulk.update_rows``)."""
 
 _DELETE_TIMER = delete(timers).where(
     timers.c.workspace_id == bindparam("w"),
@@ -784,17 +718,7 @@ _DELETE_TIMER = delete(timers).where(
 )
 
 _TIMER_KEYS = {"w": "workspace_id", "c": "customer_id", "n": "name"}
-_LEASE_PARAMS = {**_TIMER_KEYS, "leased_until": "leased_until"}
-
-_LEASE_TIMER = (
-    update(timers)
-    .where(
-        timers.c.workspace_id == bindparam("w"),
-        timers.c.customer_id == bindparam("c"),
-        timers.c.name == bindparam("n"),
-    )
-    .values(leased_until=bindparam("leased_until"))
-)
+_LEASED = ("leased_until",)
 
 
 def _of_source(table: Any) -> Any:
