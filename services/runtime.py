@@ -32,6 +32,8 @@ from services.dispatch.settings import DispatchSettings
 from services.ingest.api import events_router
 from services.ingest.catalogue import UNION_TAGS
 from services.ingest.erasure import IngestErasures
+from services.ingest.fast_path import PATH as EVENTS_PATH
+from services.ingest.fast_path import EventFastPath
 from services.ingest.segment import segment_router
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks.routes import webhooks_router
@@ -49,6 +51,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.db.migrate import upgrade
 from shared.http import (
     BodyLimitMiddleware,
+    CicloApp,
     RequestIdMiddleware,
     health_router,
     install_error_handlers,
@@ -191,7 +194,7 @@ class Runtime:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    def app(self) -> FastAPI:
+    def app(self) -> CicloApp:
         @asynccontextmanager
         async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
             await self.start()
@@ -205,7 +208,7 @@ class Runtime:
             finally:
                 await self.stop()
 
-        app = FastAPI(
+        app = CicloApp(
             title="Ciclo",
             version="0.1.0",
             summary="Event-driven marketing automation for e-commerce",
@@ -237,7 +240,17 @@ class Runtime:
             checks["dispatch"] = lambda: self._worker_ready(self.dispatch_worker)
         if "ingest" in self.services:
             # First: routing tries the routes in order, and these take most of the requests.
-            app.include_router(events_router(publisher=self.bus.publisher()))
+            events = self.bus.publisher()
+            app.include_router(events_router(publisher=events))
+            # One event, accepted: answered before FastAPI's routing (its refusals still are the
+            # route's; see services/ingest/fast_path.py).
+            app.fast_paths[("POST", EVENTS_PATH)] = EventFastPath(
+                publisher=events,
+                keys=self.keys,
+                limiter=getattr(app.state, "rate_limiter", None),
+                max_body_bytes=self.server.max_body_bytes,
+                cors=bool(origins),
+            )
             app.include_router(segment_router(publisher=self.bus.publisher(), clock=self.clock))
             app.include_router(
                 webhooks_router(

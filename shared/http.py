@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -131,6 +131,18 @@ def problem(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def bus_unavailable(exc: BusError) -> JSONResponse:
+    """The answer when the bus refused to take events: nothing was acknowledged, and a 503 with
+    Retry-After tells clients (Segment's libraries too) to retry."""
+    log.error("bus refused a request: %s", exc)
+    return problem(
+        503,
+        "unavailable",
+        "the event bus is not accepting events right now; retry",
+        headers={"Retry-After": "5"},
+    )
+
+
 def _field_path(loc: Sequence[Any], union_tags: frozenset[str]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] == "body":
@@ -165,14 +177,7 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
 
     @app.exception_handler(BusError)
     async def _bus_down(_request: Request, exc: BusError) -> JSONResponse:
-        # Nothing was acknowledged: a 503 tells clients (Segment's libraries too) to retry.
-        log.error("bus refused a request: %s", exc)
-        return problem(
-            503,
-            "unavailable",
-            "the event bus is not accepting events right now; retry",
-            headers={"Retry-After": "5"},
-        )
+        return bus_unavailable(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -217,6 +222,23 @@ def _children(method: str, route: str, status: int) -> tuple[Any, Any]:
     """Labelled metric children, looked up once per (method, route, status) rather than per
     request; the set is bounded by the route templates."""
     return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_SECONDS.labels(method, route)
+
+
+def count_request(method: str, route: str, status: int, started: float) -> None:
+    """Count and time one request (``started``: its ``time.perf_counter()``) under its route
+    template."""
+    requests, seconds = _children(method, route, status)
+    requests.inc()
+    seconds.observe(time.perf_counter() - started)
+
+
+def request_id_of(header: bytes | None) -> str:
+    """The request's id: the caller's ``X-Request-Id`` (at most 100 characters), or a new one.
+    Not secrets.token_hex: os.urandom costs ~50 µs a call on some VMs, and a request id needs
+    uniqueness, not unpredictability."""
+    if header:
+        return header.decode("latin-1")[:100]
+    return f"{random.getrandbits(64):016x}"
 
 
 class BodyLimitMiddleware:
@@ -292,14 +314,12 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
+        header = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                rid = value.decode("latin-1")[:100]
+                header = value
                 break
-        # Not secrets.token_hex: os.urandom costs ~50 µs a call on some VMs, and a request id
-        # needs uniqueness, not unpredictability.
-        rid = rid or f"{random.getrandbits(64):016x}"
+        rid = request_id_of(header)
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()
@@ -317,6 +337,31 @@ class RequestIdMiddleware:
             request_id.reset(token)
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            requests, seconds = _children(scope["method"], template, status)
-            requests.inc()
-            seconds.observe(time.perf_counter() - started)
+            count_request(scope["method"], template, status, started)
+
+
+class FastPath(Protocol):
+    """An ASGI handler for one (method, path) that may hand a request on to ``fallback`` (the
+    framework's own handling of it)."""
+
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp
+    ) -> None: ...
+
+
+class CicloApp(FastAPI):
+    """FastAPI with fast paths: a handler registered for an exact (method, path) gets its
+    requests before the framework (routing, middleware, dependencies) and decides whether to
+    answer them itself or pass them on. Everything else goes through FastAPI as usual."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_paths: dict[tuple[str, str], FastPath] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.fast_paths:
+            handler = self.fast_paths.get((scope["method"], scope["path"]))
+            if handler is not None:
+                await handler(scope, receive, send, super().__call__)
+                return
+        await super().__call__(scope, receive, send)

@@ -20,7 +20,11 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="ciclo"'}
 
 
 def credentials(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return credentials_from_header(request.headers.get("authorization"))
+
+
+def credentials_from_header(header: str | None) -> str | None:
+    """The key an ``Authorization`` header carries; None without one; 401 if malformed."""
     if not header:
         return None
     kind, _, value = header.partition(" ")
