@@ -65,6 +65,14 @@ class CommonSettings(BaseSettings):
         ge=50,
         description="Kafka consumer heartbeat interval (below a third of the session).",
     )
+    kafka_linger_ms: int = Field(
+        0,
+        ge=0,
+        le=1_000,
+        description="How long the Kafka producer waits for more records before it sends a batch. "
+        "0 sends at once: the records that come in while a batch is in flight still go together "
+        "in the next one, and no request waits for a timer.",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         100,
         ge=0,

@@ -39,6 +39,7 @@ def open_bus(settings: CommonSettings) -> Bus:
             ",".join(servers),
             client_id=settings.kafka_client_id,
             idempotence=settings.kafka_idempotence,
+            linger_ms=settings.kafka_linger_ms,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,

@@ -54,7 +54,7 @@ class KafkaBus:
         *,
         client_id: str,
         idempotence: bool,
-        linger_ms: int = 5,
+        linger_ms: int = 0,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         fetch_max_wait_ms: int = 500,
