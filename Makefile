@@ -8,7 +8,7 @@ PYTEST := $(BIN)/python -m pytest
 # servers, brokers and timers, so more workers than cores still shortens it; 0 runs it in one process.
 TEST_WORKERS ?= 3
 
-.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-ingest bench-journey bench-dispatch bench-predict bench-intelligence clean
+.PHONY: install system-deps run test unit integration e2e lint typecheck bench bench-ingest bench-journey bench-dispatch bench-predict bench-intelligence bench-backfill clean
 
 # Debian tools the deployment tests use: docker-compose (`config` check of deploy/compose.yaml,
 # no engine needed) and promtool (from `prometheus`, checks and unit-tests the alert rules).
@@ -82,6 +82,10 @@ bench-predict: install
 # off vs on, pure CPU (apply_event, with a breakdown) and end to end on SQLite and PostgreSQL.
 bench-intelligence: install
 	$(BIN)/python -m bench --only intelligence
+
+# `ciclo import` of 500,000 events into the embedded bus: a file in order and the same shuffled.
+bench-backfill: install
+	$(BIN)/python -m bench --only backfill
 
 clean:
 	rm -rf $(VENV) .ciclo .pytest_cache .mypy_cache .ruff_cache

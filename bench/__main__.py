@@ -11,8 +11,9 @@ process against a 50 ms provider (``bench/dispatch.py``: messages/s, CPU, profil
 purchase predictions
 (``bench/predict.py``: RFM and both fits for 100,000 customers), then what customer-intelligence
 upkeep adds to the journey engine's cost per event (``bench/intelligence.py``: upkeep off vs on,
-pure CPU and with each database). A section that fails is recorded in the report and the run goes
-on; the exit code is 1 then.
+pure CPU and with each database), then ``ciclo import`` into the embedded bus
+(``bench/backfill.py``: events/s of the backfill, a file in order and shuffled). A section that
+fails is recorded in the report and the run goes on; the exit code is 1 then.
 
 ``--only journey`` (or any comma-separated list of the SECTIONS) runs just those sections; the
 others keep their figures from the previous ``results.json``.
@@ -38,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, dispatch, intelligence, journey, load, machine, report
+from bench import backfill, baselines, dispatch, intelligence, journey, load, machine, report
 from bench.machine import ForeignCpu, wait_quiet
 from bench.processes import (
     DEFAULT_POSTGRES,
@@ -68,15 +69,17 @@ SECTIONS = (
     "dispatch",
     "predict",
     "intelligence",
+    "backfill",
 )
 # Sections that carry their own date, machine and plan: an --only run of them leaves the HTTP
 # sections' header alone.
-SELF_CONTAINED = ("journey", "dispatch", "predict", "intelligence")
+SELF_CONTAINED = ("journey", "dispatch", "predict", "intelligence", "backfill")
 PLAN_KEYS = {
     "journey": "journey",
     "dispatch": "dispatch",
     "predict": "predict_customers",
     "intelligence": "intelligence",
+    "backfill": "backfill",
 }
 
 
@@ -100,6 +103,7 @@ class Plan:
     intelligence: intelligence.IntelligencePlan = field(
         default_factory=intelligence.IntelligencePlan
     )
+    backfill: backfill.BackfillPlan = field(default_factory=backfill.BackfillPlan)
 
 
 def log(message: str) -> None:
@@ -383,6 +387,18 @@ class Bench:
             errors=self.results["errors"],
         )
 
+    # --- ciclo import into the embedded bus ------------------------------------------------
+
+    def backfill(self) -> None:
+        date = datetime.now(UTC).isoformat(timespec="seconds")
+        figures = backfill.measure(self.plan.backfill, self.work_dir)
+        self.results["backfill"] = figures | {"date": date, "machine": machine.describe()}
+        runs = figures["runs"]
+        log(
+            f"backfill: {runs['in_order']['events_per_s']:,} events/s in order, "
+            f"{runs['shuffled']['events_per_s']:,} shuffled"
+        )
+
     def run(self) -> dict[str, Any]:
         sections = self.plan.sections
         stamp = self.results["date"]
@@ -409,6 +425,7 @@ class Bench:
             ("dispatch", self.dispatch),
             ("predict", self.predict),
             ("intelligence", self.intelligence),
+            ("backfill", self.backfill),
         ):
             if name in sections:
                 self.section(name, body)
@@ -479,6 +496,8 @@ def parse_args(argv: list[str] | None) -> Plan:
     group.add_argument("--dispatch-no-profile", action="store_true", help="skip the profiled runs")
     group = parser.add_argument_group("purchase predictions (bench/predict.py)")
     group.add_argument("--predict-customers", type=int, default=100_000)
+    group = parser.add_argument_group("backfill (bench/backfill.py)")
+    group.add_argument("--backfill-events", type=int, default=backfill.BackfillPlan().events)
     args = parser.parse_args(argv)
     sections = tuple(s for s in args.only.split(",") if s)
     unknown = set(sections) - set(SECTIONS)
@@ -517,6 +536,7 @@ def parse_args(argv: list[str] | None) -> Plan:
             profile=not args.dispatch_no_profile,
         ),
         predict_customers=args.predict_customers,
+        backfill=backfill.BackfillPlan(events=args.backfill_events),
     )
 
 

@@ -10,7 +10,12 @@ from typing import Any
 from bench.markdown import number as _n
 from bench.markdown import percent as _pct
 from bench.markdown import table as _table
-from bench.report_sections import render_dispatch, render_intelligence, render_predict
+from bench.report_sections import (
+    render_backfill,
+    render_dispatch,
+    render_intelligence,
+    render_predict,
+)
 
 # REFERENCE.md, "Physical baselines on a 2-core machine of this kind".
 REFERENCE = {
@@ -396,6 +401,8 @@ def render(results: dict[str, Any]) -> str:
         out += render_predict(results["predict"])
     if results.get("intelligence"):
         out += render_intelligence(results["intelligence"])
+    if results.get("backfill"):
+        out += render_backfill(results["backfill"])
     if results.get("errors"):
         out += ["## Errors", ""]
         out += [f"- **{where}**: {_one_line(msg)}" for where, msg in results["errors"].items()]

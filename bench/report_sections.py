@@ -1,5 +1,6 @@
-"""The dispatch and prediction sections of ``bench/results.md`` (``bench/dispatch.py``,
-``bench/predict.py``): each carries its own date, machine and plan, since ``--only`` runs them
+"""The dispatch, prediction, intelligence and backfill sections of ``bench/results.md``
+(``bench/dispatch.py``, ``bench/predict.py``, ``bench/intelligence.py``, ``bench/backfill.py``):
+each carries its own date, machine and plan, since ``--only`` runs them
 apart from the HTTP sections."""
 
 from __future__ import annotations
@@ -653,3 +654,71 @@ def _intel_e2e_steps(e2e: dict[str, Any]) -> list[str]:
 
 def _signed(value: float) -> str:
     return f"+{value:,.1f}" if value >= 0 else f"{value:,.1f}"
+
+
+# ── Backfill ──────────────────────────────────────────────────────────────────────────────────
+
+_BACKFILL_RUNS = (
+    ("in_order", "File in `occurred_at` order (streamed: published while validated)"),
+    ("shuffled", "The same events shuffled (sorted through temporary files first)"),
+)
+
+
+def render_backfill(b: dict[str, Any]) -> list[str]:
+    plan = b["plan"]
+    runs = b.get("runs", {})
+    target = b.get("target_events_per_s", 50_000)
+    out = [
+        "## 10. Backfill: `ciclo import` into the embedded bus (`python -m bench --only backfill`)",
+        "",
+        f"Measured {b.get('date', '?')} on {_machine(b.get('machine'))}. The real command "
+        "(`python -m services.cli import FILE --quiet`, what `ciclo import` runs; `--jobs` at its "
+        "default, one validating process per core for files over 8 MiB) in a fresh process on a "
+        "fresh data directory (SQLite state, the embedded SQLite bus), over a generated JSONL "
+        f"file of {plan['events']:,} storefront events of {plan['customers']:,} customers over "
+        "the past year (`bench/backfill.py`: 10 % signups with an email, 10 % orders, 10 % cart "
+        "updates, 30 % page views, 40 % product views), every event validated by the catalogue "
+        "as the API validates it. Events/s: the tool's own summary line (events imported ÷ the "
+        "seconds of the import); the whole command's wall time and CPU (its validating "
+        "processes included) besides.",
+        "",
+    ]
+    rows = []
+    for key, label in _BACKFILL_RUNS:
+        run = runs.get(key)
+        if not run:
+            continue
+        headline = key == "in_order"
+        rate = number(run.get("events_per_s"))
+        rows.append(
+            [
+                label,
+                f"**{rate}**" if headline else rate,
+                f"{number(run.get('wall_seconds'), 1)} ({number(run.get('wall_events_per_s'))})",
+                number(run.get("cpu_us_per_event"), 1),
+                f"{number(run.get('file_bytes', 0) / 1e6, 1)} MB",
+                f"≥ {target:,}" if headline else "—",
+                met(b.get("met")) if headline else "—",
+            ]
+        )
+    out += table(
+        [
+            "file",
+            "events/s",
+            "whole command: wall s (events/s)",
+            "CPU µs per event",
+            "size",
+            "target",
+            "met?",
+        ],
+        rows,
+    )
+    shuffled = runs.get("shuffled", {})
+    if shuffled:
+        out += [
+            f"Last line of the shuffled run: `{shuffled.get('summary', '')}`. A shuffled file is "
+            "validated whole before its first event can be published, so the two costs add up "
+            "(docs/ingest-import.md, Throughput).",
+            "",
+        ]
+    return out
