@@ -29,8 +29,9 @@ from services.dispatch.entrypoints.unsubscribe import unsubscribe_router
 from services.dispatch.entrypoints.webhooks import provider_webhooks_router
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
-from services.ingest.api import events_router
+from services.ingest.api import NATIVE_PATHS, events_router
 from services.ingest.catalogue import UNION_TAGS
+from services.ingest.encoding import RequestEncodingMiddleware
 from services.ingest.erasure import IngestErasures
 from services.ingest.fast_path import PATH as EVENTS_PATH
 from services.ingest.fast_path import EventFastPath
@@ -220,6 +221,13 @@ class Runtime:
                 rate=self.server.rate_limit, burst=self.server.rate_limit_burst
             )
         install_error_handlers(app, union_tags=UNION_TAGS)
+        if "ingest" in self.services:
+            # Innermost: the body limit has checked the compressed length first.
+            app.add_middleware(
+                RequestEncodingMiddleware,
+                paths=NATIVE_PATHS,
+                max_bytes=self.server.max_body_bytes,
+            )
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.server.max_body_bytes)
         app.add_middleware(RequestIdMiddleware)
         origins = [o.strip() for o in self.server.cors_origins.split(",") if o.strip()]

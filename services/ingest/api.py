@@ -20,11 +20,16 @@ from shared.tenancy.http import JsonIngestPrincipal
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No API key, or an unknown or revoked one"},
     403: {"description": "The key's scope does not allow this"},
-    413: {"description": "Body larger than CICLO_MAX_BODY_BYTES"},
-    415: {"description": "Body is not JSON"},
+    400: {"description": "A `Content-Encoding: gzip` body that is not valid gzip"},
+    413: {"description": "Body larger than CICLO_MAX_BODY_BYTES (compressed or inflated)"},
+    415: {"description": "Body is not JSON, or a Content-Encoding other than gzip"},
     422: {"description": "Invalid event: `error.field` names the field, `error.errors` all"},
     429: {"description": "Rate limit of the key exceeded; see Retry-After"},
 }
+
+
+NATIVE_PATHS = ("/v1/events", "/v1/events/batch")
+"""The native routes' paths (they take gzip bodies: services/ingest/encoding.py)."""
 
 
 def _rejected(index: int, errors: list[dict[str, str]]) -> dict[str, Any]:

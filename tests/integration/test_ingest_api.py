@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import gzip
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from services.runtime import GC_YOUNG_THRESHOLD, Runtime
@@ -442,3 +444,47 @@ async def test_a_server_settles_its_heap_once_started(tmp_path: Path, tune_gc: b
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_gzip_bodies_are_inflated_on_both_native_routes(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}
+    gz = {**headers, "Content-Encoding": "gzip"}
+    one = {"type": "signup", "customer_id": "g1", "traits": {"email": "g1@example.com"}}
+    single = await client.post("/v1/events", headers=gz, content=gzip.compress(orjson.dumps(one)))
+    assert single.status_code == 202, single.text
+    batch = {"events": [{"type": "page_viewed", "customer_id": "g2"}, {"type": "x"}]}
+    answer = await client.post(
+        "/v1/events/batch", headers=gz, content=gzip.compress(orjson.dumps(batch))
+    )
+    assert answer.status_code == 202, answer.text
+    assert [r["status"] for r in answer.json()["results"]] == ["accepted", "rejected"]
+    events = await published(runtime, 2)
+    assert {e.customer_id for e in events} == {"g1", "g2"}
+    assert next(e for e in events if e.customer_id == "g1").traits["email"] == "g1@example.com"
+
+
+async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}
+    body = orjson.dumps({"type": "x", "customer_id": "c"})
+    brotli = await client.post(
+        "/v1/events", headers={**headers, "Content-Encoding": "br"}, content=body
+    )
+    assert brotli.status_code == 415
+    assert brotli.json()["error"]["field"] == "Content-Encoding"
+    broken = await client.post(
+        "/v1/events", headers={**headers, "Content-Encoding": "gzip"}, content=b"not gzip"
+    )
+    assert broken.status_code == 400
+    assert broken.json()["error"]["field"] == "body"
+    assert "gzip" in broken.json()["error"]["message"]
+    # 2 MiB of zeros, a few KB compressed, inflate past the body limit (1 MiB by default).
+    bomb = gzip.compress(b"0" * (2 * 1024 * 1024))
+    over = await client.post(
+        "/v1/events/batch", headers={**headers, "Content-Encoding": "gzip"}, content=bomb
+    )
+    assert over.status_code == 413
+    assert over.json()["error"]["field"] == "body"
+    assert over.headers["x-request-id"]
+    await published(runtime, 0)

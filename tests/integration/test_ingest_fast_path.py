@@ -198,12 +198,13 @@ def requests(keys: dict[str, str]) -> list[tuple[str, Request, int, bool]]:
             True,
         ),
         (
+            # Inflated by the route's middleware, not the fast path's to take.
             "gzip body",
             {
                 "headers": {**bearer, "Content-Encoding": "gzip"},
-                "content": gzip.compress(_json(signup)),
+                "content": gzip.compress(_json({**signup, "customer_id": "c7"})),
             },
-            400,
+            202,
             False,
         ),
         (

@@ -1,0 +1,90 @@
+"""``Content-Encoding: gzip`` on the native event routes, as the Segment-compatible ones take it.
+
+Clients that compress their requests (Segment's libraries do, and so can any HTTP client) send
+``Content-Encoding: gzip``; the native routes then see the inflated JSON as if it had been sent
+plain. The compressed body is held to the body limit (``BodyLimitMiddleware`` in front checks
+the declared length) and so is the inflated one: a zip bomb costs the cap, not the memory it
+would expand to. Answers, each naming the field: 415 for another coding (``Content-Encoding``),
+400 for a body that is not valid gzip (``body``), 413 when either side is over the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.ingest.segment import gunzip
+from shared.http import HTTPProblem, PayloadTooLarge, UnsupportedMediaType, problem
+
+_GZIP = (b"gzip", b"x-gzip")
+
+
+class RequestEncodingMiddleware:
+    def __init__(self, app: ASGIApp, *, paths: Collection[str], max_bytes: int) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        coding = None
+        for name, value in scope["headers"]:
+            if name == b"content-encoding":
+                coding = value.strip().lower()
+                break
+        if coding is None or coding == b"identity":
+            await self.app(scope, receive, send)
+            return
+        try:
+            if coding not in _GZIP:
+                raise UnsupportedMediaType(
+                    f"Content-Encoding {coding.decode('latin-1')!r} is not supported: "
+                    "send gzip or none",
+                    field="Content-Encoding",
+                )
+            raw = await self._read(receive)
+            if raw is None:
+                return  # the client went away
+            body = gunzip(raw, max_bytes=self.max_bytes, error=self._too_large())
+        except HTTPProblem as exc:
+            response = problem(exc.status, exc.code, exc.message, field=exc.field)
+            await response(scope, receive, send)
+            return
+        headers = [
+            (name, value)
+            for name, value in scope["headers"]
+            if name not in (b"content-encoding", b"content-length")
+        ]
+        headers.append((b"content-length", str(len(body)).encode()))
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app({**scope, "headers": headers}, replay, send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the body, inflated, is larger than {self.max_bytes} bytes", field="body"
+        )
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        raw = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            raw += message.get("body", b"")
+            if len(raw) > self.max_bytes:
+                raise PayloadTooLarge(
+                    f"request body is larger than {self.max_bytes} bytes", field="body"
+                )
+            if not message.get("more_body", False):
+                return bytes(raw)
