@@ -155,6 +155,9 @@ def _field_path(loc: Sequence[Any], union_tags: frozenset[str]) -> str:
     return ".".join(parts) or "body"
 
 
+_FASTAPI_UNPARSABLE = "There was an error parsing the body"
+
+
 def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozenset()) -> None:
     @app.exception_handler(HTTPProblem)
     async def _problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
@@ -181,6 +184,11 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
+            # FastAPI's answer to a body it cannot even decode (not UTF-8 JSON): name the field.
+            return problem(
+                400, "invalid_body", "the body could not be read as UTF-8 JSON", field="body"
+            )
         return problem(
             exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
         )
