@@ -249,6 +249,21 @@ def request_id_of(header: bytes | None) -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` for an app after a middleware read the request's body: ``body`` once, then
+    whatever the connection sends next (a disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class BodyLimitMiddleware:
     """413 for request bodies over ``max_bytes``: at once from Content-Length; a body without one
     (chunked) is read up to the limit here and replayed to the app, so an oversized upload is
@@ -287,16 +302,7 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"".join(chunks), receive), send)
 
     async def _reject(self, send: Send) -> None:
         response = problem(

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.segment import gunzip
-from shared.http import HTTPProblem, PayloadTooLarge, UnsupportedMediaType, problem
+from shared.http import (
+    HTTPProblem,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    problem,
+    replay_body,
+)
 
 _GZIP = (b"gzip", b"x-gzip")
 
@@ -59,16 +65,7 @@ class RequestEncodingMiddleware:
             if name not in (b"content-encoding", b"content-length")
         ]
         headers.append((b"content-length", str(len(body)).encode()))
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app({**scope, "headers": headers}, replay, send)
+        await self.app({**scope, "headers": headers}, replay_body(body, receive), send)
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(

@@ -23,13 +23,19 @@ import time
 from datetime import UTC, datetime
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.catalogue import parse_event
 from services.ingest.envelope import event_id_of, record_for
 from shared.bus.ports import OutgoingRecord, Publisher
 from shared.errors import BusError
-from shared.http import HTTPProblem, bus_unavailable, count_request, request_id_of
+from shared.http import (
+    HTTPProblem,
+    bus_unavailable,
+    count_request,
+    replay_body,
+    request_id_of,
+)
 from shared.logging import request_id
 from shared.ratelimit import RateLimiter
 from shared.tenancy.http import credentials_from_header
@@ -97,34 +103,30 @@ class EventFastPath:
         body = await _read_body(receive, length)
         if body is None:
             return  # the client went away
-        replay = _replay(body, receive)
+        replay = replay_body(body, receive)
         try:
             plaintext = credentials_from_header(authorization.decode("latin-1"))
         except HTTPProblem:
             plaintext = None
         principal = await self.keys.authenticate(plaintext) if plaintext else None
-        event = None
+        record = None
         if principal is not None and principal.allows(KeyScope.INGEST):
             try:
                 # json, as Starlette parses a body: orjson reads an integer beyond 64 bits as a
                 # float, where the route refuses it (the bus cannot carry it).
                 event = parse_event(json.loads(body))
+                record = record_for(
+                    event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
+                )
             except Exception:  # the route answers it (422, or 400 for what json cannot parse)
-                event = None
+                record = None
+        # Last, once all else would be accepted: a refused acquire takes no token, so the
+        # route's own look at the limiter answers the 429.
         if (
-            event is None
+            record is None
             or principal is None
             or (self.limiter is not None and self.limiter.acquire(principal.key_id))
         ):
-            # Refusals (and the limiter's second look) are the route's.
-            self.passed_on += 1
-            await fallback(scope, replay, send)
-            return
-        try:
-            record = record_for(
-                event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
-            )
-        except HTTPProblem:
             self.passed_on += 1
             await fallback(scope, replay, send)
             return
@@ -180,17 +182,3 @@ async def _read_body(receive: Receive, length: int) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` once, then whatever the connection sends (disconnect)."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from services.ingest.fast_path import PATH, EventFastPath
 from services.runtime import Runtime
+from shared.http import CicloApp
 from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
 from tests.fixtures.events import published
@@ -288,14 +290,21 @@ async def test_every_request_gets_the_routes_answer(runtime) -> None:  # type: i
     assert sorted(twice.values()) == [2] * accepted
 
 
-async def test_the_rate_limit_and_its_retry_after_still_apply(tmp_path: Path) -> None:
-    settings = ServerSettings(data_dir=tmp_path, rate_limit=1, rate_limit_burst=2)
-    runtime = Runtime(services=("ingest",), server=settings)
+@asynccontextmanager
+async def _ingest(tmp_path: Path, **settings: Any) -> AsyncIterator[tuple[CicloApp, str]]:
+    """An ingest runtime's app with ``settings``, and an ingest key of workspace 'shop'."""
+    runtime = Runtime(services=("ingest",), server=ServerSettings(data_dir=tmp_path, **settings))
     await runtime.start()
     try:
         await runtime.keys.ensure_workspace("shop")
         _, key = await runtime.keys.create_key("shop", Scope.INGEST)
-        app = runtime.app()
+        yield runtime.app(), key
+    finally:
+        await runtime.stop()
+
+
+async def test_the_rate_limit_and_its_retry_after_still_apply(tmp_path: Path) -> None:
+    async with _ingest(tmp_path, rate_limit=1, rate_limit_burst=2) as (app, key):
         request = {
             "headers": {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             "content": _json({"type": "x", "customer_id": "c"}),
@@ -308,8 +317,6 @@ async def test_the_rate_limit_and_its_retry_after_still_apply(tmp_path: Path) ->
         invalid = {**request, "content": b"{}"}
         assert (await _post(app, invalid)).status_code == 429
         assert app.fast_paths[("POST", PATH)].handled == 2  # type: ignore[attr-defined]
-    finally:
-        await runtime.stop()
 
 
 async def test_a_bus_that_refuses_gives_the_same_503(runtime) -> None:  # type: ignore[no-untyped-def]
@@ -360,13 +367,7 @@ async def test_requests_are_counted_under_the_route_template(runtime) -> None:  
 
 async def test_with_cors_on_a_storefront_request_gets_the_cors_headers(tmp_path: Path) -> None:
     origin = "https://shop.example.com"
-    settings = ServerSettings(data_dir=tmp_path, cors_origins=origin)
-    runtime = Runtime(services=("ingest",), server=settings)
-    await runtime.start()
-    try:
-        await runtime.keys.ensure_workspace("shop")
-        _, key = await runtime.keys.create_key("shop", Scope.INGEST)
-        app = runtime.app()
+    async with _ingest(tmp_path, cors_origins=origin) as (app, key):
         answer = await _post(
             app,
             {
@@ -380,5 +381,3 @@ async def test_with_cors_on_a_storefront_request_gets_the_cors_headers(tmp_path:
         )
         assert answer.status_code == 202
         assert answer.headers["access-control-allow-origin"] == origin
-    finally:
-        await runtime.stop()
