@@ -101,13 +101,18 @@ class ServiceUnavailable(HTTPProblem):
     code = "unavailable"
 
 
-async def require_json(request: Request) -> None:
-    """415 unless the body is JSON (``application/json`` or ``application/*+json``)."""
-    content_type = request.headers.get("content-type", "")
+def is_json_media(content_type: str) -> bool:
+    """Whether a Content-Type is JSON: ``application/json`` or ``application/*+json``."""
     media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
+    return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
-    ):
+    )
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is JSON (:func:`is_json_media`)."""
+    content_type = request.headers.get("content-type", "")
+    if not is_json_media(content_type):
         raise UnsupportedMediaType(
             f"send JSON with Content-Type: application/json, not {content_type or 'nothing'!r}",
             field="Content-Type",
@@ -249,6 +254,24 @@ def request_id_of(header: bytes | None) -> str:
     return f"{random.getrandbits(64):016x}"
 
 
+async def receive_body(receive: Receive, *, max_bytes: int | None = None) -> bytes | None:
+    """A request's whole body from its ASGI ``receive``; None if the client went away first.
+    With ``max_bytes``: PayloadTooLarge as soon as more has come, never holding more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes", field="body")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` for an app after a middleware read the request's body: ``body`` once, then
     whatever the connection sends next (a disconnect)."""
@@ -288,21 +311,13 @@ class BodyLimitMiddleware:
                 return
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, replay_body(b"".join(chunks), receive), send)
+        try:
+            body = await receive_body(receive, max_bytes=self.max_bytes)
+        except PayloadTooLarge:
+            await self._reject(send)
+            return
+        if body is not None:  # else the client went away
+            await self.app(scope, replay_body(body, receive), send)
 
     async def _reject(self, send: Send) -> None:
         response = problem(

@@ -20,6 +20,7 @@ from shared.http import (
     PayloadTooLarge,
     UnsupportedMediaType,
     problem,
+    receive_body,
     replay_body,
 )
 
@@ -51,7 +52,7 @@ class RequestEncodingMiddleware:
                     "send gzip or none",
                     field="Content-Encoding",
                 )
-            raw = await self._read(receive)
+            raw = await receive_body(receive, max_bytes=self.max_bytes)
             if raw is None:
                 return  # the client went away
             body = gunzip(raw, max_bytes=self.max_bytes, error=self._too_large())
@@ -71,17 +72,3 @@ class RequestEncodingMiddleware:
         return PayloadTooLarge(
             f"the body, inflated, is larger than {self.max_bytes} bytes", field="body"
         )
-
-    async def _read(self, receive: Receive) -> bytes | None:
-        raw = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            raw += message.get("body", b"")
-            if len(raw) > self.max_bytes:
-                raise PayloadTooLarge(
-                    f"request body is larger than {self.max_bytes} bytes", field="body"
-                )
-            if not message.get("more_body", False):
-                return bytes(raw)

@@ -33,6 +33,8 @@ from shared.http import (
     HTTPProblem,
     bus_unavailable,
     count_request,
+    is_json_media,
+    receive_body,
     replay_body,
     request_id_of,
 )
@@ -43,14 +45,6 @@ from shared.tenancy.keys import KeyStore
 from shared.tenancy.keys import Scope as KeyScope
 
 PATH = "/v1/events"
-
-
-def _is_json(content_type: bytes) -> bool:
-    """``require_json``'s test: ``application/json`` or ``application/*+json``."""
-    media = content_type.split(b";", 1)[0].strip().lower()
-    return media == b"application/json" or (
-        media.startswith(b"application/") and media.endswith(b"+json")
-    )
 
 
 class EventFastPath:
@@ -95,12 +89,12 @@ class EventFastPath:
             or content_type is None
             or authorization is None
             or not 0 < length <= self.max_body_bytes
-            or not _is_json(content_type)
+            or not is_json_media(content_type.decode("latin-1"))
         ):
             self.passed_on += 1
             await fallback(scope, receive, send)
             return
-        body = await _read_body(receive, length)
+        body = await receive_body(receive)
         if body is None:
             return  # the client went away
         replay = replay_body(body, receive)
@@ -164,21 +158,3 @@ class EventFastPath:
         finally:
             request_id.reset(token)
             count_request("POST", PATH, status, started)
-
-
-async def _read_body(receive: Receive, length: int) -> bytes | None:
-    """The whole body (``length`` bytes declared); None if the client disconnected."""
-    message = await receive()
-    if message["type"] != "http.request":
-        return None
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

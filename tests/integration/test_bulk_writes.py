@@ -15,7 +15,6 @@ from services.dispatch.adapters.tables import outbox as dispatch_outbox
 from services.journey.adapters.repository import (
     _RUN_CHANGES,
     _RUN_KEYS,
-    _UPDATE_INSTANCE,
     CustomerStates,
     ProcessedEvents,
 )
@@ -287,7 +286,8 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
 
     params = {**_RUN_KEYS, **{c: c for c in _RUN_CHANGES}}
     async with pg_engine.begin() as conn:
-        await conn.execute(_UPDATE_INSTANCE, [changed("orm", n) for n in range(3)])
+        each = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
+        await conn.execute(each, [changed("orm", n) for n in range(3)])
         await conn.execute(
             bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
             bulk.arrays(instances, [changed("bulk", n) for n in range(3)], params, conn.dialect),

@@ -1,5 +1,6 @@
 """PostgreSQL saves a batch's known customers in one ``UPDATE … FROM unnest(…)``; SQLite, and
-PostgreSQL before, in an executemany of ``_UPDATE_PROFILE``. Both must leave the same rows."""
+PostgreSQL before, in an executemany of ``bulk.update_each``'s statement. Both must leave the
+same rows."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.journey.adapters.repository import (
+    _KEYS,
     _PROFILE_COLUMNS,
-    _UPDATE_PROFILE,
     CustomerStates,
     profile_row,
 )
@@ -21,6 +22,7 @@ from services.journey.domain import engine as journey_engine
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.customer import CustomerState, apply_event
 from shared.contracts.events import EventEnvelope
+from shared.db.bulk import update_each
 from shared.db.engine import session_factory
 
 pytestmark = pytest.mark.postgres
@@ -125,7 +127,8 @@ async def test_one_unnest_update_writes_what_the_executemany_wrote(pg_engine: As
     assert all(bulk[k] != scribbled[k] for k in bulk)
     async with sessions() as session, session.begin():
         # The same rows through the executemany statement, as SQLite still writes them.
-        await session.execute(_UPDATE_PROFILE, [profile_row(s) for s in changed])
+        each = update_each(customers, _KEYS, _PROFILE_COLUMNS)
+        await session.execute(each, [profile_row(s) for s in changed])
     many = await _rows(pg_engine, "w")
     assert set(bulk) == {"c0", "c1", "c2"}
     for key in bulk:

@@ -649,8 +649,8 @@ def facts_columns(facts: Facts) -> dict[str, Any]:
 
 
 def profile_row(state: CustomerState) -> dict[str, Any]:
-    """The parameters of ``_UPDATE_PROFILE`` for ``state`` (``w``, ``c`` and every profile
-    column); an insert adds ``first_seen_at``."""
+    """The row of a profile update for ``state`` (``w``, ``c`` and every profile column); an
+    insert adds ``first_seen_at``."""
     return {
         "w": state.workspace_id,
         "c": state.customer_id,
@@ -676,8 +676,6 @@ _PROFILE_COLUMNS = (
 
 _KEYS = {"w": "workspace_id", "c": "customer_id"}
 
-_UPDATE_PROFILE = bulk.update_each(customers, _KEYS, _PROFILE_COLUMNS)
-"""A profile's UPDATE as SQLite runs it (``bulk.update_rows``)."""
 
 _CANCEL_ORDER = (
     update(orders)
@@ -705,11 +703,8 @@ _RUN_CHANGES = (
     "exit_reason",
     "visits",
 )
-"""What a run changes after it started: ``_UPDATE_INSTANCE`` writes these."""
+"""What a run changes after it started: the columns a saved run's update writes."""
 _RUN_KEYS = {"w": "workspace_id", "r": "run_id"}
-
-_UPDATE_INSTANCE = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
-"""A run's UPDATE as SQLite runs it (``bulk.update_rows``)."""
 
 _DELETE_TIMER = delete(timers).where(
     timers.c.workspace_id == bindparam("w"),
