@@ -15,7 +15,7 @@ from services.journey.adapters.tables import outbox
 from services.journey.adapters.workspace_settings import DatabasePolicies
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.insights import InsightScheduler
-from services.journey.service_layer.handlers import handle_events
+from services.journey.service_layer.handlers import handle_events, raised_here_record
 from services.journey.service_layer.sources import Catalogs, IntelSource, Policies
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.settings import JourneySettings
@@ -113,7 +113,11 @@ class JourneyWorker(ConsumerWorker):
         self._insighting: asyncio.Task[None] | None = None
 
     async def handle(self, records: Sequence[ConsumedRecord]) -> None:
-        events = decode_events(records)
+        # This service's own derived events come back from the events topic: already applied,
+        # they are dropped before decoding (``handle_events`` drops any the headers missed).
+        events = decode_events([r for r in records if not raised_here_record(r.headers)])
+        if not events:
+            return
         catalog = await self.catalogs.current()
         workspaces = {e.workspace_id for e in events}
         policies = await self.policies.for_workspaces(workspaces)

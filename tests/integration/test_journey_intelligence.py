@@ -12,7 +12,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.journey.adapters.tables import customers, orders, outbox, segment_members, timers
+from services.journey.adapters.tables import (
+    customers,
+    orders,
+    outbox,
+    processed_events,
+    segment_members,
+    timers,
+)
 from services.journey.domain import engine as journey_engine
 from services.journey.domain import intelligence, scoring
 from services.journey.domain.catalog import JourneyCatalog
@@ -20,7 +27,11 @@ from services.journey.domain.customer import INTEL_TIMER, CustomerState, apply_e
 from services.journey.domain.definitions import Journey
 from services.journey.domain.intelligence import Intelligence
 from services.journey.domain.policy import WorkspacePolicy
-from services.journey.service_layer.handlers import handle_events, handle_insights
+from services.journey.service_layer.handlers import (
+    handle_events,
+    handle_insights,
+    raised_here_record,
+)
 from services.journey.service_layer.sources import StaticCatalogs, StaticIntel, StaticPolicies
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.timer_poller import TimerPoller
@@ -329,12 +340,30 @@ async def test_derived_events_are_published_and_skipped_when_they_come_back(
     # The stage change of c1 started its journey; the historical one of c2 started nothing.
     assert [(m.customer_id, m.journey_id) for m in await messages(engine)] == [("c1", "first")]
 
-    # Back from the events topic: already processed, nothing changes.
+    # Applied where they were raised, so no idempotency mark is written for them ...
+    async with engine.connect() as conn:
+        marked = set(await conn.scalars(select(processed_events.c.event_id)))
+    assert marked == {"e1", "v0", "v1", "v2", "h1"}
+    # ... and the consumer knows them by their CloudEvents headers, before decoding them.
+    async with engine.connect() as conn:
+        headers = list(
+            await conn.scalars(select(outbox.c.headers).where(outbox.c.topic == EVENTS))
+        )
+    assert headers and all(raised_here_record(h) for h in headers)
+    assert not raised_here_record(order("x1", "X", START).headers())
+
+    # Back from the events topic: skipped, nothing changes.
     assert await apply(engine, records, START + DAY) == 0
     assert len(await published(engine)) == len(records)
     assert len(await messages(engine)) == 1
     before = await load(engine, "c1", START + DAY)
     assert before.facts.timeline[-1][1] == "segment_entered"
+
+    # An event of a derived type from any other source is a storefront's, applied as such.
+    posted = records[0].model_copy(update={"event_id": "posted-1", "source": "api"})
+    assert await apply(engine, [posted], START + DAY) == 1
+    after = await load(engine, "c1", START + DAY)
+    assert after.facts.timeline[-1][1:] == (posted.type, "posted-1")
 
 
 # ── The intel timer ───────────────────────────────────────────────────────────────────────────

@@ -81,17 +81,12 @@ class ProcessedEvents:
             found.update((workspace, r.event_id) for r in rows)
         return found
 
-    async def mark(
-        self, keys: Iterable[tuple[str, str]], *, at: datetime, known_ok: bool = False
-    ) -> None:
-        """Record event ids as processed; ``known_ok`` lets an id already there be (derived
-        events, which a replayed cause can raise again)."""
+    async def mark(self, keys: Iterable[tuple[str, str]], *, at: datetime) -> None:
+        """Record event ids as processed."""
         rows = [{"workspace_id": w, "event_id": e, "processed_at": at} for w, e in keys]
         if not rows:
             return
-        await bulk.insert_rows(
-            self._session, processed_events, rows, on_conflict=_EVENT_KNOWN if known_ok else None
-        )
+        await bulk.insert_rows(self._session, processed_events, rows)
 
 
 FACTS_JSON = ("profile", "lead", "segment_state", "insights", "timeline")
@@ -131,8 +126,6 @@ def _upsert(session: AsyncSession, table: Any) -> Any:
     return insert_for(session.get_bind().dialect.name)(table)
 
 
-_EVENT_KNOWN = OnConflict(("workspace_id", "event_id"))
-"""An event id marked again stays as it was."""
 _TIMER_MOVED = OnConflict(
     ("workspace_id", "customer_id", "name"), take=("due_at",), clear=("leased_until",)
 )

@@ -25,16 +25,40 @@ from services.journey.domain.customer import (
     reconsider,
     schedule_all,
 )
-from services.journey.domain.intelligence import Derived, Intelligence
+from services.journey.domain.intelligence import DERIVED_TYPES, Derived, Intelligence
 from services.journey.domain.policy import WorkspacePolicy
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.bus.ports import OutgoingRecord
-from shared.contracts.events import EventEnvelope
+from shared.contracts.events import EVENT_TYPE_PREFIX, EventEnvelope
 from shared.contracts.messages import MessageRequest
 from shared.contracts.topics import EVENTS, MESSAGES
 
 Intel = Mapping[str, Intelligence]
 """Each workspace's customer-intelligence rules; a workspace not in it takes the defaults."""
+
+SOURCE = "journey"
+"""The ``source`` of the events this service raises itself (band, stage and segment changes);
+no producer outside it sets this source (ingest sets its own)."""
+
+
+def raised_here(event: EventEnvelope) -> bool:
+    """Whether ``event`` is a derived event this service published. It was applied in the
+    transaction of the event or timer that caused it, before it was published: back from the
+    events topic it is skipped, with no idempotency mark to look up or to write."""
+    return event.source == SOURCE and event.type in DERIVED_TYPES
+
+
+def raised_here_record(headers: Mapping[str, str]) -> bool:
+    """``raised_here`` read from a consumed record's CloudEvents headers, before decoding it
+    (a record without them is decoded and judged by ``raised_here``)."""
+    source = headers.get("ce_source")
+    kind = headers.get("ce_type")
+    return (
+        source is not None
+        and kind is not None
+        and source.endswith("/" + SOURCE)
+        and kind.removeprefix(EVENT_TYPE_PREFIX) in DERIVED_TYPES
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +80,11 @@ async def handle_events(
     now: datetime,
     intel: Intel | None = None,
 ) -> int:
-    """Apply a batch of events; returns how many were new (duplicates are skipped)."""
+    """Apply a batch of events; returns how many were new (duplicates, and derived events back
+    from the events topic, are skipped)."""
+    events = [e for e in events if not raised_here(e)]
+    if not events:
+        return 0
     seen = await uow.processed.seen((e.workspace_id, e.event_id) for e in events)
     fresh: list[EventEnvelope] = []
     batch_ids: set[tuple[str, str]] = set()
@@ -355,15 +383,9 @@ class _Batch:
         await self.uow.states.record(self.changes.activity)
         await self.uow.states.record_orders(self.changes.orders)
         await self.uow.states.record_membership(self.states.values(), self.members_before)
+        # Derived events are published for everyone downstream. This service applied them
+        # already, here: back from the events topic they are skipped (``raised_here``).
         derived = self.changes.events
-        if derived:
-            # Published for everyone downstream; marked processed here because this service
-            # already applied them: when they come back from the events topic they are skipped.
-            await self.uow.processed.mark(
-                {(state.workspace_id, event.event_id) for state, event, _ in derived},
-                at=now,
-                known_ok=True,
-            )
         await self.uow.emit(
             [
                 *_requests(self.changes.messages, self.states, now),
@@ -384,7 +406,7 @@ def _announce(state: CustomerState, event: Derived, live: bool, now: datetime) -
         type=event.type,
         occurred_at=event.occurred_at,
         received_at=now,
-        source="journey",
+        source=SOURCE,
         properties=event.properties,
         historical=not live,
     )
