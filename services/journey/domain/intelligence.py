@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -446,16 +446,16 @@ def refresh(
         )
         # Read-only: conditions only look things up, and the view computes each root when read.
         ctx = conditions.Layered({"customer": traits, "now": now}, view)
+        held: dict[str, bool] = {}
         if only is None or only:
             for transition in segments.evaluate(
-                facts.segments, intel.segments, ctx, now, only=only
+                facts.segments, intel.segments, ctx, now, only=only, held=held
             ):
                 derived(transition.event_type, transition.properties(), transition.segment)
         if again:
-            facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now)
+            facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now, held)
         elif only:
-            decided = [d for d in intel.segments if d.id in only]
-            fresh = _segment_next(facts.segments, decided, ctx, now)
+            fresh = _segment_next(facts.segments, intel.segments, ctx, now, held, only)
             if fresh is not None and (kept is None or fresh[0] < kept[0]):
                 facts.segment_next = fresh
     candidates = [
@@ -469,7 +469,11 @@ def refresh(
         candidates.append(_score_change_at(facts.lead, rules, intel.score_comparisons, now))
     elif intel.score_comparisons and previous is not None and previous > now:
         candidates.append(previous)  # a lead.score crossing found before may still be ahead
-    facts.due = min((c for c in candidates if c is not None), default=None)
+    due = None
+    for candidate in candidates:
+        if candidate is not None and (due is None or candidate < due):
+            due = candidate
+    facts.due = due
     return out
 
 
@@ -506,9 +510,12 @@ def _segment_next(
     definitions: Sequence[SegmentDefinition],
     ctx: Mapping[str, Any],
     now: datetime,
+    held: Mapping[str, bool],
+    only: Collection[str] | None = None,
 ) -> tuple[datetime, str] | None:
-    """The earliest time-only change among ``definitions``, with its segment."""
-    return segments.next_change(state, definitions, ctx, now)
+    """The earliest time-only change among ``definitions`` (those in ``only``, if given), with
+    its segment; ``held``: the tests ``segments.evaluate`` just ran."""
+    return segments.next_change(state, definitions, ctx, now, only=only, held=held)
 
 
 _ORDERINGS = frozenset({"gt", "gte", "lt", "lte"})

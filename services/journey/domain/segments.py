@@ -323,6 +323,7 @@ def evaluate(
     now: datetime,
     *,
     only: Collection[str] | None = None,
+    held: dict[str, bool] | None = None,
 ) -> list[Transition]:
     """Decide membership at ``now`` and record it in ``state``; the entries and exits.
 
@@ -331,16 +332,25 @@ def evaluate(
     times that left their window are dropped here. ``context`` is what conditions read (see
     ``CONTEXT_ROOTS``); ``counts`` and ``now`` are filled in per segment. ``only`` limits the
     decision to those segment ids (the ones whose inputs changed); nothing is forgotten then.
+    ``held`` receives each decided segment's test result, for ``next_change`` to reuse.
     """
     now = _utc(now)
     if only is None:
         _forget(state, {d.id for d in definitions})
+    # A segment without windows reads nothing of its own: when ``context`` has this ``now``
+    # already, its test reads ``context`` as it is, with no layer on top.
+    plain = context.get("now") == now
     transitions = []
     for definition in definitions:
         if only is not None and definition.id not in only:
             continue
         _expire(state, definition, now)
-        inside = _holds(state, definition, context, now)
+        if plain and not definition.windows and definition.test is not None:
+            inside = definition.test(context)
+        else:
+            inside = _holds(state, definition, context, now)
+        if held is not None:
+            held[definition.id] = inside
         since = state.members.get(definition.id)
         if inside and since is None:
             state.members[definition.id] = now
@@ -373,15 +383,27 @@ def next_change(
     definitions: Sequence[SegmentDefinition],
     context: Mapping[str, Any],
     now: datetime,
+    *,
+    only: Collection[str] | None = None,
+    held: Mapping[str, bool] | None = None,
 ) -> tuple[datetime, str] | None:
-    """``next_change_at`` with the id of the segment that changes then."""
+    """``next_change_at`` with the id of the segment that changes then; ``only`` limits it to
+    those segment ids, and ``held`` is what ``evaluate`` just found at ``now`` (same state,
+    same context), so that those tests are not run again."""
     now = _utc(now)
     earliest: tuple[datetime, str] | None = None
     for definition in definitions:
         if not definition.moves_with_time:
             continue  # _change would find no instant to try
+        if only is not None and definition.id not in only:
+            continue
         at = _change(
-            state, definition, context, now, before=None if earliest is None else earliest[0]
+            state,
+            definition,
+            context,
+            now,
+            before=None if earliest is None else earliest[0],
+            inside=None if held is None else held.get(definition.id),
         )
         if at is not None:
             earliest = (at, definition.id)
@@ -395,9 +417,13 @@ def _change(
     now: datetime,
     *,
     before: datetime | None,
+    inside: bool | None = None,
 ) -> datetime | None:
+    """``inside``: the test's result at ``now``, when known."""
     if definition.rule is None:
         return None
+    if inside is False and definition.fades_only:
+        return None  # its counts only fall from here: it stays out until an event comes
     candidates = {b for b in definition.boundaries(context) if b > now}
     kept = state.windows.get(definition.id, {})
     for window in definition.windows:
@@ -410,7 +436,8 @@ def _change(
                 candidates.add(leaves)
     if not candidates:
         return None
-    inside = _holds(state, definition, context, now)
+    if inside is None:
+        inside = _holds(state, definition, context, now)
     if not inside and definition.fades_only:
         return None  # its counts only fall from here: it stays out until an event comes
     for at in sorted(candidates):
