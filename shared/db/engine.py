@@ -8,6 +8,7 @@ fail with "database is locked" without waiting for the busy timeout.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ def dumps_json(value: Any) -> str:
         return json.dumps(value)
 
 
+_LONG_DIGITS = re.compile(r"\d{19}")
+"""A run of digits that may be an integer orjson would read as a float (beyond 64 bits)."""
+
+
+def loads_json(text: str | bytes) -> Any:
+    """JSON columns' values, by orjson (three times faster than ``json.loads``; every customer
+    row of every batch has several), giving exactly what ``json.loads`` gives. orjson reads an
+    integer beyond 64 bits as a float: a text with a run of 19 digits or more (anywhere, even
+    inside a string) goes to ``json.loads``, as does a text orjson refuses (NaN, Infinity, a
+    lone surrogate), which ``json.loads`` then reads or rejects as it always did."""
+    if _LONG_DIGITS.search(text if isinstance(text, str) else text.decode()) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
@@ -42,7 +61,11 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30}, json_serializer=dumps_json
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
+            json_serializer=dumps_json,
+            json_deserializer=loads_json,
         )
         _configure_sqlite(engine)
         return engine
@@ -58,6 +81,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             max_overflow=pool_size,
             pool_pre_ping=True,
             json_serializer=dumps_json,
+            json_deserializer=loads_json,
         )
     raise ConfigurationError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
 

@@ -264,6 +264,24 @@ async def test_the_facts_survive_a_save_and_load_round_trip(engine: AsyncEngine)
     assert again.facts.stage == "active"
 
 
+async def test_json_columns_read_back_exactly_as_written(engine: AsyncEngine) -> None:
+    """JSON columns are read by orjson where it reads what ``json.loads`` reads: an integer
+    beyond 64 bits, which orjson would read as a float, comes back as the integer."""
+    traits = {
+        "loyalty_number": 2**70,
+        "negative": -(2**63) - 1,
+        "largest": 2**64 - 1,
+        "ratio": 0.1,
+        "note": "caf\u00e9 \U0001f600",
+    }
+    identify = event("i1", "identify").model_copy(update={"traits": traits})
+    assert await apply(engine, [identify]) == 1
+    state = await load(engine, "c1", START)
+    assert {k: (v, type(v)) for k, v in state.traits.items() if k in traits} == {
+        k: (v, type(v)) for k, v in traits.items()
+    }
+
+
 async def test_segment_member_rows_follow_membership(engine: AsyncEngine) -> None:
     await apply(engine, [order("e1", "A", START)])
     assert await members(engine) == {("c1", "one_time_buyer", START)}

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     String,
     Text,
@@ -44,6 +42,7 @@ from services.journey.domain.engine import Instance
 from services.journey.domain.intelligence import Facts, OrderRecord
 from shared.db import bulk
 from shared.db.bulk import OnConflict
+from shared.db.engine import loads_json
 from shared.db.upsert import insert_for
 
 
@@ -99,19 +98,8 @@ _LOADED = tuple(
 
 
 def load_facts_json(text: str | None) -> Any:
-    """A facts column's JSON document (``Facts.to_json`` wrote it), by orjson: three times
-    faster than ``json.loads``, and read for every customer of every batch. The same value as
-    ``json.loads`` gives: orjson differs only on an integer beyond 64 bits (read as a float)
-    and on what it refuses (NaN, Infinity, lone surrogates); these documents hold strings,
-    counters and floats that orjson itself wrote, and scheduled insights (RFM, predictions)
-    whose integers are counts. A text orjson refuses goes through ``json.loads``, which reads
-    or rejects it as it did before."""
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    """A facts column's JSON document (``Facts.to_json`` wrote it), by ``loads_json``."""
+    return None if text is None else loads_json(text)
 
 
 def _iso(value: datetime) -> str:
