@@ -1,6 +1,7 @@
-"""``shared.db.bulk`` on PostgreSQL: rows written in one ``unnest`` statement are the rows that
-SQLAlchemy's own insert wrote, column by column as stored; the conflict clauses the journey
-repository uses keep their meaning."""
+"""``shared.db.bulk`` on PostgreSQL: rows written in one statement, from one JSON document
+(``json_to_recordset``) or from arrays (``unnest``), are the rows that SQLAlchemy's own insert
+wrote, column by column as stored; rows the document cannot carry exactly go by the arrays; the
+conflict clauses the journey repository uses keep their meaning."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from services.journey.adapters.repository import (
 )
 from services.journey.adapters.tables import (
     activity,
+    customers,
     instances,
     orders,
     processed_events,
@@ -118,7 +120,46 @@ CASES: list[tuple[Table, Any, tuple[str, ...]]] = [
         lambda w, n: {"workspace_id": w, "event_id": f"ev-{n}", "processed_at": AT},
         ("event_id",),
     ),
+    (
+        customers,
+        lambda w, n: {
+            "workspace_id": w,
+            "customer_id": f"c{n}",
+            "traits": {"email": f"c{n}@example.com", "n": n, "ratio": 0.1 * n, "x": None},
+            "first_seen_at": AT,
+            "last_seen_at": AT.astimezone(BERLIN) + timedelta(microseconds=n),
+            "scores": {},
+            "entries": {"welcome": "2026-11-23T09:00:00+00:00"},
+            "ledger": [["2026-11-23T09:00:00+00:00", "email"]] * n,
+            "schedules": {},
+            "profile": None if n == 1 else {"v": 1, "revenue": "10.50", "orders": []},
+            "lead": None,
+            "segment_state": {"members": {"vip": "2026-11-23T09:00:00Z"}, "next": None},
+            "insights": None if n else {"rfm": {"r": 5, "m": 1e-7}},
+            "timeline": [["2026-11-23T09:00:00Z", "signup", "e-ü"]],
+            "stage": None if n else "active",
+            "lead_band": "warm",
+            "order_count": n,
+            "first_order_at": None,
+            "last_order_at": AT if n else None,
+            "revenue": 10.5 * n + 0.1,
+        },
+        ("customer_id",),
+    ),
 ]
+
+SOURCES = ("json", "arrays")
+
+
+def _insert(table: Table, rows: list[dict[str, Any]], dialect: Any, source: str) -> Any:
+    """The statement and parameters of a bulk insert of ``rows`` from ``source``."""
+    columns = list(rows[0])
+    params = {c: c for c in columns}
+    if source == "json":
+        document = bulk.document(table, rows, params, dialect)
+        assert document is not None
+        return bulk.insert_statement(table, columns, dialect, source="json"), {"rows": document}
+    return bulk.insert_statement(table, columns, dialect), bulk.arrays(table, rows, params, dialect)
 
 
 async def _stored(engine: AsyncEngine, table: Table, workspace: str, order: tuple[str, ...]) -> Any:
@@ -133,17 +174,15 @@ async def _stored(engine: AsyncEngine, table: Table, workspace: str, order: tupl
         return [{k: v for k, v in r._mapping.items() if k != "workspace_id"} for r in rows]
 
 
+@pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize(("table", "make", "order"), CASES, ids=[t.name for t, _, _ in CASES])
-async def test_unnest_insert_stores_what_sqlalchemy_stored(
-    pg_engine: AsyncEngine, table: Table, make: Any, order: tuple[str, ...]
+async def test_bulk_insert_stores_what_sqlalchemy_stored(
+    pg_engine: AsyncEngine, table: Table, make: Any, order: tuple[str, ...], source: str
 ) -> None:
     async with pg_engine.begin() as conn:
         await conn.execute(insert(table), [make("orm", n) for n in range(3)])
-        rows = [make("bulk", n) for n in range(3)]
-        columns = list(rows[0])
         await conn.execute(
-            bulk.insert_statement(table, columns, conn.dialect),
-            bulk.arrays(table, rows, {c: c for c in columns}, conn.dialect),
+            *_insert(table, [make("bulk", n) for n in range(3)], conn.dialect, source)
         )
     expected = await _stored(pg_engine, table, "orm", order)
     assert len(expected) == 3
@@ -152,9 +191,54 @@ async def test_unnest_insert_stores_what_sqlalchemy_stored(
 
 async def test_a_naive_instant_is_refused_as_sqlalchemy_refuses_it(pg_engine: AsyncEngine) -> None:
     rows = [_instance("w", 0) | {"updated_at": datetime(2026, 11, 23, 9)}]
+    params = {c: c for c in rows[0]}
     async with pg_engine.connect() as conn:
         with pytest.raises(ValueError, match="naive datetime"):
-            bulk.arrays(instances, rows, {c: c for c in rows[0]}, conn.dialect)
+            bulk.arrays(instances, rows, params, conn.dialect)
+        with pytest.raises(ValueError, match="naive datetime"):
+            bulk.document(instances, rows, params, conn.dialect)
+
+
+async def test_rows_the_document_cannot_carry_go_by_the_arrays(pg_engine: AsyncEngine) -> None:
+    """An integer beyond 64 bits in a JSON value (orjson refuses it; the engine's serializer
+    writes it with json.dumps), a non-finite float (orjson would write null) and a binary
+    column: ``insert_rows`` stores them as SQLAlchemy does, by the arrays."""
+    big = [_instance(w, 1) | {"trigger": {"loyalty": 2**70}} for w in ("orm", "bulk")]
+    nan = [
+        {
+            "workspace_id": w,
+            "customer_id": "c1",
+            "order_id": f"o-{k}",
+            "placed_at": AT,
+            "value": value,
+            "cancelled": False,
+        }
+        for w in ("orm", "bulk")
+        for k, value in enumerate((float("nan"), float("inf"), 1.5))
+    ]
+    record = OutgoingRecord(topic="t", key="k", value=b"\x00\xffbytes", headers={"a": "b"})
+    async with pg_engine.connect() as conn:
+        assert bulk.document(instances, big[1:], {c: c for c in big[1]}, conn.dialect) is None
+        assert bulk.document(orders, nan[3:], {c: c for c in nan[3]}, conn.dialect) is None
+        outbox_row = {"topic": "t", "key": "k", "value": b"x", "headers": {}, "created_at": AT}
+        assert (
+            bulk.document(journey_outbox, [outbox_row], {c: c for c in outbox_row}, conn.dialect)
+            is None
+        )
+    sessions = session_factory(pg_engine)
+    async with pg_engine.begin() as conn:
+        await conn.execute(insert(instances), big[:1])
+        await conn.execute(insert(orders), nan[:3])
+    async with sessions() as session, session.begin():
+        await bulk.insert_rows(session, instances, big[1:])
+        await bulk.insert_rows(session, orders, nan[3:])
+        await add_to_outbox(session, journey_outbox, [record])
+    for table, order in ((instances, ("run_id",)), (orders, ("order_id",))):
+        expected = await _stored(pg_engine, table, "orm", order)
+        assert expected and await _stored(pg_engine, table, "bulk", order) == expected
+    async with pg_engine.connect() as conn:
+        stored = (await conn.execute(select(journey_outbox.c.value))).scalar_one()
+    assert stored == b"\x00\xffbytes"
 
 
 async def test_processed_event_ids_insert_and_a_second_mark_is_an_error(
@@ -261,8 +345,9 @@ async def test_outbox_rows_keep_their_order_and_content(pg_engine: AsyncEngine) 
     assert bulk_rows == await stored(journey_outbox)
 
 
-async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
-    pg_engine: AsyncEngine,
+@pytest.mark.parametrize("source", SOURCES)
+async def test_bulk_update_of_runs_writes_what_the_executemany_wrote(
+    pg_engine: AsyncEngine, source: str
 ) -> None:
     async with pg_engine.begin() as conn:
         for workspace in ("orm", "bulk"):
@@ -288,10 +373,21 @@ async def test_unnest_update_of_runs_writes_what_the_executemany_wrote(
     async with pg_engine.begin() as conn:
         each = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
         await conn.execute(each, [changed("orm", n) for n in range(3)])
-        await conn.execute(
-            bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
-            bulk.arrays(instances, [changed("bulk", n) for n in range(3)], params, conn.dialect),
-        )
+        rows = [changed("bulk", n) for n in range(3)]
+        if source == "json":
+            document = bulk.document(instances, rows, params, conn.dialect)
+            assert document is not None
+            await conn.execute(
+                bulk.update_statement(
+                    instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect, source="json"
+                ),
+                {"rows": document},
+            )
+        else:
+            await conn.execute(
+                bulk.update_statement(instances, _RUN_KEYS, _RUN_CHANGES, conn.dialect),
+                bulk.arrays(instances, rows, params, conn.dialect),
+            )
     expected = await _stored(pg_engine, instances, "orm", ("run_id",))
     assert [r["status"] for r in expected] == ["active", "exited", "exited"]
     assert await _stored(pg_engine, instances, "bulk", ("run_id",)) == expected
@@ -301,14 +397,10 @@ async def test_an_over_long_value_is_refused_not_cut(pg_engine: AsyncEngine) -> 
     """Stored into ``VARCHAR(64)`` an over-long workspace id is an error either way (an
     explicit cast to ``VARCHAR(64)[]`` would have cut it silently)."""
     row = {"workspace_id": "w" * 65, "event_id": "e1", "processed_at": AT}
-    columns = list(row)
     async with pg_engine.connect() as conn:
         statements: list[tuple[Any, Any]] = [
             (insert(processed_events), [row]),
-            (
-                bulk.insert_statement(processed_events, columns, conn.dialect),
-                bulk.arrays(processed_events, [row], {c: c for c in columns}, conn.dialect),
-            ),
+            *(_insert(processed_events, [row], conn.dialect, source) for source in SOURCES),
         ]
     for statement, params in statements:
         async with pg_engine.connect() as conn:
