@@ -84,24 +84,17 @@ async def insert_rows(
     *,
     on_conflict: OnConflict | None = None,
 ) -> None:
-    """Insert ``rows`` (mappings with the same keys): on PostgreSQL in one statement over
-    arrays, elsewhere as SQLAlchemy's insert (or upsert, with ``on_conflict``)."""
+    """Insert ``rows`` (mappings with the same keys): on PostgreSQL in one statement (see
+    :func:`parameters`), elsewhere as SQLAlchemy's insert (or upsert, with ``on_conflict``)."""
     if not rows:
         return
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         columns = list(rows[0])
-        params = {c: c for c in columns}
-        rows_json = document(table, rows, params, dialect)
-        if rows_json is not None:
-            await session.execute(
-                insert_statement(table, columns, dialect, on_conflict=on_conflict, source="json"),
-                {"rows": rows_json},
-            )
-            return
+        source, values = parameters(table, rows, {c: c for c in columns}, dialect)
         await session.execute(
-            insert_statement(table, columns, dialect, on_conflict=on_conflict),
-            arrays(table, rows, params, dialect),
+            insert_statement(table, columns, dialect, on_conflict=on_conflict, source=source),
+            values,
         )
     elif on_conflict is not None:
         await session.execute(on_conflict.statement(table, dialect.name), list(rows))
@@ -118,21 +111,16 @@ async def update_rows(
     columns: Sequence[str],
 ) -> None:
     """Set ``columns`` of the rows found by ``keys`` (parameter name → key column) to each
-    row's values: on PostgreSQL in one statement over arrays, elsewhere as the executemany of
-    :func:`update_each`."""
+    row's values: on PostgreSQL in one statement (see :func:`parameters`), elsewhere as the
+    executemany of :func:`update_each`."""
     if not rows:
         return
     dialect = session.get_bind().dialect
     if dialect.name == "postgresql":
         params = {**keys, **{c: c for c in columns}}
-        rows_json = document(table, rows, params, dialect)
-        if rows_json is not None:
-            await session.execute(
-                update_statement(table, keys, columns, dialect, source="json"), {"rows": rows_json}
-            )
-            return
+        source, values = parameters(table, rows, params, dialect)
         await session.execute(
-            update_statement(table, keys, columns, dialect), arrays(table, rows, params, dialect)
+            update_statement(table, keys, columns, dialect, source=source), values
         )
     else:
         await session.execute(update_each(table, keys, columns), list(rows))
@@ -185,12 +173,12 @@ def _record_types(table: Table, columns: Mapping[str, str], dialect: Dialect) ->
     )
 
 
-def _value_sql(table: Table, param: str, column: str, source: str) -> str:
-    """The stored value of ``v.param``: a JSON null of the document is SQL NULL in a record;
+def _value_sql(table: Table, column: str, source: str) -> str:
+    """The stored value of ``v.column``: a JSON null of the document is SQL NULL in a record;
     ``COALESCE`` makes it the JSON null SQLAlchemy stores for ``None``."""
     if source == "json" and isinstance(table.c[column].type, JSON):
-        return f"COALESCE(v.{param}, 'null'::json)"
-    return f"v.{param}"
+        return f"COALESCE(v.{column}, 'null'::json)"
+    return f"v.{column}"
 
 
 def insert_statement(
@@ -211,7 +199,7 @@ def insert_statement(
     if statement is None:
         names = ", ".join(columns)
         if source == "json":
-            values = ", ".join(_value_sql(table, c, c, source) for c in columns)
+            values = ", ".join(_value_sql(table, c, source) for c in columns)
             types = _record_types(table, {c: c for c in columns}, dialect)
             sql = (
                 f"INSERT INTO {table.name} ({names}) SELECT {values} "
@@ -244,7 +232,7 @@ def update_statement(
     statement = _STATEMENTS.get(key)
     if statement is None:
         params = {**keys, **{c: c for c in columns}}
-        assignments = ", ".join(f"{c} = {_value_sql(table, c, c, source)}" for c in columns)
+        assignments = ", ".join(f"{c} = {_value_sql(table, c, source)}" for c in columns)
         match = " AND ".join(f"t.{column} = v.{param}" for param, column in keys.items())
         if source == "json":
             source_sql = f"{_RECORDS} AS v({_record_types(table, params, dialect)})"
@@ -265,25 +253,19 @@ def _document_plan(table: Table, columns: Mapping[str, str], dialect: Dialect) -
     whose value the document carries as it is) with that processor, and the parameters of
     float columns; None when a column cannot go through the document (binary)."""
     key = (table.name, tuple(columns.items()), dialect.name)
-    if key in _DOCUMENT_PLANS:
-        return _DOCUMENT_PLANS[key]
-    processed: list[tuple[str, Any]] = []
-    floats: list[str] = []
-    plan: _Plan | None = None
-    for param, column in columns.items():
-        kind = table.c[column].type
-        if isinstance(kind, LargeBinary):
-            break
-        if isinstance(kind, Float):
-            floats.append(param)
-        if not isinstance(kind, JSON):
-            bind = kind.dialect_impl(dialect).bind_processor(dialect)
-            if bind is not None:
-                processed.append((param, bind))
-    else:
-        plan = (tuple(processed), tuple(floats))
-    _DOCUMENT_PLANS[key] = plan
-    return plan
+    if key not in _DOCUMENT_PLANS:
+        kinds = {param: table.c[column].type for param, column in columns.items()}
+        plan: _Plan | None = None
+        if not any(isinstance(kind, LargeBinary) for kind in kinds.values()):
+            binds = (
+                (param, kind.dialect_impl(dialect).bind_processor(dialect))
+                for param, kind in kinds.items()
+                if not isinstance(kind, JSON)
+            )
+            floats = (param for param, kind in kinds.items() if isinstance(kind, Float))
+            plan = (tuple((p, b) for p, b in binds if b is not None), tuple(floats))
+        _DOCUMENT_PLANS[key] = plan
+    return _DOCUMENT_PLANS[key]
 
 
 def document(
@@ -305,19 +287,31 @@ def document(
             value = row[param]
             if isinstance(value, float) and not math.isfinite(value):
                 return None
-    out: Sequence[Mapping[str, Any]] = rows
-    if processed or len(columns) != len(rows[0]):
-        copies = []
-        for row in rows:
-            copy = {param: row[param] for param in columns}
-            for param, bind in processed:
-                copy[param] = bind(copy[param])
-            copies.append(copy)
-        out = copies
+    out = []
+    for row in rows:  # the parameters only (a missing one is a KeyError, as in ``arrays``)
+        copy = {param: row[param] for param in columns}
+        for param, bind in processed:
+            copy[param] = bind(copy[param])
+        out.append(copy)
     try:
         return orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
         return None
+
+
+def parameters(
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, str],
+    dialect: Dialect,
+) -> tuple[str, dict[str, Any]]:
+    """The source of a PostgreSQL statement for ``rows`` and its parameters: ``"json"`` with
+    the rows as one document (:func:`document`) when it carries them exactly, else
+    ``"arrays"`` (:func:`arrays`)."""
+    rows_json = document(table, rows, columns, dialect)
+    if rows_json is not None:
+        return "json", {"rows": rows_json}
+    return "arrays", arrays(table, rows, columns, dialect)
 
 
 def arrays(
