@@ -705,6 +705,7 @@ def test_the_timeline_is_stored_as_read_and_read_as_instants() -> None:
 
 def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
     from services.journey.adapters.repository import load_facts_json
+    from shared.db.engine import loads_json
 
     texts = [
         '{"v": 1, "order_count": 3, "revenue": "10.50"}',
@@ -717,10 +718,31 @@ def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
         '[18446744073709551616, 18446744073709551615, 0.12345678901234567]',
         '{"phone": "+4912345678901234567890"}',
         '"\\ud800"',
+        '["\ud800", 1234567890123456789012]',  # a lone surrogate: orjson refuses it
+        '{"é": "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠", "n": 12345678901234567890123}',
+        '{"n": 1234567890123456789, "€": 123456789012345678}',  # within 64 bits either way
     ]
     for text in texts:
-        assert repr(load_facts_json(text)) == repr(json.loads(text))
+        try:
+            expected = repr(json.loads(text))
+        except json.JSONDecodeError:
+            with pytest.raises(json.JSONDecodeError):
+                load_facts_json(text)
+            continue
+        assert repr(load_facts_json(text)) == expected
+        if "\ud800" not in text:  # as bytes too (asyncpg hands JSON columns over as text)
+            assert repr(loads_json(text.encode())) == expected
     assert load_facts_json(None) is None
+
+
+def test_a_run_of_nineteen_ascii_digits_anywhere_is_long() -> None:
+    from shared.db.engine import _long_digits
+
+    assert _long_digits("1" * 19) and _long_digits(b"x" + b"9" * 25 + b"y")
+    assert not _long_digits("1" * 18) and not _long_digits("1" * 18 + "." + "1" * 18)
+    assert not _long_digits("١" * 30)  # Arabic-Indic digits are no JSON number
+    assert not _long_digits("12345678901é234567890")  # a multi-byte character breaks the run
+    assert _long_digits("\ud800" + "7" * 19)
 
 
 def test_timeline_texts_of_one_length_order_as_their_instants() -> None:
