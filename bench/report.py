@@ -461,7 +461,9 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         "headline excludes the cold start: the first 5 % of batches (SQLite) or the batches "
         f"before an ANALYZE after {plan['analyze_after']:,} events (PostgreSQL: this server "
         "runs with autovacuum off, so nothing would ever analyze the tables; the ANALYZE is "
-        "what autovacuum does with the j0002 thresholds). The baseline is the same stream "
+        "what autovacuum does with the j0002 thresholds; a CHECKPOINT follows it, so that "
+        "every run's measured stretch starts after a checkpoint). The baseline is the same "
+        "stream "
         "with no journey: profile upkeep and idempotency marks only.",
         f"- **Timers**: {plan['timers']:,} pending timers (runs blocked on a `wait` whose next "
         "step sends, 4 per customer, over 5 of the journeys; customers, runs and timer rows "
