@@ -715,7 +715,7 @@ def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
         "null",
         # Beyond 64 bits orjson reads an integer as a float: these go to json.loads.
         '{"n": 123456789012345678901234567890, "m": -9223372036854775809}',
-        '[18446744073709551616, 18446744073709551615, 0.12345678901234567]',
+        "[18446744073709551616, 18446744073709551615, 0.12345678901234567]",
         '{"phone": "+4912345678901234567890"}',
         '"\\ud800"',
         '["\ud800", 1234567890123456789012]',  # a lone surrogate: orjson refuses it
@@ -740,7 +740,8 @@ def test_a_run_of_nineteen_ascii_digits_anywhere_is_long() -> None:
 
     assert _long_digits("1" * 19) and _long_digits(b"x" + b"9" * 25 + b"y")
     assert not _long_digits("1" * 18) and not _long_digits("1" * 18 + "." + "1" * 18)
-    assert not _long_digits("١" * 30)  # Arabic-Indic digits are no JSON number
+    # Arabic-Indic digits are no JSON number.
+    assert not _long_digits("١" * 30)  # noqa: RUF001
     assert not _long_digits("12345678901é234567890")  # a multi-byte character breaks the run
     assert _long_digits("\ud800" + "7" * 19)
 
@@ -782,19 +783,82 @@ def test_bands_found_on_the_floors_are_the_bands_found_on_the_bands(
         assert scoring._floor_index(value, rules.floors) == scoring._band_index(value, rules.bands)
 
 
+def _plain_holds(
+    state: SegmentState, definition: segments.SegmentDefinition, context: Any, now: datetime
+) -> bool:
+    """``segments._holds`` as written before ``threshold``: the compiled test over the counts."""
+    if definition.test is None:
+        return False
+    own = {"now": now, "counts": segments.counts(state, definition, now)}
+    return definition.test(Layered(own, context))
+
+
 def _plain_change(
     state: SegmentState, definition: segments.SegmentDefinition, context: Any
 ) -> datetime | None:
-    """``segments._change`` as written before ``fades_only``: every candidate instant tried."""
+    """``segments._change`` as written before ``fades_only`` and ``threshold``: every candidate
+    instant tried."""
     candidates = {b for b in definition.boundaries(context) if b > NOW}
     kept = state.windows.get(definition.id, {})
     for window in definition.windows:
         candidates.update(at + window.within for at in kept.get(window.name, ()))
-    inside = segments._holds(state, definition, context, NOW)
+    inside = _plain_holds(state, definition, context, NOW)
     for at in sorted(c for c in candidates if c > NOW):
-        if segments._holds(state, definition, context, at) != inside:
+        if _plain_holds(state, definition, context, at) != inside:
             return at
     return None
+
+
+def test_a_lone_count_threshold_is_decided_and_ended_as_the_general_test_would() -> None:
+    """A segment that is only "n or more events in one window" is decided by its count and its
+    end found in closed form (``SegmentDefinition.threshold``): the same answers as the
+    compiled test tried at every instant an event leaves the window."""
+    window = {"name": "views", "event": "product_viewed", "within": "P7D"}
+    lone = [
+        ({"field": "counts.views", "op": "gte", "value": 3}, None, 3),
+        ({"field": "counts.views", "op": "gt", "value": 2}, None, 3),
+        ({"field": "counts.views", "op": "gte", "value": 2.5}, None, 3),
+        ({"field": "counts.views", "op": "gt", "value": 0.5}, None, 1),
+        (None, 2, 2),
+    ]
+    other = [
+        {"field": "counts.views", "op": "gte", "value": 0},
+        {"field": "counts.views", "op": "gt", "value": -1},
+        {"field": "counts.views", "op": "lte", "value": 2},
+        {"any": [{"field": "counts.views", "op": "gte", "value": 2}]},
+    ]
+    definitions = [
+        parse_segment(
+            {
+                "id": f"s{i}",
+                "name": "s",
+                **({"condition": c} if c is not None else {}),
+                "windows": [{**window, **({"min_count": m} if m is not None else {})}],
+            }
+        )
+        for i, (c, m, _) in enumerate(lone)
+    ]
+    assert [d.threshold[1] if d.threshold else None for d in definitions] == [n for *_, n in lone]
+    assert all(
+        parse_segment({"id": "o", "name": "o", "condition": c, "windows": [window]}).threshold
+        is None
+        for c in other
+    )
+    context = Layered({"customer": {}}, {})
+    offsets = [timedelta(0), DAY, 2 * DAY, 2 * DAY, 6 * DAY, 7 * DAY, 9 * DAY, -DAY]
+    for size in range(6):
+        for times in itertools.combinations(offsets, size):
+            for definition in definitions:
+                state = SegmentState(
+                    windows={definition.id: {"views": sorted(NOW - t for t in times)}}
+                )
+                for at in (NOW, NOW + DAY, NOW + 7 * DAY):
+                    held = segments._holds(state, definition, context, at)
+                    assert held == _plain_holds(state, definition, context, at)
+                found = segments._change(state, definition, context, NOW, before=None)
+                assert found == _plain_change(state, definition, context)
+                if found is not None:  # an earlier change found elsewhere wins
+                    assert segments._change(state, definition, context, NOW, before=found) is None
 
 
 def test_a_segment_of_rising_counts_found_out_is_not_searched_for_a_change() -> None:

@@ -130,6 +130,25 @@ class SegmentDefinition(_Strict):
         return self.rule is not None and bool(self.windows) and _rises_with_counts(self.rule)
 
     @cached_property
+    def threshold(self) -> tuple[Window, int] | None:
+        """``(window, n)`` when membership is exactly "at least n events in this window" (a
+        lone ``counts.<w>`` ``gte``/``gt`` comparison, or a window's ``min_count`` alone): then
+        membership is one count and its end is in closed form (``_holds``, ``_change``), with
+        no context read. None for any other test."""
+        rule = self.rule
+        if not isinstance(rule, Comparison) or len(self.windows) != 1:
+            return None
+        window, value = self.windows[0], rule.value
+        if rule.field != f"counts.{window.name}" or rule.op not in ("gte", "gt"):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        if not math.isfinite(value):
+            return None
+        least = math.ceil(value) if rule.op == "gte" else math.floor(value) + 1
+        return (window, least) if least >= 1 else None
+
+    @cached_property
     def window_sizes(self) -> dict[str, int]:
         return _window_sizes(self.rule, [w.name for w in self.windows])
 
@@ -424,6 +443,19 @@ def _change(
         return None
     if inside is False and definition.fades_only:
         return None  # its counts only fall from here: it stays out until an event comes
+    threshold = definition.threshold
+    if threshold is not None:  # "n or more in the window": out when the n-th latest leaves
+        if inside is None:
+            inside = _holds(state, definition, context, now)
+        if not inside:
+            return None
+        window, least = threshold
+        times = state.windows.get(definition.id, {}).get(window.name, ())
+        try:
+            leaves = times[-least] + window.within
+        except OverflowError:
+            return None
+        return None if before is not None and leaves >= before else leaves
     candidates = {b for b in definition.boundaries(context) if b > now}
     kept = state.windows.get(definition.id, {})
     for window in definition.windows:
@@ -451,6 +483,11 @@ def _change(
 def _holds(
     state: SegmentState, definition: SegmentDefinition, context: Mapping[str, Any], now: datetime
 ) -> bool:
+    threshold = definition.threshold
+    if threshold is not None:
+        window, least = threshold
+        times = state.windows.get(definition.id, {}).get(window.name, ())
+        return _count(times, now - window.within) >= least
     test = definition.test
     if test is None:
         return False
