@@ -364,9 +364,7 @@ async def test_derived_events_are_published_and_skipped_when_they_come_back(
     assert marked == {"e1", "v0", "v1", "v2", "h1"}
     # ... and the consumer knows them by their CloudEvents headers, before decoding them.
     async with engine.connect() as conn:
-        headers = list(
-            await conn.scalars(select(outbox.c.headers).where(outbox.c.topic == EVENTS))
-        )
+        headers = list(await conn.scalars(select(outbox.c.headers).where(outbox.c.topic == EVENTS)))
     assert headers and all(raised_here_record(h) for h in headers)
     assert not raised_here_record(order("x1", "X", START).headers())
 

@@ -410,9 +410,13 @@ def test_affected_is_every_segment_that_reads_what_was_touched() -> None:
             assert intel.affected(set(touched)) == expected
 
 
-def test_window_events_are_the_types_some_window_counts() -> None:
+def test_the_windows_on_an_event_type_are_those_that_count_it() -> None:
     intel = Intelligence(segments=own_segments())
-    assert intel.window_events == {"product_viewed", "cart_updated"}
+    found = {kind: [(d.id, w.name) for d, w in pairs] for kind, pairs in intel.windows_on.items()}
+    assert found == {
+        "product_viewed": [("viewed_product_3x_7d", "views")],
+        "cart_updated": [("carts", "carts")],
+    }
 
 
 def test_segments_that_time_cannot_change_are_known() -> None:

@@ -34,7 +34,7 @@ from services.journey.domain.lifecycle import LifecycleRules, Stage
 from services.journey.domain.profile import Profile, ProfileView
 from services.journey.domain.profile import observe as observe_profile
 from services.journey.domain.scoring import ScoreRules, ScoreState
-from services.journey.domain.segments import SegmentDefinition, SegmentState
+from services.journey.domain.segments import SegmentDefinition, SegmentState, Window
 
 TIMELINE = 20
 """Recent events kept per customer for the customer API (type, id, when)."""
@@ -87,9 +87,14 @@ class Intelligence:
         )
 
     @cached_property
-    def window_events(self) -> frozenset[str]:
-        """The event types some segment's window counts."""
-        return frozenset(w.event for d in self.segments for w in d.windows)
+    def windows_on(self) -> dict[str, tuple[tuple[SegmentDefinition, Window], ...]]:
+        """Event type → the segments' windows that count it (in segment order): an event of
+        a type no window counts looks at no segment."""
+        found: dict[str, list[tuple[SegmentDefinition, Window]]] = {}
+        for d in self.segments:
+            for w in d.windows:
+                found.setdefault(w.event, []).append((d, w))
+        return {kind: tuple(pairs) for kind, pairs in found.items()}
 
     @cached_property
     def readers(self) -> dict[str, frozenset[str]]:
@@ -288,12 +293,11 @@ def observe(
         facts.lead, earned = scoring.apply(facts.lead, intel.score_rules, event, now)
         if any(c.points for c in earned):
             touched.add("lead.score")
-        if event.type in intel.window_events:  # else no window counts it
+        counting = intel.windows_on.get(event.type)
+        if counting is not None:  # else no window counts it
             view = {"type": event.type, "id": event.event_id, "properties": event.properties}
             matched: set[str] = set()
-            segments.observe(
-                facts.segments, intel.segments, view, event.occurred_at, matched_ids=matched
-            )
+            segments.count(facts.segments, counting, view, event.occurred_at, matched_ids=matched)
             touched.update(f"#{segment}" for segment in matched)
     _remember(facts, event)
     if duplicate:

@@ -304,23 +304,37 @@ def observe(
     The caller drops a redelivered event before this (the journey service records processed
     event ids): counting the same event twice would count it twice.
     """
-    at = _utc(at)
-    context = {"event": event}
     kind = event.get("type")
+    counting = [(d, w) for d in definitions for w in d.windows if w.event == kind]
+    return count(state, counting, event, at, matched_ids=matched_ids)
+
+
+def count(
+    state: SegmentState,
+    windows: Sequence[tuple[SegmentDefinition, Window]],
+    event: Mapping[str, Any],
+    at: datetime,
+    *,
+    matched_ids: set[str] | None = None,
+) -> bool:
+    """``observe`` with the windows on the event's type already picked, each with its segment
+    (``Intelligence.windows_on``, built once per workspace's rules)."""
+    at = _utc(at)
+    context: dict[str, Any] | None = None  # made for the first window with a ``where``
     matched = False
-    for definition in definitions:
-        for window in definition.windows:
-            if window.event != kind:
+    for definition, window in windows:
+        where = window.matches
+        if where is not None:
+            if context is None:
+                context = {"event": event}
+            if not where(context):
                 continue
-            where = window.matches
-            if where is not None and not where(context):
-                continue
-            times = state.windows.setdefault(definition.id, {}).setdefault(window.name, [])
-            insort(times, at)
-            del times[: -definition.keep(window.name)]
-            matched = True
-            if matched_ids is not None:
-                matched_ids.add(definition.id)
+        times = state.windows.setdefault(definition.id, {}).setdefault(window.name, [])
+        insort(times, at)
+        del times[: -definition.keep(window.name)]
+        matched = True
+        if matched_ids is not None:
+            matched_ids.add(definition.id)
     return matched
 
 
@@ -677,6 +691,7 @@ __all__ = [
     "SegmentState",
     "Transition",
     "Window",
+    "count",
     "counts",
     "definition_problems",
     "evaluate",
