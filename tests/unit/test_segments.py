@@ -406,6 +406,18 @@ def test_expired_times_and_deleted_segments_are_forgotten() -> None:
     assert state.members == {}
 
 
+def test_a_window_the_definition_no_longer_has_is_forgotten() -> None:
+    views = BUILTIN["viewed_product_3x_7d"]  # its one window is "views"
+    state = SegmentState(
+        windows={views.id: {"views": [START - DAY, START], "renamed": [START - DAY, START]}}
+    )
+    evaluate(state, [views], {}, START)
+    assert state.windows == {views.id: {"views": [START - DAY, START]}}
+    state.windows[views.id] = {"renamed": [START]}  # only windows it no longer has
+    evaluate(state, [views], {}, START)
+    assert state.windows == {}
+
+
 def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         evaluate(SegmentState(), [], {}, datetime(2024, 1, 1))

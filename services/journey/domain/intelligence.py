@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache, cached_property
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from services.journey.domain import builtin_segments, conditions, lifecycle, scoring, segments
@@ -105,6 +106,12 @@ class Intelligence:
             for key in (f"#{d.id}", *d.reads):
                 index.setdefault(key, set()).add(d.id)
         return {key: frozenset(ids) for key, ids in index.items()}
+
+    @cached_property
+    def count_only(self) -> frozenset[str]:
+        """The segments decided by one window count alone (``SegmentDefinition.threshold``):
+        deciding only these reads nothing of the customer but their segment state."""
+        return frozenset(d.id for d in self.segments if d.threshold is not None)
 
     def affected(self, touched: set[str]) -> set[str]:
         """The segments whose membership test reads something in ``touched`` (``root.name``
@@ -440,16 +447,21 @@ def refresh(
     kept = facts.segment_next
     again = only is None or (kept is not None and (kept[0] <= now or kept[1] in only))
     if again or only:  # else no segment is decided and none is looked at: no context either
-        view = FactsView(
-            facts,
-            first_seen_at=first_seen_at,
-            last_seen_at=last_seen_at,
-            intel=intel,
-            now=now,
-            lazy=True,
-        )
-        # Read-only: conditions only look things up, and the view computes each root when read.
-        ctx = conditions.Layered({"customer": traits, "now": now}, view)
+        ctx: Mapping[str, Any]
+        if not again and only is not None and only <= intel.count_only:
+            ctx = _NOTHING  # only window counts are read, from the segment state
+        else:
+            view = FactsView(
+                facts,
+                first_seen_at=first_seen_at,
+                last_seen_at=last_seen_at,
+                intel=intel,
+                now=now,
+                lazy=True,
+            )
+            # Read-only: conditions only look things up, and the view computes each root
+            # when read.
+            ctx = conditions.Layered({"customer": traits, "now": now}, view)
         held: dict[str, bool] = {}
         if only is None or only:
             for transition in segments.evaluate(
@@ -479,6 +491,9 @@ def refresh(
             due = candidate
     facts.due = due
     return out
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _settled(

@@ -149,6 +149,10 @@ class SegmentDefinition(_Strict):
         return (window, least) if least >= 1 else None
 
     @cached_property
+    def window_names(self) -> frozenset[str]:
+        return frozenset(w.name for w in self.windows)
+
+    @cached_property
     def window_sizes(self) -> dict[str, int]:
         return _window_sizes(self.rule, [w.name for w in self.windows])
 
@@ -514,14 +518,17 @@ def _expire(state: SegmentState, definition: SegmentDefinition, now: datetime) -
     kept = state.windows.get(definition.id)
     if kept is None:
         return
-    windows = {w.name: w for w in definition.windows}
-    for name in list(kept):
-        window = windows.get(name)
-        times = kept[name]
-        if window is not None:
-            del times[: bisect_right(times, now - window.within)]
-            del times[: -definition.keep(name)]  # a definition may have lowered its comparisons
-        if window is None or not times:
+    for window in definition.windows:
+        times = kept.get(window.name)
+        if times is None:
+            continue
+        del times[: bisect_right(times, now - window.within)]
+        del times[: -definition.keep(window.name)]  # a definition may have lowered its comparisons
+        if not times:
+            del kept[window.name]
+    names = definition.window_names
+    if not names.issuperset(kept):  # a window the definition no longer has
+        for name in [n for n in kept if n not in names]:
             del kept[name]
     if not kept:
         del state.windows[definition.id]
