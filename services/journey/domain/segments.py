@@ -150,6 +150,7 @@ class SegmentDefinition(_Strict):
 
     @cached_property
     def window_names(self) -> frozenset[str]:
+        """The names of the segment's windows: a kept window under any other name is stale."""
         return frozenset(w.name for w in self.windows)
 
     @cached_property
