@@ -264,7 +264,7 @@ class Breakdown:
     TARGETS: tuple[tuple[str, str | None, str, str], ...] = (
         ("services.journey.domain.intelligence", None, "observe_profile", "profile observe"),
         ("services.journey.domain.scoring", None, "apply", "scoring: apply rules"),
-        ("services.journey.domain.segments", None, "observe", "segments: observe (windows)"),
+        ("services.journey.domain.segments", None, "count", "segments: count (windows)"),
         ("services.journey.domain.intelligence", None, "_remember", "timeline"),
         ("services.journey.domain.intelligence", None, "observe", "observe: the rest"),
         ("services.journey.domain.scoring", None, "band_change", "scoring: band change"),
