@@ -14,17 +14,14 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.ingest.segment import gunzip
+from services.ingest.segment import gunzip, gzipped
 from shared.http import (
     HTTPProblem,
     PayloadTooLarge,
-    UnsupportedMediaType,
     problem,
     receive_body,
     replay_body,
 )
-
-_GZIP = (b"gzip", b"x-gzip")
 
 
 class RequestEncodingMiddleware:
@@ -40,25 +37,22 @@ class RequestEncodingMiddleware:
         coding = None
         for name, value in scope["headers"]:
             if name == b"content-encoding":
-                coding = value.strip().lower()
+                coding = value.decode("latin-1")
                 break
-        if coding is None or coding == b"identity":
-            await self.app(scope, receive, send)
-            return
         try:
-            if coding not in _GZIP:
-                raise UnsupportedMediaType(
-                    f"Content-Encoding {coding.decode('latin-1')!r} is not supported: "
-                    "send gzip or none",
-                    field="Content-Encoding",
-                )
-            raw = await receive_body(receive, max_bytes=self.max_bytes)
-            if raw is None:
-                return  # the client went away
-            body = gunzip(raw, max_bytes=self.max_bytes, error=self._too_large())
+            if coding is None or not gzipped(coding):
+                body = None
+            else:
+                raw = await receive_body(receive, max_bytes=self.max_bytes)
+                if raw is None:
+                    return  # the client went away
+                body = gunzip(raw, max_bytes=self.max_bytes, error=self._too_large())
         except HTTPProblem as exc:
             response = problem(exc.status, exc.code, exc.message, field=exc.field)
             await response(scope, receive, send)
+            return
+        if body is None:  # not compressed
+            await self.app(scope, receive, send)
             return
         headers = [
             (name, value)

@@ -66,7 +66,6 @@ class EventFastPath:
         self.max_body_bytes = max_body_bytes
         self.cors = cors  # with CORS on, a request with an Origin needs the CORS middleware
         self.handled = 0  # requests answered here (accepted, or refused by the bus)
-        self.passed_on = 0  # requests handed to the FastAPI route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, fallback: ASGIApp) -> None:
         started = time.perf_counter()
@@ -91,7 +90,6 @@ class EventFastPath:
             or not 0 < length <= self.max_body_bytes
             or not is_json_media(content_type.decode("latin-1"))
         ):
-            self.passed_on += 1
             await fallback(scope, receive, send)
             return
         body = await receive_body(receive)
@@ -121,7 +119,6 @@ class EventFastPath:
             or principal is None
             or (self.limiter is not None and self.limiter.acquire(principal.key_id))
         ):
-            self.passed_on += 1
             await fallback(scope, replay, send)
             return
         await self._answer(scope, send, record, rid, started)

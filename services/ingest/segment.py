@@ -238,14 +238,23 @@ async def _receive(
     return body, rate_limit(request, principal)
 
 
+def gzipped(coding: str) -> bool:
+    """Whether a request's ``Content-Encoding`` (as sent) is gzip: False for none (empty) or
+    ``identity``; 415 naming the header for any other coding."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        return False
+    if coding in ("gzip", "x-gzip"):
+        return True
+    raise UnsupportedMediaType(
+        f"Content-Encoding {coding!r} is not supported: send gzip or none",
+        field="Content-Encoding",
+    )
+
+
 async def read_body(request: Request, *, max_bytes: int, what: str) -> bytes:
     """The request body, gzip inflated, never more than ``max_bytes`` in memory either way."""
-    coding = request.headers.get("content-encoding", "identity").strip().lower()
-    if coding not in ("identity", "gzip", "x-gzip"):
-        raise UnsupportedMediaType(
-            f"Content-Encoding {coding!r} is not supported: send gzip or none",
-            field="Content-Encoding",
-        )
+    inflate = gzipped(request.headers.get("content-encoding", ""))
     too_large = PayloadTooLarge(
         f"the body is over the limit for {what}: {max_bytes // 1024} KB ({max_bytes:,} bytes)",
         field="body",
@@ -259,7 +268,7 @@ async def read_body(request: Request, *, max_bytes: int, what: str) -> bytes:
         # Compressed bytes count too: gzip cannot shrink JSON this large below the cap anyway.
         if len(raw) > max_bytes:
             raise too_large
-    if coding == "identity":
+    if not inflate:
         return bytes(raw)
     return gunzip(bytes(raw), max_bytes=max_bytes, error=too_large)
 
