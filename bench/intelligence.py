@@ -282,9 +282,9 @@ class Breakdown:
         ("services.journey.domain.lifecycle", None, "next_change_at", "lifecycle: next change"),
         ("services.journey.domain.segments", None, "next_change_at", "segments: next_change_at"),
         (
-            "services.journey.domain.intelligence",
+            "services.journey.domain.segments",
             None,
-            "_segment_next",
+            "next_change",
             "segments: next change by time alone",
         ),
         (

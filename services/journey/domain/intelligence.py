@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache, cached_property
-from types import MappingProxyType
 from typing import Any, Protocol
 
 from services.journey.domain import builtin_segments, conditions, lifecycle, scoring, segments
@@ -106,12 +105,6 @@ class Intelligence:
             for key in (f"#{d.id}", *d.reads):
                 index.setdefault(key, set()).add(d.id)
         return {key: frozenset(ids) for key, ids in index.items()}
-
-    @cached_property
-    def count_only(self) -> frozenset[str]:
-        """The segments decided by one window count alone (``SegmentDefinition.threshold``):
-        deciding only these reads nothing of the customer but their segment state."""
-        return frozenset(d.id for d in self.segments if d.threshold is not None)
 
     def affected(self, touched: set[str]) -> set[str]:
         """The segments whose membership test reads something in ``touched`` (``root.name``
@@ -447,21 +440,16 @@ def refresh(
     kept = facts.segment_next
     again = only is None or (kept is not None and (kept[0] <= now or kept[1] in only))
     if again or only:  # else no segment is decided and none is looked at: no context either
-        ctx: Mapping[str, Any]
-        if not again and only is not None and only <= intel.count_only:
-            ctx = _NOTHING  # only window counts are read, from the segment state
-        else:
-            view = FactsView(
-                facts,
-                first_seen_at=first_seen_at,
-                last_seen_at=last_seen_at,
-                intel=intel,
-                now=now,
-                lazy=True,
-            )
-            # Read-only: conditions only look things up, and the view computes each root
-            # when read.
-            ctx = conditions.Layered({"customer": traits, "now": now}, view)
+        view = FactsView(
+            facts,
+            first_seen_at=first_seen_at,
+            last_seen_at=last_seen_at,
+            intel=intel,
+            now=now,
+            lazy=True,
+        )
+        # Read-only: conditions only look things up, and the view computes each root when read.
+        ctx = conditions.Layered({"customer": traits, "now": now}, view)
         held: dict[str, bool] = {}
         if only is None or only:
             for transition in segments.evaluate(
@@ -469,9 +457,13 @@ def refresh(
             ):
                 derived(transition.event_type, transition.properties(), transition.segment)
         if again:
-            facts.segment_next = _segment_next(facts.segments, intel.segments, ctx, now, held)
+            facts.segment_next = segments.next_change(
+                facts.segments, intel.segments, ctx, now, held=held
+            )
         elif only:
-            fresh = _segment_next(facts.segments, intel.segments, ctx, now, held, only)
+            fresh = segments.next_change(
+                facts.segments, intel.segments, ctx, now, only=only, held=held
+            )
             if fresh is not None and (kept is None or fresh[0] < kept[0]):
                 facts.segment_next = fresh
     candidates = [
@@ -491,9 +483,6 @@ def refresh(
             due = candidate
     facts.due = due
     return out
-
-
-_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def _settled(
@@ -522,19 +511,6 @@ def _unmoved(touched: set[str], intel: Intelligence) -> bool:
         if key in readers or (key.startswith("profile.") and key not in _SEEN_KEYS):
             return False
     return True
-
-
-def _segment_next(
-    state: SegmentState,
-    definitions: Sequence[SegmentDefinition],
-    ctx: Mapping[str, Any],
-    now: datetime,
-    held: Mapping[str, bool],
-    only: Collection[str] | None = None,
-) -> tuple[datetime, str] | None:
-    """The earliest time-only change among ``definitions`` (those in ``only``, if given), with
-    its segment; ``held``: the tests ``segments.evaluate`` just ran."""
-    return segments.next_change(state, definitions, ctx, now, only=only, held=held)
 
 
 _ORDERINGS = frozenset({"gt", "gte", "lt", "lte"})
