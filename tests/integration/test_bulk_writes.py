@@ -64,6 +64,25 @@ def _instance(workspace: str, n: int) -> dict[str, Any]:
     }
 
 
+def changed_run(workspace: str, n: int) -> dict[str, Any]:
+    """``_instance(workspace, n)`` as a later save updates it (``_RUN_KEYS`` and
+    ``_RUN_CHANGES``)."""
+    row = _instance(workspace, n)
+    row.update(
+        w=workspace,
+        r=row["run_id"],
+        step=None if n == 2 else "reminder",
+        status="exited" if n else "active",
+        updated_at=AT.astimezone(BERLIN) + timedelta(days=n),
+        wake_at=None,
+        waiting=None if n else "timer",
+        goal_at=AT if n == 1 else None,
+        exit_reason="goal" if n == 1 else None,
+        visits={"hello": 1, "reminder": n, "ü": None},
+    )
+    return row
+
+
 def _activity(workspace: str, n: int) -> dict[str, Any]:
     return {
         "workspace_id": workspace,
@@ -353,27 +372,11 @@ async def test_bulk_update_of_runs_writes_what_the_executemany_wrote(
         for workspace in ("orm", "bulk"):
             await conn.execute(insert(instances), [_instance(workspace, n) for n in range(3)])
 
-    def changed(workspace: str, n: int) -> dict[str, Any]:
-        row = _instance(workspace, n)
-        row.update(
-            w=workspace,
-            r=row["run_id"],
-            step=None if n == 2 else "reminder",
-            status="exited" if n else "active",
-            updated_at=AT.astimezone(BERLIN) + timedelta(days=n),
-            wake_at=None,
-            waiting=None if n else "timer",
-            goal_at=AT if n == 1 else None,
-            exit_reason="goal" if n == 1 else None,
-            visits={"hello": 1, "reminder": n, "ü": None},
-        )
-        return row
-
     params = {**_RUN_KEYS, **{c: c for c in _RUN_CHANGES}}
     async with pg_engine.begin() as conn:
         each = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
-        await conn.execute(each, [changed("orm", n) for n in range(3)])
-        rows = [changed("bulk", n) for n in range(3)]
+        await conn.execute(each, [changed_run("orm", n) for n in range(3)])
+        rows = [changed_run("bulk", n) for n in range(3)]
         if source == "json":
             document = bulk.document(instances, rows, params, conn.dialect)
             assert document is not None

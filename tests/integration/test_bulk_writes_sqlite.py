@@ -19,7 +19,7 @@ from services.journey.adapters.tables import instances, timers
 from shared.db import bulk
 from shared.db.engine import create_engine, session_factory
 from tests.integration.conftest import _migrated
-from tests.integration.test_bulk_writes import AT, BERLIN, CASES, _instance
+from tests.integration.test_bulk_writes import AT, CASES, _instance, changed_run
 
 
 @pytest.fixture
@@ -61,27 +61,11 @@ async def test_bulk_update_writes_what_the_sqlalchemy_executemany_wrote(
         for workspace in ("orm", "bulk"):
             await conn.execute(insert(instances), [_instance(workspace, n) for n in range(3)])
 
-    def changed(workspace: str, n: int) -> dict[str, Any]:
-        row = _instance(workspace, n)
-        row.update(
-            w=workspace,
-            r=row["run_id"],
-            step=None if n == 2 else "reminder",
-            status="exited" if n else "active",
-            updated_at=AT.astimezone(BERLIN) + timedelta(days=n),
-            wake_at=None,
-            waiting=None if n else "timer",
-            goal_at=AT if n == 1 else None,
-            exit_reason="goal" if n == 1 else None,
-            visits={"hello": 1, "reminder": n, "ü": None},
-        )
-        return row
-
     async with sqlite_engine.begin() as conn:
         each = bulk.update_each(instances, _RUN_KEYS, _RUN_CHANGES)
-        await conn.execute(each, [changed("orm", n) for n in range(3)])
+        await conn.execute(each, [changed_run("orm", n) for n in range(3)])
     async with session_factory(sqlite_engine)() as session, session.begin():
-        rows = [changed("bulk", n) for n in range(3)]
+        rows = [changed_run("bulk", n) for n in range(3)]
         await bulk.update_rows(session, instances, rows, keys=_RUN_KEYS, columns=_RUN_CHANGES)
     expected = await _stored(sqlite_engine, instances, "orm", ("run_id",))
     assert [r[10] for r in expected] == ["active", "exited", "exited"]  # status
@@ -108,7 +92,7 @@ async def test_a_saved_timer_moves_and_loses_its_lease(sqlite_engine: AsyncEngin
         row = (await conn.execute(select(timers.c.due_at, timers.c.leased_until))).one()
     assert row == (AT + timedelta(hours=1), None)
     # The upsert's constant (``leased_until = NULL``) is bound once: no fallback for it.
-    assert bulk._EXECUTEMANY[("insert", "journey_timers", moved, tuple(timer(AT, None)))]
+    assert bulk._EXECUTEMANY[("insert", timers, moved, tuple(timer(AT, None)), "sqlite")]
 
 
 async def test_a_naive_instant_is_refused_as_sqlalchemy_refuses_it(
@@ -141,6 +125,7 @@ async def test_a_python_side_default_is_applied_by_sqlalchemy(sqlite_url: str) -
         async with engine.connect() as conn:
             stored = (await conn.execute(text("SELECT n, label FROM defaults_kept"))).all()
         assert sorted(tuple(r) for r in stored) == [(0, "fresh"), (1, "fresh"), (2, "fresh")]
-        assert bulk._EXECUTEMANY[("insert", "defaults_kept", None, ("workspace_id", "n"))] is None
+        plan = bulk._EXECUTEMANY[("insert", table, None, ("workspace_id", "n"), "sqlite")]
+        assert plan is None
     finally:
         await engine.dispose()
