@@ -463,8 +463,7 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         "runs with autovacuum off, so nothing would ever analyze the tables; the ANALYZE is "
         "what autovacuum does with the j0002 thresholds; a CHECKPOINT follows it, so that "
         "every run's measured stretch starts after a checkpoint). The baseline is the same "
-        "stream "
-        "with no journey: profile upkeep and idempotency marks only.",
+        "stream with no journey: profile upkeep and idempotency marks only.",
         f"- **Timers**: {plan['timers']:,} pending timers (runs blocked on a `wait` whose next "
         "step sends, 4 per customer, over 5 of the journeys; customers, runs and timer rows "
         "seeded straight into the tables, PostgreSQL then VACUUM ANALYZEd), due uniformly "

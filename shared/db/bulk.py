@@ -100,10 +100,15 @@ async def insert_rows(
         )
     else:
         key = ("insert", table, on_conflict, tuple(rows[0]), dialect.name)
-        statement = (
-            insert(table) if on_conflict is None else on_conflict.statement(table, dialect.name)
+        await _execute_each(
+            session,
+            key,
+            lambda: (
+                insert(table) if on_conflict is None else on_conflict.statement(table, dialect.name)
+            ),
+            rows,
+            dialect,
         )
-        await _execute_each(session, key, statement, rows, dialect)
 
 
 async def update_rows(
@@ -128,8 +133,7 @@ async def update_rows(
         )
     else:
         key = ("update", table, tuple(keys.items()), tuple(columns), dialect.name)
-        statement = update_each(table, keys, columns)
-        await _execute_each(session, key, statement, rows, dialect)
+        await _execute_each(session, key, lambda: update_each(table, keys, columns), rows, dialect)
 
 
 _Bind = tuple[str, Callable[[Any], Any] | None, bool, Any]
@@ -161,21 +165,22 @@ def _executemany_plan(statement: Any, names: Sequence[str], dialect: Dialect) ->
 async def _execute_each(
     session: AsyncSession,
     key: tuple[Any, ...],
-    statement: Any,
+    statement: Callable[[], Any],
     rows: Sequence[Mapping[str, Any]],
     dialect: Dialect,
 ) -> None:
-    """``statement`` executed once per row (a DB-API executemany), each value bound by its
-    column type's own processor, as SQLAlchemy binds it. The statement is compiled once per
-    process and the rows go to the driver as tuples: SQLAlchemy's executemany builds a
-    parameter dictionary per row and looks every processor up again, a fifth of the CPU of a
-    443-row profile UPDATE. A statement with a Python-side default for a column the rows
-    leave out takes SQLAlchemy's own executemany, which computes it."""
+    """The statement ``statement()`` builds, executed once per row (a DB-API executemany),
+    each value bound by its column type's own processor, as SQLAlchemy binds it. The statement
+    is built and compiled once per process (``key``) and the rows go to the driver as tuples:
+    SQLAlchemy's executemany builds a parameter dictionary per row and looks every processor
+    up again, a fifth of the CPU of a 443-row profile UPDATE. A statement with a Python-side
+    default for a column the rows leave out takes SQLAlchemy's own executemany, which
+    computes it."""
     if key not in _EXECUTEMANY:
-        _EXECUTEMANY[key] = _executemany_plan(statement, list(rows[0]), dialect)
+        _EXECUTEMANY[key] = _executemany_plan(statement(), list(rows[0]), dialect)
     plan = _EXECUTEMANY[key]
     if plan is None:
-        await session.execute(statement, list(rows))
+        await session.execute(statement(), list(rows))
         return
     sql, binds = plan
     params = [
@@ -195,7 +200,7 @@ _EACH: dict[tuple[Any, ...], Update] = {}
 def update_each(table: Table, keys: Mapping[str, str], columns: Sequence[str]) -> Update:
     """SQLAlchemy's UPDATE of one row (found by ``keys``, parameter name → key column), the
     ``columns`` bound by their names: the statement of an executemany."""
-    key = (table.name, tuple(keys.items()), tuple(columns))
+    key = (table, tuple(keys.items()), tuple(columns))
     statement = _EACH.get(key)
     if statement is None:
         statement = _EACH[key] = (

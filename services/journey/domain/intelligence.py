@@ -90,11 +90,7 @@ class Intelligence:
     def windows_on(self) -> dict[str, tuple[tuple[SegmentDefinition, Window], ...]]:
         """Event type → the segments' windows that count it (in segment order): an event of
         a type no window counts looks at no segment."""
-        found: dict[str, list[tuple[SegmentDefinition, Window]]] = {}
-        for d in self.segments:
-            for w in d.windows:
-                found.setdefault(w.event, []).append((d, w))
-        return {kind: tuple(pairs) for kind, pairs in found.items()}
+        return segments.windows_by_event(self.segments)
 
     @cached_property
     def readers(self) -> dict[str, frozenset[str]]:

@@ -309,9 +309,20 @@ def observe(
     The caller drops a redelivered event before this (the journey service records processed
     event ids): counting the same event twice would count it twice.
     """
-    kind = event.get("type")
-    counting = [(d, w) for d in definitions for w in d.windows if w.event == kind]
+    counting = windows_by_event(definitions).get(str(event.get("type")), ())
     return count(state, counting, event, at, matched_ids=matched_ids)
+
+
+def windows_by_event(
+    definitions: Sequence[SegmentDefinition],
+) -> dict[str, tuple[tuple[SegmentDefinition, Window], ...]]:
+    """Event type → the windows that count it, each with its segment, in segment order (what
+    ``count`` takes)."""
+    found: dict[str, list[tuple[SegmentDefinition, Window]]] = {}
+    for d in definitions:
+        for w in d.windows:
+            found.setdefault(w.event, []).append((d, w))
+    return {kind: tuple(pairs) for kind, pairs in found.items()}
 
 
 def count(
@@ -708,4 +719,5 @@ __all__ = [
     "parse_segment",
     "validate_segment",
     "validate_segments",
+    "windows_by_event",
 ]
