@@ -761,8 +761,10 @@ class Phases:
 
 class Statements:
     """Wall time of each kind of SQL statement ("UPDATE journey_customers", ...), by wrapping
-    ``AsyncSession.execute`` in this benchmark process: round trip, parameter and result
-    processing included (rows are fetched by the caller, after this returns)."""
+    ``AsyncSession.execute`` and ``AsyncConnection.exec_driver_sql`` (SQLite's bulk writes hand
+    compiled SQL to the driver, ``shared.db.bulk``) in this benchmark process: round trip,
+    parameter and result processing included (rows are fetched by the caller, after this
+    returns)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -782,14 +784,32 @@ class Statements:
             try:
                 return await original(session, statement, params, *a, **kw)
             finally:
-                kind = _statement_kind(statement)
-                self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - begin
-                self.calls[kind] = self.calls.get(kind, 0) + 1
-                n = len(params) if isinstance(params, list) else 1
-                self.rows[kind] = self.rows.get(kind, 0) + n
+                self._count(_statement_kind(statement), begin, params)
 
         AsyncSession.execute = execute  # type: ignore[method-assign, assignment]
+
+        from sqlalchemy.ext.asyncio import AsyncConnection
+
+        driver = AsyncConnection.exec_driver_sql
+
+        @functools.wraps(driver)
+        async def exec_driver_sql(
+            connection: Any, statement: str, parameters: Any = None, *a: Any, **kw: Any
+        ) -> Any:
+            begin = time.perf_counter()
+            try:
+                return await driver(connection, statement, parameters, *a, **kw)
+            finally:
+                self._count(_sql_kind(statement), begin, parameters)
+
+        AsyncConnection.exec_driver_sql = exec_driver_sql  # type: ignore[method-assign, assignment]
         return self
+
+    def _count(self, kind: str, begin: float, params: Any) -> None:
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - begin
+        self.calls[kind] = self.calls.get(kind, 0) + 1
+        n = len(params) if isinstance(params, list) else 1
+        self.rows[kind] = self.rows.get(kind, 0) + n
 
     def reset(self) -> None:
         self.seconds.clear()
@@ -833,6 +853,15 @@ def _statement_kind(statement: Any) -> str:
     if verb == "SELECT" and getattr(statement, "_for_update_arg", None) is not None:
         verb = "SELECT … FOR UPDATE"
     return f"{verb} {prefix}{name}".strip()
+
+
+def _sql_kind(sql: str) -> str:
+    """``_statement_kind`` of SQL text: "UPDATE journey_customers", "INSERT journey_outbox"
+    (an upsert too), "BEGIN"."""
+    words = sql.split(None, 4)
+    verb = words[0].upper() if words else "SQL"
+    table = next((w for w in words[1:4] if w.startswith("journey_")), "")
+    return f"{verb} {table}".strip()
 
 
 def shares_of(seconds: dict[str, float], total: float) -> dict[str, float]:
