@@ -772,44 +772,32 @@ class Statements:
         self.rows: dict[str, int] = {}
 
     def install(self) -> Statements:
-        from sqlalchemy.ext.asyncio import AsyncSession
+        from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-        original = AsyncSession.execute
-
-        @functools.wraps(original)
-        async def execute(
-            session: Any, statement: Any, params: Any = None, *a: Any, **kw: Any
-        ) -> Any:
-            begin = time.perf_counter()
-            try:
-                return await original(session, statement, params, *a, **kw)
-            finally:
-                self._count(_statement_kind(statement), begin, params)
-
-        AsyncSession.execute = execute  # type: ignore[method-assign, assignment]
-
-        from sqlalchemy.ext.asyncio import AsyncConnection
-
-        driver = AsyncConnection.exec_driver_sql
-
-        @functools.wraps(driver)
-        async def exec_driver_sql(
-            connection: Any, statement: str, parameters: Any = None, *a: Any, **kw: Any
-        ) -> Any:
-            begin = time.perf_counter()
-            try:
-                return await driver(connection, statement, parameters, *a, **kw)
-            finally:
-                self._count(_sql_kind(statement), begin, parameters)
-
-        AsyncConnection.exec_driver_sql = exec_driver_sql  # type: ignore[method-assign, assignment]
+        AsyncSession.execute = self._timed(  # type: ignore[method-assign]
+            AsyncSession.execute, _statement_kind
+        )
+        AsyncConnection.exec_driver_sql = self._timed(  # type: ignore[method-assign]
+            AsyncConnection.exec_driver_sql, _sql_kind
+        )
         return self
 
-    def _count(self, kind: str, begin: float, params: Any) -> None:
-        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - begin
-        self.calls[kind] = self.calls.get(kind, 0) + 1
-        n = len(params) if isinstance(params, list) else 1
-        self.rows[kind] = self.rows.get(kind, 0) + n
+    def _timed(self, original: Any, kind_of: Callable[[Any], str]) -> Any:
+        """``original`` (a method taking a statement and its parameters), timed per kind."""
+
+        @functools.wraps(original)
+        async def timed(owner: Any, statement: Any, params: Any = None, *a: Any, **kw: Any) -> Any:
+            begin = time.perf_counter()
+            try:
+                return await original(owner, statement, params, *a, **kw)
+            finally:
+                kind = kind_of(statement)
+                self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - begin
+                self.calls[kind] = self.calls.get(kind, 0) + 1
+                n = len(params) if isinstance(params, list) else 1
+                self.rows[kind] = self.rows.get(kind, 0) + n
+
+        return timed
 
     def reset(self) -> None:
         self.seconds.clear()
