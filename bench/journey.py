@@ -820,9 +820,8 @@ def _statement_kind(statement: Any) -> str:
     """ "UPDATE journey_customers", "SELECT … FOR UPDATE journey_timers", "SELECT count(*)
     journey_timers" (a select from a subquery: the subquery's table)."""
     verb = str(getattr(statement, "__visit_name__", "text")).upper()
-    if verb == "TEXTCLAUSE":  # written as SQL text: its first two words and its table
-        words = str(getattr(statement, "text", "")).split()
-        return " ".join(words[:1] + [w for w in words[1:3] if w.startswith("journey_")]) or verb
+    if verb == "TEXTCLAUSE":  # written as SQL text
+        return _sql_kind(str(getattr(statement, "text", ""))) or verb
     table = getattr(statement, "table", None)
     prefix = ""
     for _ in range(3):
@@ -844,12 +843,14 @@ def _statement_kind(statement: Any) -> str:
 
 
 def _sql_kind(sql: str) -> str:
-    """``_statement_kind`` of SQL text: "UPDATE journey_customers", "INSERT journey_outbox"
-    (an upsert too), "BEGIN"."""
+    """The kind of a statement written as SQL text (a ``text()`` clause, or what SQLite's bulk
+    writes hand the driver): its first word and its table, "UPDATE journey_customers",
+    "INSERT journey_outbox" (an upsert too), "BEGIN"; empty for no text."""
     words = sql.split(None, 4)
-    verb = words[0].upper() if words else "SQL"
+    if not words:
+        return ""
     table = next((w for w in words[1:4] if w.startswith("journey_")), "")
-    return f"{verb} {table}".strip()
+    return f"{words[0].upper()} {table}".strip()
 
 
 def shares_of(seconds: dict[str, float], total: float) -> dict[str, float]:
