@@ -34,13 +34,13 @@ class RequestEncodingMiddleware:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        coding = None
+        coding = ""  # none sent
         for name, value in scope["headers"]:
             if name == b"content-encoding":
                 coding = value.decode("latin-1")
                 break
         try:
-            if coding is None or not gzipped(coding):
+            if not gzipped(coding):
                 body = None
             else:
                 raw = await receive_body(receive, max_bytes=self.max_bytes)

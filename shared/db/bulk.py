@@ -139,12 +139,14 @@ async def update_rows(
 _Bind = tuple[str, Callable[[Any], Any] | None, bool, Any]
 """A positional parameter of ``_execute_each``: its name, its bind processor, and whether it is
 a constant of the statement (the NULL an upsert sets), with its bound value."""
-_EXECUTEMANY: dict[tuple[Any, ...], tuple[str, tuple[_Bind, ...]] | None] = {}
+_Many = tuple[str, tuple[_Bind, ...]]
+"""A compiled executemany: its SQL and its positional parameters."""
+_EXECUTEMANY: dict[tuple[Any, ...], _Many | None] = {}
 """``_execute_each``'s compiled statements: the SQL and its positional parameters; None for a
 statement with a Python-side column default, which SQLAlchemy computes per row."""
 
 
-def _executemany_plan(statement: Any, names: Sequence[str], dialect: Dialect) -> Any:
+def _executemany_plan(statement: Any, names: Sequence[str], dialect: Dialect) -> _Many | None:
     compiled = statement.compile(dialect=dialect, column_keys=list(names))
     order = compiled.positiontup
     if order is None or any(n not in names and n in statement.table.c for n in order):
