@@ -73,6 +73,7 @@ from bench.journey import (
     peak_rss_mb,
 )
 from bench.journey_defs import catalog
+from services.journey.domain import builtin_segments
 
 T = TypeVar("T")
 TARGET = 0.30
@@ -632,6 +633,7 @@ def measure(
         "plan": asdict(plan),
         "target": TARGET,
         "journeys": [j.id for j in catalog()],
+        "builtin_segments": len(builtin_segments.load()),
         "cpu": None,
         "e2e": {},
     }

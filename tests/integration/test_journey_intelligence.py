@@ -20,8 +20,8 @@ from services.journey.adapters.tables import (
     segment_members,
     timers,
 )
+from services.journey.domain import builtin_segments, intelligence, scoring
 from services.journey.domain import engine as journey_engine
-from services.journey.domain import intelligence, scoring
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.customer import INTEL_TIMER, CustomerState, apply_event
 from services.journey.domain.definitions import Journey
@@ -49,6 +49,10 @@ QUIET = Intelligence(
     )
 )
 """Orders earn no points: after an order only lifecycle and segments change with time."""
+BROWSING = Intelligence(
+    segments=intelligence.with_segments(intelligence.builtin(), builtin_segments.examples())
+)
+"""The defaults plus the documented window segment ``viewed_product_3x_7d`` (not built in)."""
 
 
 def journey(journey_id: str, trigger: dict[str, Any]) -> Journey:
@@ -128,11 +132,19 @@ async def apply(
 
 
 async def insights(
-    engine: AsyncEngine, found: dict[tuple[str, str], dict[str, Any]], now: datetime
+    engine: AsyncEngine,
+    found: dict[tuple[str, str], dict[str, Any]],
+    now: datetime,
+    intel: Intelligence | None = None,
 ) -> int:
     async with JourneyUnitOfWork(session_factory(engine)) as uow:
         return await handle_insights(
-            uow, found, catalog=CATALOG, policies={"demo": WorkspacePolicy()}, now=now
+            uow,
+            found,
+            catalog=CATALOG,
+            policies={"demo": WorkspacePolicy()},
+            now=now,
+            intel={"demo": intel} if intel else None,
         )
 
 
@@ -184,11 +196,24 @@ async def intel_timers(engine: AsyncEngine) -> dict[str, datetime]:
         return {r.customer_id: r.due_at for r in rows}
 
 
-def in_memory(events: Sequence[EventEnvelope], now: datetime, customer: str) -> CustomerState:
+def in_memory(
+    events: Sequence[EventEnvelope],
+    now: datetime,
+    customer: str,
+    intel: Intelligence | None = None,
+) -> CustomerState:
     """The same events applied to a state that never saw a database."""
     state = CustomerState("demo", customer)
     for e in events:
-        apply_event(state, e, catalog=CATALOG, policy=journey_engine.Policy(), now=now, live=True)
+        apply_event(
+            state,
+            e,
+            catalog=CATALOG,
+            policy=journey_engine.Policy(),
+            now=now,
+            live=True,
+            intel=intel,
+        )
     return state
 
 
@@ -204,16 +229,16 @@ async def test_the_facts_survive_a_save_and_load_round_trip(engine: AsyncEngine)
         event("e5", "product_viewed", START, product_id="p3"),
     ]
     for e in history:  # one batch each: every save and load in between counts
-        await apply(engine, [e])
+        await apply(engine, [e], intel=BROWSING)
     found = {
         "rfm": {"r": 5, "f": 1, "m": 3, "group": "new", "recency_days": 2},
         "predictions": {"p_alive": 0.71},
         "computed_at": "2026-11-23T09:00:00Z",
     }
-    assert await insights(engine, {("demo", "c1"): found}, START) == 1
+    assert await insights(engine, {("demo", "c1"): found}, START, BROWSING) == 1
 
     stored = await load(engine, "c1", START)
-    expected = in_memory(history, START, "c1")
+    expected = in_memory(history, START, "c1", BROWSING)
     expected.facts.insights = found
     assert stored.facts.to_json() == expected.facts.to_json()
     facts = stored.facts
@@ -334,6 +359,7 @@ async def test_derived_events_are_published_and_skipped_when_they_come_back(
     await apply(
         engine,
         [order("e1", "A", START), *views, order("h1", "H", past, customer="c2", historical=True)],
+        intel=BROWSING,
     )
     records = await published(engine)
     by_subject: dict[str, list[EventEnvelope]] = {}

@@ -393,7 +393,9 @@ def own_segments() -> tuple[segments.SegmentDefinition, ...]:
             }
         ),
     ]
-    return intelligence.with_segments(intelligence.builtin(), extra)
+    return intelligence.with_segments(
+        intelligence.builtin(), [*builtin_segments.examples(), *extra]
+    )
 
 
 def test_affected_is_every_segment_that_reads_what_was_touched() -> None:

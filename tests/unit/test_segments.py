@@ -28,6 +28,9 @@ START = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 TICK = timedelta(microseconds=1)
 BUILTIN = {d.id: d for d in builtin_segments.load()}
+EXAMPLES = {d.id: d for d in builtin_segments.examples()}
+VIEWED_3X = EXAMPLES["viewed_product_3x_7d"]
+"""The documented window segment (not built in): three product views in seven days."""
 
 
 def rfc(at: datetime) -> str:
@@ -78,7 +81,7 @@ class Customer:
 
 
 def test_entry_on_the_third_view_and_exit_when_the_first_leaves_the_window() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]
+    views = VIEWED_3X
     customer = Customer([views])
     customer.event("product_viewed", product_id="p1")
     customer.advance(DAY)
@@ -99,7 +102,7 @@ def test_entry_on_the_third_view_and_exit_when_the_first_leaves_the_window() -> 
 
 
 def test_the_count_drops_exactly_when_the_window_passes_an_event() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]
+    views = VIEWED_3X
     state = SegmentState()
     for day in range(3):
         observe(state, [views], {"type": "product_viewed", "properties": {}}, START + day * DAY)
@@ -175,7 +178,7 @@ def test_next_change_is_the_earliest_over_all_segments() -> None:
 
 
 def test_an_expiry_that_changes_no_membership_sets_no_timer() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]
+    views = VIEWED_3X
     state = SegmentState()
     observe(state, [views], {"type": "product_viewed", "properties": {}}, START)
     evaluate(state, [views], {}, START)
@@ -306,8 +309,8 @@ def test_builtin_segments(segment_id: str, ctx: dict[str, Any], member: bool) ->
     assert [t.kind for t in changes] == (["entered"] if member else [])
 
 
-def test_builtin_viewed_product_segment_counts_views_in_seven_days() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]
+def test_example_viewed_product_segment_counts_views_in_seven_days() -> None:
+    views = VIEWED_3X
     state = SegmentState()
     for days_ago in (8, 6, 3):
         view = {"type": "product_viewed", "properties": {"product_id": "p"}}
@@ -326,7 +329,6 @@ def test_builtins_are_all_there_and_valid() -> None:
         "one_time_buyer",
         "regular",
         "sale_buyer",
-        "viewed_product_3x_7d",
         "vip",
     ]
     documents = [
@@ -335,11 +337,22 @@ def test_builtins_are_all_there_and_valid() -> None:
     assert validate_segments(documents) == []
 
 
+def test_the_examples_are_valid_and_none_is_built_in() -> None:
+    """A documented example is a segment a workspace may add, never a built-in one: one with a
+    built-in id could not be told apart from an override."""
+    assert sorted(EXAMPLES) == ["viewed_product_3x_7d"]
+    assert not EXAMPLES.keys() & BUILTIN.keys()
+    documents = [
+        d.model_dump(mode="json", by_alias=True, exclude_none=True) for d in EXAMPLES.values()
+    ]
+    assert validate_segments(documents) == []
+
+
 # ── State ─────────────────────────────────────────────────────────────────────────────────────
 
 
 def test_state_round_trips_through_json() -> None:
-    customer = Customer([BUILTIN["viewed_product_3x_7d"], BUILTIN["no_order_90d"]])
+    customer = Customer([VIEWED_3X, BUILTIN["no_order_90d"]])
     customer.event("order_completed")
     customer.advance(95 * DAY)
     for _ in range(3):
@@ -373,7 +386,7 @@ def test_malformed_state_is_refused(data: dict[str, Any]) -> None:
 
 
 def test_windows_keep_only_what_their_comparisons_need() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]  # counts.views gte 3: four times suffice
+    views = VIEWED_3X  # counts.views gte 3: four times suffice
     many = segment(
         windows=[{"name": "views", "event": "product_viewed", "within": "P30D"}],
         condition={"any": [{"field": "counts.views", "op": "in", "value": [2, 10]}]},
@@ -393,7 +406,7 @@ def test_windows_keep_only_what_their_comparisons_need() -> None:
 
 
 def test_expired_times_and_deleted_segments_are_forgotten() -> None:
-    views, one_time = BUILTIN["viewed_product_3x_7d"], BUILTIN["one_time_buyer"]
+    views, one_time = VIEWED_3X, BUILTIN["one_time_buyer"]
     state = SegmentState()
     observe(state, [views], {"type": "product_viewed", "properties": {}}, START)
     evaluate(state, [views, one_time], {"profile": {"order_count": 1}}, START)
@@ -407,7 +420,7 @@ def test_expired_times_and_deleted_segments_are_forgotten() -> None:
 
 
 def test_a_window_the_definition_no_longer_has_is_forgotten() -> None:
-    views = BUILTIN["viewed_product_3x_7d"]  # its one window is "views"
+    views = VIEWED_3X  # its one window is "views"
     state = SegmentState(
         windows={views.id: {"views": [START - DAY, START], "renamed": [START - DAY, START]}}
     )

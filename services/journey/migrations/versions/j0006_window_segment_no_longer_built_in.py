@@ -1,0 +1,67 @@
+"""The segment ``viewed_product_3x_7d`` is no longer built in (it is a documented example a
+workspace may add with ``PUT /v1/segments/viewed_product_3x_7d``).
+
+A workspace that never saved a segment of that id had it only as a built-in one. Its membership
+rows go, and every workspace's revision moves, so that each customer is decided in full when next
+processed: a full decision forgets the state of a segment that no longer exists (its window
+times, its membership), without a ``segment_exited`` event, as deleting a segment does. A
+workspace with its own ``viewed_product_3x_7d`` keeps the segment and its members.
+
+The downgrade changes nothing: the built-in segment is back with the older code, and its members
+come back as their customers are next decided in full.
+
+Revision ID: j0006
+Revises: j0005
+"""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "j0006"
+down_revision = "j0005"
+branch_labels = None
+depends_on = None
+
+SEGMENT = "viewed_product_3x_7d"
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    now = datetime.now(UTC)
+    if bind.dialect.name == "sqlite":  # as ``UtcDateTime`` stores it there: naive UTC
+        now = now.replace(tzinfo=None)
+    members = sa.table(
+        "journey_segment_members", sa.column("workspace_id"), sa.column("segment_id")
+    )
+    own = sa.table("journey_segments", sa.column("workspace_id"), sa.column("segment_id"))
+    customers = sa.table("journey_customers", sa.column("workspace_id"))
+    settings = sa.table(
+        "journey_intelligence_settings",
+        sa.column("workspace_id"),
+        sa.column("revision"),
+        sa.column("updated_at", sa.DateTime(timezone=True)),
+    )
+    with_own = sa.select(own.c.workspace_id).where(own.c.segment_id == SEGMENT)
+    op.execute(
+        members.delete().where(
+            members.c.segment_id == SEGMENT, members.c.workspace_id.not_in(with_own)
+        )
+    )
+    op.execute(settings.update().values(revision=settings.c.revision + 1, updated_at=now))
+    known = sa.select(settings.c.workspace_id)
+    missing = (
+        sa.select(
+            customers.c.workspace_id,
+            sa.literal(1, sa.BigInteger).label("revision"),
+            sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
+        )
+        .where(customers.c.workspace_id.not_in(known))
+        .distinct()
+    )
+    op.execute(settings.insert().from_select(["workspace_id", "revision", "updated_at"], missing))
+
+
+def downgrade() -> None:
+    pass
