@@ -5,8 +5,9 @@ documentation explains the reasoning behind each rule.
 
 ``examples/`` holds segments that are documented but not built in, because every workspace would
 pay for them whether it uses them or not: ``viewed_product_3x_7d`` counts every product view in
-a window, which cost more than all the built-in segments together in the benchmark's stream. A
-workspace that wants one adds it with ``PUT /v1/segments/<id>``.
+a window, which took about a third of the CPU that upkeep adds in the benchmark's stream
+(docs/customers.md, "Built-in segments"). A workspace that wants one adds it with
+``PUT /v1/segments/<id>``.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ processed: a full decision forgets the state of a segment that no longer exists 
 times, its membership), without a ``segment_exited`` event, as deleting a segment does. A
 workspace with its own ``viewed_product_3x_7d`` keeps the segment and its members.
 
-The downgrade changes nothing: the built-in segment is back with the older code, and its members
-come back as their customers are next decided in full.
+The downgrade changes nothing: the built-in segment is back with the older code, and customers
+enter it again as their product views are counted from then on.
 
 Revision ID: j0006
 Revises: j0005
