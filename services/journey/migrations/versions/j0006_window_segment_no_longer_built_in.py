@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.types import UtcDateTime
+
 revision = "j0006"
 down_revision = "j0005"
 branch_labels = None
@@ -28,10 +30,7 @@ SEGMENT = "viewed_product_3x_7d"
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    now = datetime.now(UTC)
-    if bind.dialect.name == "sqlite":  # as ``UtcDateTime`` stores it there: naive UTC
-        now = now.replace(tzinfo=None)
+    now = datetime.now(UTC)  # bound by ``UtcDateTime``, as the service writes instants
     members = sa.table(
         "journey_segment_members", sa.column("workspace_id"), sa.column("segment_id")
     )
@@ -41,7 +40,7 @@ def upgrade() -> None:
         "journey_intelligence_settings",
         sa.column("workspace_id"),
         sa.column("revision"),
-        sa.column("updated_at", sa.DateTime(timezone=True)),
+        sa.column("updated_at", UtcDateTime()),
     )
     with_own = sa.select(own.c.workspace_id).where(own.c.segment_id == SEGMENT)
     op.execute(
@@ -55,7 +54,7 @@ def upgrade() -> None:
         sa.select(
             customers.c.workspace_id,
             sa.literal(1, sa.BigInteger).label("revision"),
-            sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
+            sa.literal(now, UtcDateTime()).label("updated_at"),
         )
         .where(customers.c.workspace_id.not_in(known))
         .distinct()
