@@ -23,12 +23,13 @@ rest of it). An event that arrives late, dated before the current window, counts
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from importlib import resources
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, NamedTuple, Protocol, TypedDict, cast
 
 from pydantic import (
     BaseModel,
@@ -166,9 +167,10 @@ class ScoreRules(_Strict):
         return frozenset(rule.id for rule in self.rules)
 
     @cached_property
-    def floors(self) -> tuple[float | None, ...]:
-        """Each band's ``min``, lowest band first."""
-        return tuple(b.min for b in self.bands)
+    def floors(self) -> tuple[float, ...]:
+        """The ``min`` of each band above the lowest, lowest first: strictly increasing (the
+        bands are validated so), for ``_floor_index`` to bisect."""
+        return tuple(cast(float, b.min) for b in self.bands[1:])
 
     @cached_property
     def by_event(self) -> dict[str, tuple[Rule, ...]]:
@@ -411,14 +413,10 @@ def _band_index(value: float, bands: Sequence[Band]) -> int:
     return index
 
 
-def _floor_index(value: float, floors: tuple[float | None, ...]) -> int:
-    """``_band_index`` on ``ScoreRules.floors`` (read for every event)."""
-    index = 0
-    for i in range(1, len(floors)):
-        floor = floors[i]
-        if floor is not None and value >= floor:
-            index = i
-    return index
+def _floor_index(value: float, floors: tuple[float, ...]) -> int:
+    """``_band_index`` on ``ScoreRules.floors`` (read for every event): how many floors
+    ``value`` reaches, found by bisection in C instead of a loop over the bands."""
+    return bisect_right(floors, value)
 
 
 class Explanation(TypedDict):
