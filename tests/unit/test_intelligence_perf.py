@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import TypeAdapter
 
@@ -254,12 +255,24 @@ def test_utc_text_is_the_rfc3339_text_in_utc_whatever_the_zone() -> None:
     at = datetime(2026, 11, 2, 9, 0, 1, 500000, tzinfo=UTC)
     paris = at.astimezone(timezone(timedelta(hours=1)))
     assert conditions.utc_text(paris) == "2026-11-02T09:00:01.500000Z"
-    assert conditions.utc_text(at) == "2026-11-02T09:00:01.500000Z"  # cached by the instant
+    assert conditions.utc_text(at) == "2026-11-02T09:00:01.500000Z"
     assert conditions.utc_text(at.replace(microsecond=0)) == "2026-11-02T09:00:01Z"
-    for instant in (paris, at, NOW - 3 * DAY):
+    assert conditions.utc_text(at.replace(microsecond=7)) == "2026-11-02T09:00:01.000007Z"
+    # What pydantic reads an event's time as (its own tzinfo), and a datetime subclass.
+    parsed = TypeAdapter(datetime).validate_python("2026-11-02T10:00:01.25+01:00")
+    assert parsed.tzinfo is not UTC
+
+    class Moment(datetime):
+        pass
+
+    moment = Moment(2026, 11, 2, 9, 0, 1, tzinfo=UTC)
+    instants = (paris, at, NOW - 3 * DAY, parsed, moment, datetime(1, 1, 1, tzinfo=UTC))
+    for instant in instants:
         assert conditions.utc_text(instant) == (
             instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
         )
+    assert conditions.utc_text(parsed) == "2026-11-02T09:00:01.250000Z"
+    assert conditions.utc_text(moment) == "2026-11-02T09:00:01Z"
 
 
 def test_facts_round_trip_through_json_with_cached_texts() -> None:
@@ -709,21 +722,14 @@ def test_the_timeline_is_stored_as_read_and_read_as_instants() -> None:
     assert facts.lines == [["2026-11-02T09:00:00Z", "x", "y"]]
 
 
-def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
-    from services.journey.adapters.repository import load_facts_json
+def test_json_columns_read_back_by_orjson_as_json_reads_them() -> None:
     from shared.db.engine import loads_json
 
     texts = [
-        '{"v": 1, "order_count": 3, "revenue": "10.50"}',
-        '[["2026-11-02T09:00:00Z", "page_viewed", "e1"]]',
-        '{"state": {"v": 1, "rules": {"a": [2.5, "2026-11-02T09:00:00Z", 1, null, 0.0]}}}',
-        '{"rfm": {"r": 5, "m": 1e-7}, "x": NaN}',  # orjson refuses NaN: json.loads reads it
-        "null",
+        *FACTS_TEXTS,
         # Beyond 64 bits orjson reads an integer as a float: these go to json.loads.
         '{"n": 123456789012345678901234567890, "m": -9223372036854775809}',
         "[18446744073709551616, 18446744073709551615, 0.12345678901234567]",
-        '{"phone": "+4912345678901234567890"}',
-        '"\\ud800"',
         '["\ud800", 1234567890123456789012]',  # a lone surrogate: orjson refuses it
         '{"é": "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠", "n": 12345678901234567890123}',
         '{"n": 1234567890123456789, "€": 123456789012345678}',  # within 64 bits either way
@@ -733,12 +739,57 @@ def test_facts_columns_read_back_by_orjson_as_json_reads_them() -> None:
             expected = repr(json.loads(text))
         except json.JSONDecodeError:
             with pytest.raises(json.JSONDecodeError):
+                loads_json(text)
+            continue
+        assert repr(loads_json(text)) == expected
+        if "\ud800" not in text:  # as bytes too (asyncpg hands JSON columns over as text)
+            assert repr(loads_json(text.encode())) == expected
+
+
+FACTS_TEXTS = [
+    '{"v": 1, "order_count": 3, "revenue": "10.50"}',
+    '[["2026-11-02T09:00:00Z", "page_viewed", "e1"]]',
+    '{"state": {"v": 1, "rules": {"a": [2.5, "2026-11-02T09:00:00Z", 1, null, 0.0]}}}',
+    '{"rfm": {"r": 5, "m": 1e-7}, "x": NaN}',  # orjson refuses NaN: json.loads reads it
+    "null",
+    '{"phone": "+4912345678901234567890", "clv": 0.12345678901234567, "n": 9223372036854775807}',
+    '{"orders": [["12345678901234567890123", "2026-11-02T09:00:00Z", "EUR", "1.5"]]}',
+    '"\\ud800"',
+    '["\ud800", "x"]',  # a lone surrogate: orjson refuses it
+]
+"""Texts of the kinds a facts column holds (``Facts.to_json``): long digit runs only inside
+strings and floats, integers within 64 bits."""
+
+
+def test_facts_columns_read_back_by_orjson_alone_as_json_reads_them() -> None:
+    from services.journey.adapters.repository import load_facts_json
+
+    for text in FACTS_TEXTS:
+        try:
+            expected = repr(json.loads(text))
+        except json.JSONDecodeError:
+            with pytest.raises(json.JSONDecodeError):
                 load_facts_json(text)
             continue
         assert repr(load_facts_json(text)) == expected
-        if "\ud800" not in text:  # as bytes too (asyncpg hands JSON columns over as text)
-            assert repr(loads_json(text.encode())) == expected
     assert load_facts_json(None) is None
+
+
+def test_facts_documents_hold_no_integer_beyond_64_bits() -> None:
+    """What lets ``load_facts_json`` skip the digit search: a customer's facts with every
+    counter and time far beyond anything real still write integers orjson reads exactly."""
+    from services.journey.adapters.repository import FACTS_JSON, facts_columns
+    from shared.db.engine import dumps_json
+
+    facts = Facts(profile=a_profile(), revision=2**40)
+    facts.profile.order_count = facts.profile.marketing_sends_since_engaged = 10**15
+    facts.lead = ScoreState(rules={"v": RuleState(1e300, NOW, 10**15, NOW, 1e300)})
+    facts.insights = {"rfm": {"r": 5, "f": 5, "m": 5, "recency_days": 1e12}, "predictions": {}}
+    facts.timeline = [(NOW, "order_completed", "9" * 40)]
+    columns = facts_columns(facts)
+    for name in FACTS_JSON:
+        text = dumps_json(columns[name])
+        assert repr(json.loads(text)) == repr(orjson.loads(text))
 
 
 def test_a_run_of_nineteen_ascii_digits_anywhere_is_long() -> None:
@@ -784,7 +835,7 @@ def test_bands_found_on_the_floors_are_the_bands_found_on_the_bands(
     rules = ScoreRules.model_validate(
         {"bands": bands, "rules": [{"id": "v", "event": "page_viewed", "points": 1}]}
     )
-    assert rules.floors == tuple(b.min for b in rules.bands)
+    assert rules.floors == tuple(b.min for b in rules.bands[1:])
     for value in (-1e9, -10.000001, -10, -0.0, 0.0, 0.5, 19.999, 20, 59.99, 60, 1e9):
         assert scoring._floor_index(value, rules.floors) == scoring._band_index(value, rules.bands)
 
