@@ -741,12 +741,14 @@ MODULE = "bench.intelligence"
 
 
 def summarize(out: dict[str, Any]) -> dict[str, Any]:
-    """Added cost per event and the target, met or not, per measurement."""
+    """Added cost per event per measurement, and the target, met or not, end to end."""
     summary: dict[str, Any] = {"cpu": None, "e2e": {}}
     cpu = out.get("cpu")
     if cpu:
+        # No target here: the pure-CPU figures leave out decoding, the database and the
+        # commit, which are part of the journey engine's per-event cost (see the report).
         summary["cpu"] = {
-            key: {**cpu["added"][key], "met": _met(cpu["added"][key]["share"])}
+            key: cpu["added"][key]
             for key in ("apply", "apply_decided", "total", "total_decided")
             if key in cpu["added"]
         }
