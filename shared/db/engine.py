@@ -50,12 +50,17 @@ def loads_json(text: str | bytes) -> Any:
     integer beyond 64 bits as a float: a text with a run of 19 digits or more (anywhere, even
     inside a string) goes to ``json.loads``, as does a text orjson refuses (NaN, Infinity, a
     lone surrogate), which ``json.loads`` then reads or rejects as it always did."""
-    if not _long_digits(text):
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    return json.loads(text) if _long_digits(text) else loads_json_within_64_bits(text)
+
+
+def loads_json_within_64_bits(text: str | bytes) -> Any:
+    """``loads_json`` for a text known to hold no integer beyond 64 bits (its writer writes
+    none), without the search for long digit runs: orjson, and ``json.loads`` for what orjson
+    refuses (NaN, Infinity, a lone surrogate)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def is_sqlite(url: str) -> bool:

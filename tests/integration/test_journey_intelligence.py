@@ -5,7 +5,7 @@ events published through the outbox, the ``intel`` timer fired by the poller, an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -120,15 +120,7 @@ async def apply(
     now: datetime = START,
     intel: Intelligence | None = None,
 ) -> int:
-    async with JourneyUnitOfWork(session_factory(engine)) as uow:
-        return await handle_events(
-            uow,
-            events,
-            catalog=CATALOG,
-            policies={"demo": WorkspacePolicy()},
-            now=now,
-            intel={"demo": intel} if intel else None,
-        )
+    return await _handled(engine, handle_events, events, now, intel)
 
 
 async def insights(
@@ -137,10 +129,21 @@ async def insights(
     now: datetime,
     intel: Intelligence | None = None,
 ) -> int:
+    return await _handled(engine, handle_insights, found, now, intel)
+
+
+async def _handled(
+    engine: AsyncEngine,
+    handler: Callable[..., Awaitable[int]],
+    items: Any,
+    now: datetime,
+    intel: Intelligence | None,
+) -> int:
+    """``handler`` (a journey handler) of ``items`` in one unit of work, workspace "demo"."""
     async with JourneyUnitOfWork(session_factory(engine)) as uow:
-        return await handle_insights(
+        return await handler(
             uow,
-            found,
+            items,
             catalog=CATALOG,
             policies={"demo": WorkspacePolicy()},
             now=now,

@@ -734,12 +734,12 @@ def test_json_columns_read_back_by_orjson_as_json_reads_them() -> None:
         '{"é": "١٢٣٤٥٦٧٨٩٠١٢٣٤٥٦٧٨٩٠", "n": 12345678901234567890123}',
         '{"n": 1234567890123456789, "€": 123456789012345678}',  # within 64 bits either way
     ]
-    _reads_as_json_loads(loads_json, texts)
+    assert_reads_as_json_loads(loads_json, texts)
     # As bytes too (asyncpg hands JSON columns over as text).
-    _reads_as_json_loads(loads_json, [t.encode() for t in texts if "\ud800" not in t])
+    assert_reads_as_json_loads(loads_json, [t.encode() for t in texts if "\ud800" not in t])
 
 
-def _reads_as_json_loads(read: Any, texts: list[Any]) -> None:
+def assert_reads_as_json_loads(read: Any, texts: list[Any]) -> None:
     """``read`` gives what ``json.loads`` gives for each text, or raises what it raises."""
     for text in texts:
         try:
@@ -769,7 +769,7 @@ strings and floats, integers within 64 bits."""
 def test_facts_columns_read_back_by_orjson_alone_as_json_reads_them() -> None:
     from services.journey.adapters.repository import load_facts_json
 
-    _reads_as_json_loads(load_facts_json, FACTS_TEXTS)
+    assert_reads_as_json_loads(load_facts_json, FACTS_TEXTS)
     assert load_facts_json(None) is None
 
 

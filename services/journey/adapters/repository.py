@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     String,
     Text,
@@ -44,6 +42,7 @@ from services.journey.domain.engine import Instance
 from services.journey.domain.intelligence import Facts, OrderRecord
 from shared.db import bulk
 from shared.db.bulk import OnConflict
+from shared.db.engine import loads_json_within_64_bits
 from shared.db.upsert import insert_for
 
 
@@ -100,19 +99,13 @@ _LOADED = tuple(
 
 def load_facts_json(text: str | None) -> Any:
     """A facts column's JSON document (``Facts.to_json`` wrote it) as ``json.loads`` reads it,
-    by orjson without ``loads_json``'s search for runs of 19 digits: that search guards
-    integers beyond 64 bits (orjson reads them as floats) and costs as much as the decoding,
-    for every facts column of every customer loaded. ``Facts.to_json`` writes no such
-    integer: its integers are counts (orders, a rule's events, sends since engaged), the rules'
-    revision and RFM scores. A long run of digits in a facts text is inside a string (an
-    order or event id) or a float, which both read alike. A text orjson refuses (NaN, a lone
-    surrogate) goes to ``json.loads``, as in ``loads_json``."""
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
+    by ``loads_json_within_64_bits``: without ``loads_json``'s search for runs of 19 digits,
+    which guards integers beyond 64 bits (orjson reads them as floats) and costs as much as
+    the decoding, for every facts column of every customer loaded. ``Facts.to_json`` writes
+    no such integer: its integers are counts (orders, a rule's events, sends since engaged),
+    the rules' revision and RFM scores. A long run of digits in a facts text is inside a
+    string (an order or event id) or a float, which both read alike."""
+    return None if text is None else loads_json_within_64_bits(text)
 
 
 def _iso(value: datetime) -> str:
