@@ -161,6 +161,24 @@ async def test_a_new_update_of_the_cart_restarts_its_hour(engine: AsyncEngine) -
     assert runs == 1  # keyed on the cart: the second update did not start a second run
 
 
+async def test_the_reminder_shows_the_cart_as_its_last_update_left_it(
+    engine: AsyncEngine,
+) -> None:
+    """The update that re-arms the wait becomes the run's trigger, and is stored as such: the
+    reminder, fired in a later transaction from the stored run, shows the cart as it is now."""
+    clock = VirtualClock(START)
+    first = cart_event("e1", "c1", "A", START)
+    await apply(engine, [first.model_copy(update={"properties": {"cart_id": "A", "n": 1}})], START)
+    later = START + timedelta(minutes=40)
+    second = cart_event("e2", "c1", "A", later)
+    await apply(engine, [second.model_copy(update={"properties": {"cart_id": "A", "n": 2}})], later)
+    clock.advance(timedelta(minutes=40, hours=1))
+    assert await poller(engine, clock).fire_due() == 1
+    [reminder] = await sent(engine)
+    assert reminder.data["event"]["id"] == "e2"
+    assert reminder.data["event"]["properties"] == {"cart_id": "A", "n": 2}
+
+
 async def test_an_order_of_the_cart_cancels_the_pending_reminder_at_once(
     engine: AsyncEngine,
 ) -> None:

@@ -689,8 +689,11 @@ _RUN_CHANGES = (
     "goal_at",
     "exit_reason",
     "visits",
+    "trigger",
 )
-"""What a run changes after it started: the columns a saved run's update writes."""
+"""What a run changes after it started: the columns a saved run's update writes. ``trigger``
+too: an event a keyed ``wait_for`` matches (the same cart, updated) becomes the run's trigger,
+which later messages show."""
 _RUN_KEYS = {"w": "workspace_id", "r": "run_id"}
 
 _DELETE_TIMER = delete(timers).where(
