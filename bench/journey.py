@@ -904,14 +904,17 @@ async def run_events(
     seed: int = 7,
     intel: str = "default",
     email: bool = False,
+    state_cache: int | None = None,
 ) -> dict[str, Any]:
     """``intel``: the customer-intelligence rules handed to ``handle_events``: "default" (none,
     so the engine's defaults), "off" (``Intelligence(enabled=False)``: no upkeep at all) or "on"
     (the defaults with the stream's currency, EUR). ``email``: the stream with marketing-email
-    sessions (``EventStream``)."""
+    sessions (``EventStream``). ``state_cache``: the states kept (``StateCache``); None takes
+    ``journey_state_cache``'s default, as ``JourneyWorker`` does, and 0 runs without one."""
     phases = Phases(EVENT_PHASES).install()
     statements = Statements().install()
     from services.journey import bootstrap
+    from services.journey.adapters.state_cache import StateCache
     from services.journey.service_layer.handlers import handle_events
     from services.journey.service_layer.sources import StaticCatalogs, StaticPolicies
     from services.journey.service_layer.uow import JourneyUnitOfWork
@@ -924,6 +927,11 @@ async def run_events(
     rules = intel_rules(intel)
     workspace_rules = None if rules is None else {WORKSPACE: rules}
     stream = EventStream(customers, seed=seed, email=email)
+    if state_cache is None:
+        from services.journey.settings import JourneySettings
+
+        state_cache = int(JourneySettings.model_fields["journey_state_cache"].default)
+    cache = StateCache(state_cache) if state_cache else None
     durations: list[float] = []
     cpu: list[float] = []  # CPU of this process (all its threads, aiosqlite's too) per batch
     handled = 0
@@ -944,7 +952,7 @@ async def run_events(
             decoded = bootstrap.decode_events(records)  # type: ignore[arg-type]
             cat = await catalogs.current()
             policies = await policies_source.for_workspaces({e.workspace_id for e in decoded})
-            async with JourneyUnitOfWork(sessions) as uow:
+            async with JourneyUnitOfWork(sessions, cache=cache) as uow:
                 handled += await handle_events(
                     uow,
                     decoded,
@@ -975,6 +983,9 @@ async def run_events(
         "intel": intel,
         "email_sessions": email,
         "sessions": stream.sessions,
+        "state_cache": state_cache,
+        "state_cache_hits": None if cache is None else cache.hits,
+        "state_cache_misses": None if cache is None else cache.misses,
         **_rates(durations, batch_size, cold),
         "cpu_us_per_event": _cpu_per_event(cpu, batch_size, cold),
         **_cold(durations, cold, batch_size, analyze_s),
@@ -1323,6 +1334,12 @@ def child_main(argv: list[str] | None = None) -> int:
     ev.add_argument("--analyze-after", type=int, default=0, help="events before an ANALYZE")
     ev.add_argument("--intel", choices=("default", "off", "on"), default="default")
     ev.add_argument("--email", action="store_true", help="marketing-email sessions too")
+    ev.add_argument(
+        "--state-cache",
+        type=int,
+        default=None,
+        help="states the consumer keeps (default: journey_state_cache's default; 0: none)",
+    )
     tm = sub.add_parser("timers")
     for p in (st, tm):
         p.add_argument("--url", required=True)
@@ -1357,6 +1374,7 @@ def child_main(argv: list[str] | None = None) -> int:
                 analyze_after=args.analyze_after,
                 intel=args.intel,
                 email=args.email,
+                state_cache=args.state_cache,
             )
         )
     else:

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.journey.adapters.definitions import DatabaseCatalogs
 from services.journey.adapters.files import load_catalog
 from services.journey.adapters.intelligence_config import DatabaseIntel
+from services.journey.adapters.state_cache import StateCache
 from services.journey.adapters.tables import outbox
 from services.journey.adapters.workspace_settings import DatabasePolicies
 from services.journey.domain.catalog import JourneyCatalog
@@ -74,6 +75,9 @@ class JourneyWorker(ConsumerWorker):
         )
         self._sessions = session_factory(engine)
         self._clock = clock
+        self.state_cache = (
+            StateCache(settings.journey_state_cache) if settings.journey_state_cache else None
+        )
         publisher = bus.publisher()
         super().__init__(
             name=GROUP,
@@ -122,7 +126,7 @@ class JourneyWorker(ConsumerWorker):
         workspaces = {e.workspace_id for e in events}
         policies = await self.policies.for_workspaces(workspaces)
         intel = await self.intel.for_workspaces(workspaces)
-        async with JourneyUnitOfWork(self._sessions) as uow:
+        async with JourneyUnitOfWork(self._sessions, cache=self.state_cache) as uow:
             await handle_events(
                 uow, events, catalog=catalog, policies=policies, now=self._clock.now(), intel=intel
             )

@@ -25,6 +25,14 @@ class JourneySettings(CommonSettings):
     journey_batch_size: int = Field(
         500, ge=1, le=10_000, description="Events consumed and committed per transaction."
     )
+    journey_state_cache: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="Customer states the event consumer keeps in memory after committing them, "
+        "so that the next events of the same customers skip reading and decoding their rows "
+        "(a row changed by anyone else is read again). 0 turns the cache off.",
+    )
     journey_poll_timeout: float = Field(
         0.5, gt=0, description="Seconds a poll waits for the first record."
     )

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.journey.adapters.state_cache import StateCache, new_stamp
 from services.journey.adapters.tables import (
     activity,
     backfills,
@@ -134,11 +135,21 @@ _MEMBER_AGAIN = OnConflict(("workspace_id", "segment_id", "customer_id"), take=(
 RECORDED_KINDS = frozenset({"skipped", "held", "exited", "goal"})
 
 
-class CustomerStates:
-    """Load and save ``CustomerState``: the profile row, the tracked runs and the timers."""
+class StateCacheMismatch(AssertionError):
+    """A state taken from the ``StateCache`` differs from its row (``StateCache.verify``)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+
+class CustomerStates:
+    """Load and save ``CustomerState``: the profile row, the tracked runs and the timers.
+
+    With a ``StateCache``, ``load`` takes the states the cache holds under the rows' current
+    stamps and reads only the others; ``saved`` lists what ``save`` wrote, with its stamp, for
+    the unit of work to hand to the cache once the transaction committed."""
+
+    def __init__(self, session: AsyncSession, cache: StateCache | None = None) -> None:
         self._session = session
+        self._cache = cache
+        self.saved: list[tuple[int, list[CustomerState]]] = []
 
     async def load(
         self, keys: Iterable[tuple[str, str]], *, now: datetime, lock: bool
@@ -146,66 +157,122 @@ class CustomerStates:
         """States of these customers; new customers are absent. ``lock`` takes the customers'
         rows FOR UPDATE (PostgreSQL), in key order so that two transactions never deadlock:
         an event and a timer of the same customer then run one after the other."""
-        c, i = customers, instances
         states: dict[tuple[str, str], CustomerState] = {}
+        cache = self._cache
         for workspace, ids in sorted(by_workspace(keys).items()):
+            if cache is None:
+                await self._read(workspace, ids, now=now, lock=lock, states=states)
+                continue
+            c = customers
             query = (
-                select(*_LOADED)
+                select(c.c.customer_id, c.c.stamp)
                 .where(c.c.workspace_id == workspace, one_of(self._session, c.c.customer_id, ids))
                 .order_by(c.c.customer_id)
             )
             if lock:
                 query = query.with_for_update()
+            unread: list[str] = []
             for r in await self._session.execute(query):
-                states[(workspace, r.customer_id)] = CustomerState(
-                    workspace_id=workspace,
-                    customer_id=r.customer_id,
-                    traits=dict(r.traits),
-                    scores=dict(r.scores),
-                    first_seen_at=r.first_seen_at,
-                    last_seen_at=r.last_seen_at,
-                    entries={j: _when(at) for j, at in r.entries.items()},
-                    ledger=tuple((_when(at), channel) for at, channel in r.ledger),
-                    schedules={j: _when(at) for j, at in r.schedules.items()},
-                    facts=Facts.from_row(
-                        profile=load_facts_json(r.profile),
-                        lead=load_facts_json(r.lead),
-                        segment_state=load_facts_json(r.segment_state),
-                        insights=load_facts_json(r.insights),
-                        timeline=load_facts_json(r.timeline),
-                        stage=r.stage,
-                        due=None,
-                    ),
-                    stored=True,
+                state = cache.take((workspace, r.customer_id), r.stamp, now)
+                if state is None:
+                    unread.append(r.customer_id)
+                else:
+                    states[(workspace, r.customer_id)] = state
+            if cache.verify:
+                await self._verify(
+                    workspace, [i for i in ids if (workspace, i) in states], states, now
                 )
-            tracked = or_(
-                i.c.status == "active",
-                and_(i.c.goal_at.is_(None), i.c.goal_until >= now),
-            )
-            rows = await self._session.execute(
-                select(i).where(
-                    i.c.workspace_id == workspace,
-                    one_of(self._session, i.c.customer_id, ids),
-                    tracked,
-                )
-            )
-            for r in rows:
-                state = states.get((workspace, r.customer_id))
-                if state is not None:
-                    state.instances[r.run_id] = _instance(r)
-            t = timers
-            rows = await self._session.execute(
-                select(t.c.customer_id, t.c.due_at).where(
-                    t.c.workspace_id == workspace,
-                    one_of(self._session, t.c.customer_id, ids),
-                    t.c.name == INTEL_TIMER,
-                )
-            )
-            for r in rows:
-                state = states.get((workspace, r.customer_id))
-                if state is not None:
-                    state.facts.due = r.due_at
+            if unread:
+                await self._read(workspace, unread, now=now, lock=False, states=states)
         return states
+
+    async def _verify(
+        self,
+        workspace: str,
+        ids: list[str],
+        states: dict[tuple[str, str], CustomerState],
+        now: datetime,
+    ) -> None:
+        """``StateCache.verify``: each state the cache gave against the state its row gives."""
+        if not ids:
+            return
+        read: dict[tuple[str, str], CustomerState] = {}
+        await self._read(workspace, ids, now=now, lock=False, states=read)
+        for key, state in read.items():
+            cached, stored = snapshot(states[key]), snapshot(state)
+            if cached != stored:
+                differ = {
+                    k: (cached.get(k), stored[k]) for k in stored if cached.get(k) != stored[k]
+                }
+                raise StateCacheMismatch(f"{key}: the cached state differs in {differ}")
+
+    async def _read(
+        self,
+        workspace: str,
+        ids: list[str],
+        *,
+        now: datetime,
+        lock: bool,
+        states: dict[tuple[str, str], CustomerState],
+    ) -> None:
+        """Read these customers' rows, tracked runs and intelligence timer into ``states``."""
+        c, i = customers, instances
+        query = (
+            select(*_LOADED)
+            .where(c.c.workspace_id == workspace, one_of(self._session, c.c.customer_id, ids))
+            .order_by(c.c.customer_id)
+        )
+        if lock:
+            query = query.with_for_update()
+        for r in await self._session.execute(query):
+            states[(workspace, r.customer_id)] = CustomerState(
+                workspace_id=workspace,
+                customer_id=r.customer_id,
+                traits=dict(r.traits),
+                scores=dict(r.scores),
+                first_seen_at=r.first_seen_at,
+                last_seen_at=r.last_seen_at,
+                entries={j: _when(at) for j, at in r.entries.items()},
+                ledger=tuple((_when(at), channel) for at, channel in r.ledger),
+                schedules={j: _when(at) for j, at in r.schedules.items()},
+                facts=Facts.from_row(
+                    profile=load_facts_json(r.profile),
+                    lead=load_facts_json(r.lead),
+                    segment_state=load_facts_json(r.segment_state),
+                    insights=load_facts_json(r.insights),
+                    timeline=load_facts_json(r.timeline),
+                    stage=r.stage,
+                    due=None,
+                ),
+                stored=True,
+            )
+        tracked = or_(
+            i.c.status == "active",
+            and_(i.c.goal_at.is_(None), i.c.goal_until >= now),
+        )
+        rows = await self._session.execute(
+            select(i).where(
+                i.c.workspace_id == workspace,
+                one_of(self._session, i.c.customer_id, ids),
+                tracked,
+            )
+        )
+        for r in rows:
+            state = states.get((workspace, r.customer_id))
+            if state is not None:
+                state.instances[r.run_id] = _instance(r)
+        t = timers
+        rows = await self._session.execute(
+            select(t.c.customer_id, t.c.due_at).where(
+                t.c.workspace_id == workspace,
+                one_of(self._session, t.c.customer_id, ids),
+                t.c.name == INTEL_TIMER,
+            )
+        )
+        for r in rows:
+            state = states.get((workspace, r.customer_id))
+            if state is not None:
+                state.facts.due = r.due_at
 
     async def keys_after(
         self, workspace: str | None, after: tuple[str, str] | None, limit: int
@@ -234,12 +301,16 @@ class CustomerStates:
         known_profiles: list[dict[str, Any]] = []
         timer_rows: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
+        stamp = new_stamp()
+        saved: list[CustomerState] = []
         for state in states:
+            saved.append(state)
             row = profile_row(state)
+            row["stamp"] = stamp
             if state.stored:
                 known_profiles.append(row)
             else:
-                new_profiles.append({**row, "first_seen_at": state.first_seen_at})
+                new_profiles.append(row)
                 state.stored = True
             key = (state.workspace_id, state.customer_id)
             before = timers_before.get(key, {})
@@ -262,7 +333,7 @@ class CustomerStates:
             )
         session = self._session
         await bulk.update_rows(
-            session, customers, known_profiles, keys=_KEYS, columns=_PROFILE_COLUMNS
+            session, customers, known_profiles, keys=_KEYS, columns=_SAVED_COLUMNS
         )
         if new_profiles:
             await session.execute(
@@ -282,6 +353,7 @@ class CustomerStates:
         if gone:
             await session.execute(_DELETE_TIMER, gone)
         await bulk.insert_rows(session, timers, timer_rows, on_conflict=_TIMER_MOVED)
+        self.saved.append((stamp, saved))
 
     async def record_orders(self, recorded: Iterable[tuple[CustomerState, OrderRecord]]) -> None:
         """Append new orders to the order log and mark cancelled ones (the models' input)."""
@@ -636,13 +708,15 @@ def facts_columns(facts: Facts) -> dict[str, Any]:
 
 
 def profile_row(state: CustomerState) -> dict[str, Any]:
-    """The row of a profile update for ``state`` (``w``, ``c`` and every profile column); an
-    insert adds ``first_seen_at``."""
+    """The row of a profile update or insert for ``state``: ``w``, ``c`` and every profile
+    column (``save`` adds the stamp). ``first_seen_at`` is among them: an event older than the
+    first one seen (an import, a merge with an older record) moves it earlier."""
     return {
         "w": state.workspace_id,
         "c": state.customer_id,
         "traits": state.traits,
         "scores": state.scores,
+        "first_seen_at": state.first_seen_at,
         "last_seen_at": state.last_seen_at,
         "entries": {j: _iso(at) for j, at in state.entries.items()},
         "ledger": [[_iso(at), channel] for at, channel in state.ledger],
@@ -651,15 +725,27 @@ def profile_row(state: CustomerState) -> dict[str, Any]:
     }
 
 
+def snapshot(state: CustomerState) -> dict[str, Any]:
+    """What a load gives of ``state``, as comparable values: its profile row, its tracked runs'
+    rows and its intelligence timer."""
+    row = profile_row(state)
+    row["instances"] = {r: _instance_row(i) for r, i in sorted(state.instances.items())}
+    row["due"] = state.facts.due
+    return row
+
+
 _PROFILE_COLUMNS = (
     "traits",
     "scores",
+    "first_seen_at",
     "last_seen_at",
     "entries",
     "ledger",
     "schedules",
     *FACTS_COLUMNS,
 )
+_SAVED_COLUMNS = (*_PROFILE_COLUMNS, "stamp")
+"""What ``save`` sets on a stored customer's row: the profile and a new stamp."""
 
 _KEYS = {"w": "workspace_id", "c": "customer_id"}
 

@@ -50,6 +50,13 @@ customers = Table(
     Column("first_order_at", UtcDateTime(), nullable=True),
     Column("last_order_at", UtcDateTime(), nullable=True),
     Column("revenue", Float, nullable=False, server_default=text("0")),
+    Column(
+        "stamp",
+        BigInteger,
+        nullable=True,
+        doc="random number written by each save; NULL once another writer changed the row "
+        "(j0007's trigger): a cached state is trusted only while its stamp is still there",
+    ),
     Index("ix_journey_customers_stage", "workspace_id", "stage"),
 )
 

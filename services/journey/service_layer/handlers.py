@@ -3,7 +3,9 @@ or due timers with the domain, and write state, timers, activity, idempotency ma
 records in one transaction. Nothing is published from here.
 
 Query count is constant per batch: duplicates, states and runs are each loaded with one query per
-workspace for the whole batch, and written with one statement per table.
+workspace for the whole batch, and written with one statement per table. With the event
+consumer's ``StateCache``, states are first locked and their stamps read; only the rows it does
+not hold under those stamps are read in full.
 """
 
 from __future__ import annotations
