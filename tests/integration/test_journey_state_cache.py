@@ -145,7 +145,7 @@ async def test_with_and_without_the_cache_alike(tmp_path: Path) -> None:
     assert cached_records == records
 
 
-def _signup(number: int, customer: str = "c1", **traits: Any) -> EventEnvelope:
+def _identify(number: int, customer: str = "c1", **traits: Any) -> EventEnvelope:
     return EventEnvelope.model_validate(
         {
             "event_id": f"s{number}",
@@ -178,18 +178,18 @@ async def _traits(engine: AsyncEngine, customer: str = "c1") -> dict[str, Any]:
 
 async def test_a_state_unlike_its_row_is_caught_by_verify(engine: AsyncEngine) -> None:
     cache = StateCache(10, verify=True)
-    await _apply(engine, cache, _signup(1, plan="free"))
+    await _apply(engine, cache, _identify(1, plan="free"))
     [(_, state)] = list(cache._entries.values())
     state.traits["plan"] = "gold"  # a change no transaction wrote
     with pytest.raises(StateCacheMismatch, match=r"\('demo', 'c1'\).*traits"):
-        await _apply(engine, cache, _signup(2, vip=True))
+        await _apply(engine, cache, _identify(2, vip=True))
 
 
 async def test_a_row_saved_by_another_process_is_read_again(engine: AsyncEngine) -> None:
     ours = StateCache(10, verify=True)
-    await _apply(engine, ours, _signup(1, plan="free"))
-    await _apply(engine, None, _signup(2, plan="gold"))  # another replica, after a rebalance
-    await _apply(engine, ours, _signup(3, vip=True))
+    await _apply(engine, ours, _identify(1, plan="free"))
+    await _apply(engine, None, _identify(2, plan="gold"))  # another replica, after a rebalance
+    await _apply(engine, ours, _identify(3, vip=True))
     assert (ours.hits, ours.misses) == (0, 1)
     assert await _traits(engine) == {"plan": "gold", "vip": True}
 
@@ -198,14 +198,14 @@ async def test_a_row_changed_without_a_stamp_is_read_again(engine: AsyncEngine) 
     """A writer that does not know the stamp (an older replica during a rolling upgrade, SQL
     typed by hand): the j0007 trigger clears the stamp its UPDATE left."""
     ours = StateCache(10, verify=True)
-    await _apply(engine, ours, _signup(1, plan="free"))
+    await _apply(engine, ours, _identify(1, plan="free"))
     async with engine.begin() as conn:
         await conn.execute(
             update(customers).where(customers.c.customer_id == "c1").values(traits={"plan": "gold"})
         )
         stamp = (await conn.execute(select(customers.c.stamp))).scalar_one()
     assert stamp is None
-    await _apply(engine, ours, _signup(2, vip=True))
+    await _apply(engine, ours, _identify(2, vip=True))
     assert (ours.hits, ours.misses) == (0, 1)
     assert await _traits(engine) == {"plan": "gold", "vip": True}
 
@@ -214,7 +214,7 @@ async def test_the_stamp_moves_with_each_save(engine: AsyncEngine) -> None:
     ours = StateCache(10)
     stamps = []
     for n in range(3):
-        await _apply(engine, ours, _signup(n, visits=n))
+        await _apply(engine, ours, _identify(n, visits=n))
         async with engine.connect() as conn:
             stamps.append((await conn.execute(select(customers.c.stamp))).scalar_one())
     assert None not in stamps and len(set(stamps)) == 3
@@ -224,35 +224,35 @@ async def test_the_stamp_moves_with_each_save(engine: AsyncEngine) -> None:
 
 async def test_a_failed_transaction_leaves_nothing_in_the_cache(engine: AsyncEngine) -> None:
     ours = StateCache(10, verify=True)
-    await _apply(engine, ours, _signup(1, plan="free"))
+    await _apply(engine, ours, _identify(1, plan="free"))
     async with JourneyUnitOfWork(session_factory(engine), cache=ours) as uow:
         # A batch that loads and saves, then fails before its commit (rolled back on leaving).
         [state] = (await uow.states.load([("demo", "c1")], now=START, lock=True)).values()
         state.traits["plan"] = "gold"
         await uow.states.save([state], timers_before={}, new_runs=[], changed_runs=[])
     assert len(ours) == 0
-    await _apply(engine, ours, _signup(3, vip=True))
+    await _apply(engine, ours, _identify(3, vip=True))
     assert (ours.hits, ours.misses) == (1, 1)
     assert await _traits(engine) == {"plan": "free", "vip": True}
 
 
 async def test_an_erased_customer_starts_anew(engine: AsyncEngine) -> None:
     ours = StateCache(10, verify=True)
-    await _apply(engine, ours, _signup(1, plan="free"))
+    await _apply(engine, ours, _identify(1, plan="free"))
     async with engine.begin() as conn:
         await conn.execute(text("DELETE FROM journey_customers"))
-    await _apply(engine, ours, _signup(2, vip=True))
+    await _apply(engine, ours, _identify(2, vip=True))
     assert await _traits(engine) == {"vip": True}
-    await _apply(engine, ours, _signup(3, seen=2))
+    await _apply(engine, ours, _identify(3, seen=2))
     assert await _traits(engine) == {"vip": True, "seen": 2}
     assert ours.hits == 1
 
 
 async def test_the_cache_holds_at_most_its_size(engine: AsyncEngine) -> None:
     ours = StateCache(3)
-    await _apply(engine, ours, *(_signup(k, f"c{k}", n=k) for k in range(5)))
+    await _apply(engine, ours, *(_identify(k, f"c{k}", n=k) for k in range(5)))
     assert len(ours) == 3
-    await _apply(engine, ours, _signup(9, "c0", n=10), _signup(10, "c4", n=11))
+    await _apply(engine, ours, _identify(9, "c0", n=10), _identify(10, "c4", n=11))
     assert (ours.hits, ours.misses) == (1, 1)  # c4 kept, c0 dropped
     assert await _traits(engine, "c0") == {"n": 10}
 
@@ -260,8 +260,8 @@ async def test_the_cache_holds_at_most_its_size(engine: AsyncEngine) -> None:
 async def test_an_older_event_moves_first_seen_earlier_in_the_row(engine: AsyncEngine) -> None:
     """A stored customer's ``first_seen_at`` is saved too (it once went in with the insert
     only, and a state held in memory would have shown what its row did not)."""
-    await _apply(engine, None, _signup(1))
-    older = _signup(2).model_copy(update={"occurred_at": START - timedelta(days=3)})
+    await _apply(engine, None, _identify(1))
+    older = _identify(2).model_copy(update={"occurred_at": START - timedelta(days=3)})
     await _apply(engine, None, older)
     async with engine.connect() as conn:
         first_seen = (await conn.execute(select(customers.c.first_seen_at))).scalar_one()

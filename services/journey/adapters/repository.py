@@ -142,9 +142,10 @@ class StateCacheMismatch(AssertionError):
 class CustomerStates:
     """Load and save ``CustomerState``: the profile row, the tracked runs and the timers.
 
-    With a ``StateCache``, ``load`` takes the states the cache holds under the rows' current
-    stamps and reads only the others; ``saved`` lists what ``save`` wrote, with its stamp, for
-    the unit of work to hand to the cache once the transaction committed."""
+    Every save writes a new stamp on its rows. With a ``StateCache``, ``load`` takes the states
+    the cache holds under the rows' current stamps and reads only the others, and ``saved``
+    lists what ``save`` wrote, with its stamp, for the unit of work to hand to the cache once
+    the transaction committed."""
 
     def __init__(self, session: AsyncSession, cache: StateCache | None = None) -> None:
         self._session = session
@@ -172,12 +173,14 @@ class CustomerStates:
             if lock:
                 query = query.with_for_update()
             unread: list[str] = []
+            before = len(states)
             for r in await self._session.execute(query):
                 state = cache.take((workspace, r.customer_id), r.stamp, now)
                 if state is None:
                     unread.append(r.customer_id)
                 else:
                     states[(workspace, r.customer_id)] = state
+            cache.count(hits=len(states) - before, misses=len(unread))
             if cache.verify:
                 await self._verify(
                     workspace, [i for i in ids if (workspace, i) in states], states, now
@@ -302,9 +305,8 @@ class CustomerStates:
         timer_rows: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         stamp = new_stamp()
-        saved: list[CustomerState] = []
-        for state in states:
-            saved.append(state)
+        saved = list(states)
+        for state in saved:
             row = profile_row(state)
             row["stamp"] = stamp
             if state.stored:
@@ -353,7 +355,8 @@ class CustomerStates:
         if gone:
             await session.execute(_DELETE_TIMER, gone)
         await bulk.insert_rows(session, timers, timer_rows, on_conflict=_TIMER_MOVED)
-        self.saved.append((stamp, saved))
+        if self._cache is not None:
+            self.saved.append((stamp, saved))
 
     async def record_orders(self, recorded: Iterable[tuple[CustomerState, OrderRecord]]) -> None:
         """Append new orders to the order log and mark cancelled ones (the models' input)."""

@@ -69,15 +69,18 @@ class StateCache:
     def take(self, key: Key, stamp: int | None, now: datetime) -> CustomerState | None:
         """The state of ``key`` if the cache holds it under ``stamp`` (the row's stamp, read
         under the row's lock), as ``CustomerStates.load`` would build it at ``now``; it leaves
-        the cache either way."""
+        the cache either way. The caller counts the lookups of its batch (``count``)."""
         entry = self._entries.pop(key, None)
         if entry is None or stamp is None or entry[0] != stamp:
-            self.misses += 1
-            _MISS.inc()
             return None
-        self.hits += 1
-        _HIT.inc()
         return _as_loaded(entry[1], now)
+
+    def count(self, *, hits: int, misses: int) -> None:
+        """A batch's lookups: the cache's own tallies and the metric, once per batch."""
+        self.hits += hits
+        self.misses += misses
+        _HIT.inc(hits)
+        _MISS.inc(misses)
 
     def keep(self, states: Iterable[CustomerState], stamp: int) -> None:
         """Hold ``states``, committed with ``stamp``, dropping the least recently kept beyond
@@ -89,9 +92,6 @@ class StateCache:
             entries[key] = (stamp, state)
         while len(entries) > self.size:
             entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _as_loaded(state: CustomerState, now: datetime) -> CustomerState:

@@ -8,7 +8,7 @@ typed by hand) changes the row without a stamp, and no cache trusts the row agai
 service saves it anew. Rows from before this migration have none. Inserts by such a writer leave
 it NULL too.
 
-The downgrade drops the triggers and the column.
+The downgrade drops the trigger (and on PostgreSQL its function) and the column.
 
 Revision ID: j0007
 Revises: j0006
