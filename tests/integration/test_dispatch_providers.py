@@ -223,7 +223,9 @@ def fakes(servers: dict[str, Case]) -> dict[str, Case]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=TIMEOUT) as c:
+    # The short timeout is for answers (an answer later than it is ambiguous); connecting to
+    # a fake on this machine may wait longer while the whole suite runs in parallel.
+    async with httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, connect=10.0)) as c:
         yield c
 
 
