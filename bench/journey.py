@@ -21,6 +21,9 @@ migrated database, after another child seeded it, so that a child's peak RSS is 
    clock jumps past the window: every timer left is due at once and the pollers catch up, which
    measures their capacity with a large backlog.
 3. Memory: the event stream at several customer counts; peak RSS of each child.
+4. Timers beside a saturated consumer: fewer timers at the same rate, fired by the same poller
+   while the event consumer runs flat out in the same event loop and engine (``Saturation``), as
+   in ``JourneyWorker``; the timers' lateness and both rates.
 """
 
 from __future__ import annotations
@@ -127,13 +130,21 @@ class EventStream:
 
     ``email``: 20 % of the sessions are a marketing email's events as dispatch and the provider
     webhooks report them (``message_sent``, ``message_delivered``; 60 % opened, 40 % of those
-    clicked, then the landing page), the others keep their proportions.
+    clicked, then the landing page), the others keep their proportions. ``first``: the number of
+    the first customer (customers ``first`` to ``first + customers - 1``).
     """
 
     def __init__(
-        self, customers: int, *, seed: int = 7, concurrent: int = 2000, email: bool = False
+        self,
+        customers: int,
+        *,
+        seed: int = 7,
+        concurrent: int = 2000,
+        email: bool = False,
+        first: int = 0,
     ) -> None:
         self.customers = customers
+        self.first = first
         self.rng = random.Random(seed)
         self._kinds = EMAIL_SESSION_KINDS if email else SESSION_KINDS
         self._weights = EMAIL_SESSION_WEIGHTS if email else SESSION_WEIGHTS
@@ -149,7 +160,7 @@ class EventStream:
             mult += 1
         k = 0
         while True:
-            yield (k * mult + 12345) % n
+            yield self.first + (k * mult + 12345) % n
             k += 1
 
     def _session(self, c: int) -> list[Planned]:
@@ -893,6 +904,55 @@ async def analyze(engine: Any) -> float:
     return round(time.perf_counter() - begin, 2)
 
 
+class Consumer:
+    """What ``JourneyWorker.handle`` does with a batch of records, the relay and poller
+    notifications aside: decode, then ``handle_events`` in one unit of work with the state
+    cache. ``state_cache``: the states kept; None takes ``journey_state_cache``'s default, as
+    ``JourneyWorker`` does, and 0 runs without one."""
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        journeys: bool = True,
+        state_cache: int | None = None,
+        intel: str = "default",
+    ) -> None:
+        from services.journey.adapters.state_cache import StateCache
+        from services.journey.service_layer.sources import StaticCatalogs, StaticPolicies
+        from shared.db.engine import session_factory
+
+        self.sessions = session_factory(engine)
+        self.catalogs = StaticCatalogs(catalog(with_journeys=journeys))
+        self.policies = StaticPolicies()
+        rules = intel_rules(intel)
+        self.intel = None if rules is None else {WORKSPACE: rules}
+        if state_cache is None:
+            from services.journey.settings import JourneySettings
+
+            state_cache = int(JourneySettings.model_fields["journey_state_cache"].default)
+        self.state_cache = state_cache
+        self.cache = StateCache(state_cache) if state_cache else None
+
+    async def handle(self, records: list[StreamRecord]) -> int:
+        from services.journey import bootstrap
+        from services.journey.service_layer.handlers import handle_events
+        from services.journey.service_layer.uow import JourneyUnitOfWork
+
+        decoded = bootstrap.decode_events(records)  # type: ignore[arg-type]
+        cat = await self.catalogs.current()
+        policies = await self.policies.for_workspaces({e.workspace_id for e in decoded})
+        async with JourneyUnitOfWork(self.sessions, cache=self.cache) as uow:
+            return await handle_events(
+                uow,
+                decoded,
+                catalog=cat,
+                policies=policies,
+                now=datetime.now(UTC),
+                intel=self.intel,
+            )
+
+
 async def run_events(
     url: str,
     *,
@@ -913,25 +973,12 @@ async def run_events(
     ``journey_state_cache``'s default, as ``JourneyWorker`` does, and 0 runs without one."""
     phases = Phases(EVENT_PHASES).install()
     statements = Statements().install()
-    from services.journey import bootstrap
-    from services.journey.adapters.state_cache import StateCache
-    from services.journey.service_layer.handlers import handle_events
-    from services.journey.service_layer.sources import StaticCatalogs, StaticPolicies
-    from services.journey.service_layer.uow import JourneyUnitOfWork
-    from shared.db.engine import create_engine, session_factory
+    from shared.db.engine import create_engine
 
     engine = create_engine(url)
-    sessions = session_factory(engine)
-    catalogs = StaticCatalogs(catalog(with_journeys=journeys))
-    policies_source = StaticPolicies()
-    rules = intel_rules(intel)
-    workspace_rules = None if rules is None else {WORKSPACE: rules}
+    consumer = Consumer(engine, journeys=journeys, state_cache=state_cache, intel=intel)
+    cache = consumer.cache
     stream = EventStream(customers, seed=seed, email=email)
-    if state_cache is None:
-        from services.journey.settings import JourneySettings
-
-        state_cache = int(JourneySettings.model_fields["journey_state_cache"].default)
-    cache = StateCache(state_cache) if state_cache else None
     durations: list[float] = []
     cpu: list[float] = []  # CPU of this process (all its threads, aiosqlite's too) per batch
     handled = 0
@@ -948,19 +995,7 @@ async def run_events(
             records = stream.batch(min(batch_size, events - sent), datetime.now(UTC))
             sent += len(records)
             begin, cpu_begin = time.perf_counter(), time.process_time()
-            # What JourneyWorker.handle does, the relay and poller notifications aside.
-            decoded = bootstrap.decode_events(records)  # type: ignore[arg-type]
-            cat = await catalogs.current()
-            policies = await policies_source.for_workspaces({e.workspace_id for e in decoded})
-            async with JourneyUnitOfWork(sessions, cache=cache) as uow:
-                handled += await handle_events(
-                    uow,
-                    decoded,
-                    catalog=cat,
-                    policies=policies,
-                    now=datetime.now(UTC),
-                    intel=workspace_rules,
-                )
+            handled += await consumer.handle(records)
             durations.append(time.perf_counter() - begin)
             cpu.append(time.process_time() - cpu_begin)
             if len(durations) == max(1, events // batch_size // 10):
@@ -979,11 +1014,11 @@ async def run_events(
         "events": sent,
         "handled": handled,
         "batch_size": batch_size,
-        "journeys": len(catalogs.catalog),
+        "journeys": len(consumer.catalogs.catalog),
         "intel": intel,
         "email_sessions": email,
         "sessions": stream.sessions,
-        "state_cache": state_cache,
+        "state_cache": consumer.state_cache,
         "state_cache_hits": None if cache is None else cache.hits,
         "state_cache_misses": None if cache is None else cache.misses,
         **_rates(durations, batch_size, cold),
@@ -1150,6 +1185,44 @@ async def _poll(
     return int(_fired_total() - before), time.perf_counter() - started, progress
 
 
+@dataclass
+class Saturation:
+    """The event consumer run flat out beside the pollers, in the same event loop (as in
+    ``JourneyWorker``): batches of ``batch_size`` from a stream over ``customers`` customers
+    numbered from ``first``, each handled as soon as the last one committed."""
+
+    batch_size: int
+    customers: int
+    first: int
+    handled: int = 0
+    durations: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    async def run(self, engine: Any, stop: asyncio.Event) -> None:
+        consumer = Consumer(engine)
+        stream = EventStream(self.customers, first=self.first)
+        started = time.perf_counter()
+        while not stop.is_set():
+            records = stream.batch(self.batch_size, datetime.now(UTC))
+            begin = time.perf_counter()
+            self.handled += await consumer.handle(records)
+            self.durations.append(time.perf_counter() - begin)
+            await asyncio.sleep(0)  # the consumer runner's await on the bus
+        self.elapsed = time.perf_counter() - started
+
+    def summary(self) -> dict[str, Any]:
+        durations = sorted(self.durations)
+        return {
+            "batch_size": self.batch_size,
+            "customers": self.customers,
+            "handled": self.handled,
+            "seconds": round(self.elapsed, 1),
+            "events_per_s": round(self.handled / self.elapsed) if self.elapsed else None,
+            "batch_p50_s": _round(percentile(durations, 50)),
+            "batch_p99_s": _round(percentile(durations, 99)),
+        }
+
+
 async def run_timers(
     url: str,
     *,
@@ -1161,7 +1234,11 @@ async def run_timers(
     pollers: int,
     batch_size: int,
     poll_interval: float,
+    events_batch: int = 0,
+    events_customers: int = 100_000,
 ) -> dict[str, Any]:
+    """``events_batch``: with the event consumer saturated beside the pollers while they fire
+    on time (``Saturation``, over customers other than the timers'); 0: the pollers alone."""
     from sqlalchemy import text
 
     from shared.db.engine import create_engine
@@ -1178,19 +1255,29 @@ async def run_timers(
 
     settle_heap()  # as every `ciclo serve` process does once started
     rss_start = rss_mb()
+    saturation = (
+        Saturation(events_batch, events_customers, first=seed.customers) if events_batch else None
+    )
+    stop_events = asyncio.Event()
+    consuming = asyncio.create_task(saturation.run(engine, stop_events)) if saturation else None
     # On time: the pollers start now, which is `base` on their clock; the first run is due
     # `lead` seconds later.
     offset = base - datetime.now(UTC)
-    fired_a, elapsed_a, progress_a = await _poll(
-        engine,
-        offset=offset,
-        seconds=seed.lead + seconds,
-        pollers=pollers,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        rounds=rounds,
-        stop_when=timers,
-    )
+    try:
+        fired_a, elapsed_a, progress_a = await _poll(
+            engine,
+            offset=offset,
+            seconds=seed.lead + seconds,
+            pollers=pollers,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            rounds=rounds,
+            stop_when=timers,
+        )
+    finally:
+        stop_events.set()
+        if consuming is not None:
+            await consuming
     stop_a = datetime.now(UTC) + offset
     phase_a = dict(phases.seconds)
     rounds_a = len(rounds.committed)
@@ -1205,17 +1292,19 @@ async def run_timers(
     for key in phases.seconds:
         phases.seconds[key] = 0.0
     phases_fire.seconds["fire_due"] = 0.0
-    fired_b, elapsed_b, progress_b = await _poll(
-        engine,
-        offset=offset_b,
-        seconds=catchup,
-        pollers=pollers,
-        batch_size=batch_size,
-        poll_interval=poll_interval,
-        rounds=rounds,
-        stop_when=left_before,
-    )
-    _log(f"catch-up: fired {fired_b:,} in {elapsed_b:.1f}s")
+    fired_b, elapsed_b, progress_b = 0, 0.0, list[tuple[float, int]]()
+    if catchup > 0:
+        fired_b, elapsed_b, progress_b = await _poll(
+            engine,
+            offset=offset_b,
+            seconds=catchup,
+            pollers=pollers,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            rounds=rounds,
+            stop_when=left_before,
+        )
+        _log(f"catch-up: fired {fired_b:,} in {elapsed_b:.1f}s")
     statements_b = statements.per_batch(len(rounds.committed) - rounds_a)
     rss_end = rss_mb()
     peak = peak_rss_mb()
@@ -1228,7 +1317,7 @@ async def run_timers(
             await conn.execute(
                 text(
                     "SELECT run_id, updated_at FROM journey_instances "
-                    "WHERE updated_at >= :base AND updated_at < :jump"
+                    "WHERE updated_at >= :base AND updated_at < :jump AND run_id LIKE 'bench%'"
                 ),
                 {"base": _db_when(url, base), "jump": _db_when(url, jump)},
             )
@@ -1306,6 +1395,7 @@ async def run_timers(
             "progress": progress_b[:: max(1, len(progress_b) // 20)],
         },
         "rounds": len(rounds.committed),
+        "events": saturation.summary() if saturation else None,
         "rss_mb": {"start": rss_start, "end": rss_end},
         "peak_rss_mb": peak,
     }
@@ -1351,6 +1441,12 @@ def child_main(argv: list[str] | None = None) -> int:
     tm.add_argument("--pollers", type=int, default=1)
     tm.add_argument("--batch-size", type=int, default=500)
     tm.add_argument("--poll-interval", type=float, default=0.2)
+    tm.add_argument(
+        "--events-batch",
+        type=int,
+        default=0,
+        help="the event consumer saturated beside the pollers, in batches of this size (0: none)",
+    )
     args = parser.parse_args(argv)
     import logging
 
@@ -1389,6 +1485,7 @@ def child_main(argv: list[str] | None = None) -> int:
                 pollers=args.pollers,
                 batch_size=args.batch_size,
                 poll_interval=args.poll_interval,
+                events_batch=args.events_batch,
             )
         )
     print("RESULT " + json.dumps(result, default=str), flush=True)
@@ -1417,6 +1514,11 @@ class JourneyPlan:
     timer_batch_size: int = 500  # journey_timer_batch_size's default
     poll_interval: float = 0.2  # journey_timer_poll_interval's default
     pollers: int = 1
+    # Timers due while the event consumer runs flat out in the same process: the same demand
+    # (timer_rate) over a shorter window, no catch-up.
+    busy_databases: tuple[str, ...] = ("sqlite", "postgresql")
+    busy_timers: int = 100_000
+    busy_seconds: float = 30.0
 
     @property
     def window(self) -> float:
@@ -1610,6 +1712,13 @@ def measure(
         result = attempt(name, partial_(timers_run, plan, kind, work_dir, postgres, log_dir, log))
         if result is not None:
             out["timers"][kind] = result
+    out["busy"] = {}
+    for kind in plan.busy_databases:
+        name = f"timers-{kind}-busy"
+        run = functools.partial(timers_run, plan, kind, work_dir, postgres, log_dir, log, busy=True)
+        result = attempt(name, run)
+        if result is not None:
+            out["busy"][kind] = result
     out["summary"] = summarize(out, plan)
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
@@ -1635,47 +1744,56 @@ def timers_run(
     postgres: str,
     log_dir: Path,
     log: Callable[[str], None],
+    *,
+    busy: bool = False,
 ) -> dict[str, Any]:
+    """The timers measurement; ``busy``: ``busy_timers`` of them at the same rate, with the
+    event consumer saturated beside the poller (batches of ``batch_size``), no catch-up."""
+    timers = plan.busy_timers if busy else plan.timers
+    name = f"timers-{kind}-busy" if busy else f"timers-{kind}"
     with database(kind, work_dir, postgres) as url:
         base = datetime.now(UTC).replace(microsecond=0).isoformat()
         common = [
             "--url",
             url,
             "--timers",
-            str(plan.timers),
+            str(timers),
             "--window",
-            str(plan.window),
+            str(timers / plan.timer_rate),
             "--base",
             base,
         ]
         seeded = _child(
-            ["seed-timers", *common], log_dir=log_dir, name=f"timers-{kind}-seed", timeout=1800
+            ["seed-timers", *common], log_dir=log_dir, name=f"{name}-seed", timeout=1800
         )
-        log(f"journey timers-{kind}: seeded {plan.timers:,} in {seeded['seed_s']}s")
+        log(f"journey {name}: seeded {timers:,} in {seeded['seed_s']}s")
         result = _child(
             [
                 "timers",
                 *common,
                 "--seconds",
-                str(plan.timer_seconds),
+                str(plan.busy_seconds if busy else plan.timer_seconds),
                 "--catchup",
-                str(plan.catchup_seconds),
+                str(0 if busy else plan.catchup_seconds),
                 "--pollers",
                 str(plan.pollers),
                 "--batch-size",
                 str(plan.timer_batch_size),
                 "--poll-interval",
                 str(plan.poll_interval),
+                "--events-batch",
+                str(plan.batch_size if busy else 0),
             ],
             log_dir=log_dir,
-            name=f"timers-{kind}",
+            name=name,
             timeout=1800,
         )
         result["seeded"] = seeded
         late = result["on_time"]["lateness_s"]
         log(
-            f"journey timers-{kind}: lateness p50 {late['p50']} s, p99 {late['p99']} s, "
-            f"max {late['max']} s; catch-up {result['catch_up']['fired_per_s']}/s"
+            f"journey {name}: lateness p50 {late['p50']} s, p99 {late['p99']} s, "
+            f"max {late['max']} s; catch-up {result['catch_up']['fired_per_s']}/s; "
+            f"events {(result.get('events') or {}).get('events_per_s')}/s"
         )
         return result
 
@@ -1700,6 +1818,14 @@ def summarize(out: dict[str, Any], plan: JourneyPlan) -> dict[str, Any]:
             "demanded_per_s": result["demanded_per_s"],
             "catch_up_per_s": result["catch_up"]["fired_per_s"],
         }
+    summary["busy"] = {
+        kind: {
+            "p99_s": result["on_time"]["lateness_s"]["p99"],
+            "timers_per_s": result["on_time"]["fired_per_s"],
+            "events_per_s": (result.get("events") or {}).get("events_per_s"),
+        }
+        for kind, result in out.get("busy", {}).items()
+    }
     points = out["memory"].get("by_customers", {})
     if len(points) >= 2:
         peaks = [p["peak_rss_mb"] for _, p in sorted(points.items(), key=lambda kv: int(kv[0]))]
