@@ -433,6 +433,12 @@ def _shares(phases: dict[str, float]) -> str:
     return ", ".join(f"{name} {share:.0%}" for name, share in top if share >= 0.005)
 
 
+def _lateness(run: dict[str, Any]) -> str:
+    """A timers run's on-time lateness: "p99 (p50 / max)", seconds."""
+    late = run["on_time"]["lateness_s"]
+    return f"{late['p99']} ({late['p50']} / {late['max']})"
+
+
 def render_journey(j: dict[str, Any]) -> list[str]:
     plan = j["plan"]
     events, timers, memory = j.get("events", {}), j.get("timers", {}), j.get("memory", {})
@@ -602,11 +608,7 @@ def render_journey(j: dict[str, Any]) -> list[str]:
             *(
                 cell(
                     k,
-                    lambda k: (
-                        f"{timers[k]['on_time']['lateness_s']['p99']} "
-                        f"({timers[k]['on_time']['lateness_s']['p50']} / "
-                        f"{timers[k]['on_time']['lateness_s']['max']})"
-                    ),
+                    lambda k: _lateness(timers[k]),
                 )
                 for k, _ in DBS
             ),
@@ -653,11 +655,7 @@ def render_journey(j: dict[str, Any]) -> list[str]:
                 *(
                     cell(
                         k,
-                        lambda k: (
-                            f"{busy[k]['on_time']['lateness_s']['p99']} "
-                            f"({busy[k]['on_time']['lateness_s']['p50']} / "
-                            f"{busy[k]['on_time']['lateness_s']['max']})"
-                        ),
+                        lambda k: _lateness(busy[k]),
                     )
                     for k, _ in DBS
                 ),
