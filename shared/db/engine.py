@@ -2,7 +2,8 @@
 
 SQLite runs in WAL mode and opens every transaction with ``BEGIN IMMEDIATE``: the embedded mode runs
 several writers in one process, and a deferred transaction that later upgrades to a write lock can
-fail with "database is locked" without waiting for the busy timeout.
+fail with "database is locked" without waiting for the busy timeout. Within one process the
+transactions of a database file take the write lock in arrival order (:mod:`shared.db.turns`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from shared.db.turns import install as install_turns
 from shared.errors import ConfigurationError
 
 
@@ -78,11 +80,11 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         engine = create_async_engine(
             url,
             echo=echo,
-            connect_args={"timeout": 30},
+            connect_args={"timeout": _BUSY_SECONDS},
             json_serializer=dumps_json,
             json_deserializer=loads_json,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, parsed.database)
         return engine
     if backend == "postgresql":
         if parsed.drivername != "postgresql+asyncpg":
@@ -101,7 +103,14 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     raise ConfigurationError(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+_BUSY_SECONDS = 30
+"""How long a SQLite transaction waits for the write lock: its turn in this process, then
+SQLite's busy timeout against other processes."""
+
+
+def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
+    turns = install_turns(engine, database, timeout=_BUSY_SECONDS)
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver so BEGIN IMMEDIATE below is the only BEGIN.
@@ -109,13 +118,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # After ``install_turns``'s own ``begin`` handler: this process's turn is taken.
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.give_back(connection.connection.dbapi_connection)
+            raise
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -1,0 +1,154 @@
+"""Write turns for a SQLite database: the transactions of one process take it in arrival order.
+
+SQLite lets one transaction write at a time, and every Ciclo transaction on SQLite takes the
+write lock as it begins (``BEGIN IMMEDIATE``, see :mod:`shared.db.engine`). Left to SQLite, a
+transaction that finds the lock taken waits in the busy handler, which sleeps between tries (up
+to 100 ms a sleep) without a queue, while the holder, once it commits, begins its next
+transaction at once and usually takes the lock again. Two loops of one process writing flat out
+(the journey consumer and its timer poller, or ingest beside both in ``ciclo run``) then share the
+database unfairly: bench §6 measured timers about 2 s late beside a saturated consumer, and its
+batches' p99 ten times their median.
+
+So within one process the transactions of a database file wait for their turn in a queue
+(``asyncio.Lock`` wakes its waiters first come, first served) before they ask SQLite for the lock,
+and give the turn back once they have committed or rolled back. SQLite's own lock and busy
+timeout still order this process against others (``ciclo import``, a second server). A turn not
+given within the busy timeout fails the transaction as SQLite would have: "database is locked".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import weakref
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import await_
+
+
+class WriteTurns:
+    """The queue of one SQLite database within this process: one lock per event loop (an
+    ``asyncio.Lock`` belongs to the loop it first waits in; tests run several loops), and the
+    DB-API connections now holding a turn."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._held: dict[int, asyncio.Lock] = {}
+        """``id`` of a DB-API connection → the lock of the turn it holds."""
+
+    def take(self, dbapi_connection: Any) -> None:
+        """Wait for this process's turn to write, from the sync code SQLAlchemy runs on behalf
+        of a coroutine (a greenlet of the running loop); fails like SQLite after ``timeout``."""
+        key = id(dbapi_connection)
+        if key in self._held:  # a connection holds at most one turn
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        try:
+            await_(asyncio.wait_for(lock.acquire(), self.timeout))
+        except TimeoutError:
+            # What SQLAlchemy makes of SQLite's own "database is locked" (which callers retry).
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                sqlite3.OperationalError(
+                    f"database is locked: no turn to write within {self.timeout:g} s"
+                ),
+            ) from None
+        self._held[key] = lock
+
+    def give_back(self, dbapi_connection: Any) -> None:
+        """End the turn of ``dbapi_connection``, if it holds one; the next in line goes on."""
+        lock = self._held.pop(id(dbapi_connection), None)
+        if lock is not None:
+            lock.release()
+
+    @property
+    def holders(self) -> int:
+        """How many connections hold a turn now (at most one per event loop)."""
+        return len(self._held)
+
+    @property
+    def waiting(self) -> int:
+        """How many transactions of the running event loop wait for their turn."""
+        lock = self._locks.get(asyncio.get_running_loop())
+        waiters = None if lock is None else lock._waiters
+        return 0 if not waiters else sum(1 for w in waiters if not w.done())
+
+
+_TURNS: dict[str, WriteTurns] = {}
+"""One queue per database file of this process, whichever engine opens it."""
+_OF_ENGINE: weakref.WeakKeyDictionary[Any, WriteTurns] = weakref.WeakKeyDictionary()
+
+
+def of(engine: AsyncEngine) -> WriteTurns | None:
+    """The write turns ``engine`` waits for (None: not a SQLite engine)."""
+    return _OF_ENGINE.get(engine.sync_engine)
+
+
+def install(engine: AsyncEngine, database: str | None, *, timeout: float) -> WriteTurns:
+    """Make every transaction of ``engine`` (a SQLite engine whose ``begin`` handler issues
+    ``BEGIN IMMEDIATE`` after this one's) wait for its write turn. Engines of one file share a
+    queue; an in-memory database (one per connection) gets its own."""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        name = str(Path(database).resolve())
+        turns = _TURNS.get(name)
+        if turns is None:
+            turns = _TURNS[name] = WriteTurns(timeout)
+    else:
+        turns = WriteTurns(timeout)
+    sync = engine.sync_engine
+    _OF_ENGINE[sync] = turns
+    dialect = sync.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _dbapi(connection: Any) -> Any:
+        # ``do_commit`` and ``do_rollback`` get the pool's proxy of the DB-API connection.
+        return getattr(connection, "dbapi_connection", connection)
+
+    def do_commit(connection: Any) -> None:
+        try:
+            commit(connection)
+        finally:
+            turns.give_back(_dbapi(connection))
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            turns.give_back(_dbapi(connection))
+
+    # The dialect belongs to this engine alone: the turn ends once COMMIT or ROLLBACK is done
+    # (the ``commit`` and ``rollback`` events fire before it is), whether a transaction ends it
+    # or the pool's reset of a connection handed back in one.
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+
+    @event.listens_for(sync, "begin")
+    def _take(connection: Any) -> None:
+        turns.take(connection.connection.dbapi_connection)
+
+    # A connection closed or dropped in a transaction never commits nor rolls back.
+    @event.listens_for(sync.pool, "checkin")
+    def _checked_in(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            turns.give_back(dbapi_connection)
+
+    @event.listens_for(sync.pool, "invalidate")
+    def _invalidated(dbapi_connection: Any, _record: Any, _exc: Any) -> None:
+        turns.give_back(dbapi_connection)
+
+    @event.listens_for(sync.pool, "close")
+    def _closed(dbapi_connection: Any, _record: Any) -> None:
+        turns.give_back(dbapi_connection)
+
+    return turns
