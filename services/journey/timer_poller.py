@@ -6,7 +6,8 @@ PostgreSQL with SKIP LOCKED, so replicas take different batches), then fires the
 transaction that locks the customers' rows, re-reads their state and fires only the timers that
 are still due there. An event of the same customer handled meanwhile either committed first
 (the timer it moved or cleared is skipped) or waits for the lock. A replica that dies holding a
-lease leaves the timers to the others once the lease passes.
+lease leaves the timers to the others once the lease passes. On SQLite a round keeps the
+process's write turn from its lease to its firing (``shared.db.turns``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.journey.service_layer.handlers import (
 from services.journey.service_layer.sources import Catalogs, IntelSource, Policies, StaticIntel
 from services.journey.service_layer.uow import JourneyUnitOfWork
 from shared.clock import Clock
+from shared.db import turns
 from shared.db.engine import session_factory
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class TimerPoller:
         lease: float,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
+        self._engine = engine
         self._sessions = session_factory(engine)
         self._clock = clock
         self._catalogs = catalogs
@@ -100,7 +103,15 @@ class TimerPoller:
                 await self._pause(await self._idle_for())
 
     async def fire_due(self) -> int:
-        """One round: lease due timers and fire them. Returns how many were leased."""
+        """One round: lease due timers and fire them. Returns how many were leased.
+
+        On SQLite the round keeps the process's write turn from the lease to the firing
+        (``shared.db.turns.held``): beside an event consumer writing flat out, each of the two
+        transactions would otherwise wait for one of its batches."""
+        async with turns.held(self._engine):
+            return await self._fire_due()
+
+    async def _fire_due(self) -> int:
         now = self._clock.now()
         async with JourneyUnitOfWork(self._sessions) as uow:
             leased = await uow.timers.lease_due(now=now, limit=self._batch_size, lease=self._lease)

@@ -19,8 +19,10 @@ given within the busy timeout fails the transaction as SQLite would have: "datab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,11 @@ class WriteTurns:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self._held: dict[int, asyncio.Lock] = {}
-        """``id`` of a DB-API connection → the lock of the turn it holds."""
+        self._held: dict[int, asyncio.Lock | None] = {}
+        """``id`` of a DB-API connection → the lock of the turn it holds (None: the turn its
+        task ``held``)."""
+        self._owners: dict[asyncio.Lock, asyncio.Task[Any] | None] = {}
+        """A lock → the task that ``held`` it."""
 
     def take(self, dbapi_connection: Any) -> None:
         """Wait for this process's turn to write, from the sync code SQLAlchemy runs on behalf
@@ -49,12 +54,24 @@ class WriteTurns:
         key = id(dbapi_connection)
         if key in self._held:  # a connection holds at most one turn
             return
+        lock = self._lock()
+        owner = self._owners.get(lock)
+        if owner is not None and owner is asyncio.current_task():
+            self._held[key] = None  # within the task's ``held`` turn: nothing to wait for
+            return
+        await_(self._acquire(lock))
+        self._held[key] = lock
+
+    def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
         lock = self._locks.get(loop)
         if lock is None:
             lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    async def _acquire(self, lock: asyncio.Lock) -> None:
         try:
-            await_(asyncio.wait_for(lock.acquire(), self.timeout))
+            await asyncio.wait_for(lock.acquire(), self.timeout)
         except TimeoutError:
             # What SQLAlchemy makes of SQLite's own "database is locked" (which callers retry).
             raise OperationalError(
@@ -64,17 +81,35 @@ class WriteTurns:
                     f"database is locked: no turn to write within {self.timeout:g} s"
                 ),
             ) from None
-        self._held[key] = lock
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """Keep the turn for the current task across several transactions, one after the
+        other (the timer poller's lease and firing): the task's transactions inside take no
+        turn of their own, so no other writer of the process comes between them."""
+        lock = self._lock()
+        task = asyncio.current_task()
+        if self._owners.get(lock) is task:
+            yield  # held already, further out
+            return
+        await self._acquire(lock)
+        self._owners[lock] = task
+        try:
+            yield
+        finally:
+            del self._owners[lock]
+            lock.release()
 
     def give_back(self, dbapi_connection: Any) -> None:
         """End the turn of ``dbapi_connection``, if it holds one; the next in line goes on."""
         lock = self._held.pop(id(dbapi_connection), None)
-        if lock is not None:
+        if lock is not None:  # a turn of its own, not its task's
             lock.release()
 
     @property
     def holders(self) -> int:
-        """How many connections hold a turn now (at most one per event loop)."""
+        """How many connections hold a turn now (at most one per event loop, and those of the
+        task that ``held`` it)."""
         return len(self._held)
 
     @property
@@ -93,6 +128,13 @@ _OF_ENGINE: weakref.WeakKeyDictionary[Any, WriteTurns] = weakref.WeakKeyDictiona
 def of(engine: AsyncEngine) -> WriteTurns | None:
     """The write turns ``engine`` waits for (None: not a SQLite engine)."""
     return _OF_ENGINE.get(engine.sync_engine)
+
+
+def held(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[None]:
+    """``WriteTurns.held`` of ``engine``'s database; nothing to hold on PostgreSQL, where
+    writers of different rows do not wait for each other."""
+    turns = of(engine)
+    return contextlib.nullcontext() if turns is None else turns.held()
 
 
 def install(engine: AsyncEngine, database: str | None, *, timeout: float) -> WriteTurns:

@@ -181,3 +181,64 @@ def test_an_engine_serves_one_event_loop_after_another(tmp_path: Path) -> None:
     asyncio.run(contended(0))
     asyncio.run(contended(1))
     assert _turns(made).holders == 0
+
+
+async def test_a_held_turn_keeps_other_writers_out_between_the_tasks_transactions(
+    engine: AsyncEngine,
+) -> None:
+    """The timer poller's round: its lease and its firing, two transactions of one task,
+    with no other writer of the process between them."""
+    order: list[str] = []
+    queue = _turns(engine)
+
+    async def round_() -> None:
+        async with turns.held(engine):
+            await _write(engine, "lease", 0)
+            order.append("lease")
+            await asyncio.sleep(0.05)  # the caches, between the two
+            async with turns.held(engine):  # held further out: nothing more to wait for
+                await _write(engine, "fire", 0)
+            order.append("fire")
+
+    async def other() -> None:
+        await _write(engine, "other", 0)
+        order.append("other")
+
+    poller = asyncio.create_task(round_())
+    await asyncio.sleep(0.01)
+    consumer = asyncio.create_task(other())
+    await asyncio.gather(poller, consumer)
+    assert order == ["lease", "fire", "other"]
+    assert queue.holders == 0
+    await _write(engine, "after", 0)
+
+
+async def test_a_turn_is_held_by_its_task_alone(engine: AsyncEngine) -> None:
+    """Another task's transaction waits for the held turn, even while the holder writes
+    nothing, and fails like a locked database when the hold outlasts the timeout."""
+    _turns(engine).timeout = 0.2
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+
+    async def holder() -> None:
+        async with turns.held(engine):
+            inside.set()
+            await leave.wait()
+
+    task = asyncio.create_task(holder())
+    await inside.wait()
+    with pytest.raises(OperationalError, match="no turn to write"):
+        await _write(engine, "other", 0)
+    leave.set()
+    await task
+    await _write(engine, "other", 1)
+
+
+async def test_nothing_is_held_on_postgresql(postgres_url: str) -> None:
+    made = create_engine(postgres_url)
+    try:
+        assert turns.of(made) is None
+        async with turns.held(made), made.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT 1")).scalar() == 1
+    finally:
+        await made.dispose()
