@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,9 @@ class WriteTurns:
 
     async def _acquire(self, lock: asyncio.Lock) -> None:
         try:
-            await asyncio.wait_for(lock.acquire(), self.timeout)
+            # A deadline on the wait, without the task ``wait_for`` makes for every transaction.
+            async with asyncio.timeout(self.timeout):
+                await lock.acquire()
         except TimeoutError:
             # What SQLAlchemy makes of SQLite's own "database is locked" (which callers retry).
             raise OperationalError(
@@ -153,29 +155,22 @@ def install(engine: AsyncEngine, database: str | None, *, timeout: float) -> Wri
     sync = engine.sync_engine
     _OF_ENGINE[sync] = turns
     dialect = sync.dialect
-    commit, rollback = dialect.do_commit, dialect.do_rollback
 
-    def _dbapi(connection: Any) -> Any:
-        # ``do_commit`` and ``do_rollback`` get the pool's proxy of the DB-API connection.
-        return getattr(connection, "dbapi_connection", connection)
+    def then_give_back(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def ended(connection: Any) -> None:
+            try:
+                end(connection)
+            finally:
+                # ``do_commit`` and ``do_rollback`` get the pool's proxy of the DB-API connection.
+                turns.give_back(getattr(connection, "dbapi_connection", connection))
 
-    def do_commit(connection: Any) -> None:
-        try:
-            commit(connection)
-        finally:
-            turns.give_back(_dbapi(connection))
-
-    def do_rollback(connection: Any) -> None:
-        try:
-            rollback(connection)
-        finally:
-            turns.give_back(_dbapi(connection))
+        return ended
 
     # The dialect belongs to this engine alone: the turn ends once COMMIT or ROLLBACK is done
     # (the ``commit`` and ``rollback`` events fire before it is), whether a transaction ends it
     # or the pool's reset of a connection handed back in one.
-    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign,assignment]
+    dialect.do_commit = then_give_back(dialect.do_commit)  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = then_give_back(dialect.do_rollback)  # type: ignore[method-assign,assignment]
 
     @event.listens_for(sync, "begin")
     def _take(connection: Any) -> None:

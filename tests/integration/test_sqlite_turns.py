@@ -30,7 +30,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 def _turns(engine: AsyncEngine) -> turns.WriteTurns:
     found = turns.of(engine)
-    assert found is not None
+    if found is None:
+        raise LookupError("a SQLite engine waits for write turns")
     return found
 
 
