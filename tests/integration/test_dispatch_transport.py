@@ -121,9 +121,13 @@ def client(
     timeout: float = 2.0,
     verify: ssl.SSLContext | None = None,
 ) -> ProviderClient:
-    return ProviderClient(
+    made = ProviderClient(
         timeout=timeout, connections=connections, network_backend=backend, verify=verify
     )
+    # The short timeouts are for answers (an answer later than them is ambiguous); connecting to
+    # the fake on this machine may wait longer while the whole suite runs in parallel.
+    made.timeout = httpx.Timeout(timeout, connect=max(timeout, 10.0))
+    return made
 
 
 async def test_answers_come_back_whole_and_connections_are_reused(
