@@ -17,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from shared.db import checkpoints
+from shared.db.turns import file_of
 from shared.db.turns import install as install_turns
 from shared.errors import ConfigurationError
 
@@ -110,6 +112,9 @@ SQLite's busy timeout against other processes."""
 
 def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
     turns = install_turns(engine, database, timeout=_BUSY_SECONDS)
+    path = file_of(database)
+    if path is not None:
+        _checkpoint_after_commits(engine, checkpoints.of_file(path))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -120,6 +125,10 @@ def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if (
+            path is not None
+        ):  # the checkpointer's thread keeps the log shorter; this is the fallback
+            cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoints.FALLBACK_PAGES}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -130,6 +139,18 @@ def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
         except BaseException:
             turns.give_back(connection.connection.dbapi_connection)
             raise
+
+
+def _checkpoint_after_commits(engine: AsyncEngine, checkpointer: checkpoints.Checkpointer) -> None:
+    """Nudge ``checkpointer`` once each commit of ``engine`` is done (its dialect is its own)."""
+    dialect = engine.sync_engine.dialect
+    commit = dialect.do_commit
+
+    def do_commit(connection: Any) -> None:
+        commit(connection)
+        checkpointer.nudge()
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign,assignment]
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:

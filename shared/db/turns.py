@@ -141,12 +141,20 @@ def held(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[None]:
     return contextlib.nullcontext() if turns is None else turns.held()
 
 
+def file_of(database: str | None) -> str | None:
+    """The absolute path of a SQLite URL's database file; None for an in-memory database
+    (one per connection) or a ``file:`` URI."""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return str(Path(database).resolve())
+    return None
+
+
 def install(engine: AsyncEngine, database: str | None, *, timeout: float) -> WriteTurns:
     """Make every transaction of ``engine`` (a SQLite engine whose ``begin`` handler issues
     ``BEGIN IMMEDIATE`` after this one's) wait for its write turn. Engines of one file share a
     queue; an in-memory database (one per connection) gets its own."""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        name = str(Path(database).resolve())
+    name = file_of(database)
+    if name is not None:
         turns = _TURNS.get(name)
         if turns is None:
             turns = _TURNS[name] = WriteTurns(timeout)
