@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 FALLBACK_PAGES = 10_000
 """``wal_autocheckpoint`` of every connection: the log size (pages) at which a commit
 checkpoints itself, should the checkpointer not keep the log below it (10 times SQLite's
-default of 1,000 pages, 40 MB of 4 KiB pages)."""
+default of 1,000 pages: about 40 MB of 4 KiB pages)."""
 
 
 class Checkpointer:
@@ -106,7 +106,7 @@ class Checkpointer:
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(path, timeout=5, isolation_level=None)
     # No automatic checkpoint of its own: it writes nothing, and checkpoints by hand.
     connection.execute("PRAGMA wal_autocheckpoint=0")
     return connection

@@ -125,9 +125,8 @@ def _configure_sqlite(engine: AsyncEngine, database: str | None) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        if (
-            path is not None
-        ):  # the checkpointer's thread keeps the log shorter; this is the fallback
+        # The checkpointer's thread copies the log after commits; a commit does at this size.
+        if path is not None:
             cursor.execute(f"PRAGMA wal_autocheckpoint={checkpoints.FALLBACK_PAGES}")
         cursor.close()
 
