@@ -113,14 +113,13 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 _CHECKPOINTERS: dict[str, Checkpointer] = {}
-_LOCK = threading.Lock()
+"""One checkpointer per database file of this process, whichever engine opens it."""
 
 
 def of_file(path: str) -> Checkpointer:
-    """The checkpointer of a database file (its absolute path), one per file in this process:
-    the engines of a file share it, as they share its write turns."""
-    with _LOCK:
-        checkpointer = _CHECKPOINTERS.get(path)
-        if checkpointer is None:
-            checkpointer = _CHECKPOINTERS[path] = Checkpointer(path)
-        return checkpointer
+    """The checkpointer of a database file (its absolute path, ``turns.file_of``): the engines
+    of a file share it, as they share its write turns."""
+    checkpointer = _CHECKPOINTERS.get(path)
+    if checkpointer is None:
+        checkpointer = _CHECKPOINTERS[path] = Checkpointer(path)
+    return checkpointer

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,18 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """A migrated database (SQLite and PostgreSQL, through the ``database_url`` parameter)."""
     async for migrated in _migrated(database_url):
         yield migrated
+
+
+@pytest.fixture
+async def sqlite_writes(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """A SQLite file (``writes.db``), not migrated, with one table ``writes (who, n)``: for
+    what a SQLite engine does around every transaction (``shared.db.turns``,
+    ``shared.db.checkpoints``)."""
+    made = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'writes.db'}")
+    async with made.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE writes (who TEXT, n INTEGER)")
+    yield made
+    await made.dispose()
 
 
 @pytest.fixture

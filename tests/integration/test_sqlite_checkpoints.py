@@ -8,29 +8,24 @@ import logging
 import shutil
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import checkpoints
-from shared.db.engine import create_engine
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    made = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}")
-    async with made.begin() as conn:
-        await conn.exec_driver_sql("CREATE TABLE writes (n INTEGER)")
-    yield made
-    await made.dispose()
+def engine(sqlite_writes: AsyncEngine) -> AsyncEngine:
+    return sqlite_writes
 
 
 async def _write(engine: AsyncEngine, count: int) -> None:
     for n in range(count):
         async with engine.begin() as conn:
-            await conn.exec_driver_sql("INSERT INTO writes VALUES (?)", (n,))
+            await conn.exec_driver_sql("INSERT INTO writes VALUES ('checkpointed', ?)", (n,))
 
 
 async def check_eventually(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
@@ -70,7 +65,7 @@ async def test_commits_are_copied_into_the_database_file_by_the_checkpointer(
 ) -> None:
     """A few small commits, far below the log size at which a commit checkpoints by itself:
     the checkpointer's thread copies them into the database file all the same."""
-    path = tmp_path / "wal.db"
+    path = tmp_path / "writes.db"
     await _write(engine, 20)
     await check_eventually(
         lambda: _rows_in_database_file(path, tmp_path) >= 20, "20 rows in the database file"
@@ -86,13 +81,13 @@ async def test_a_commit_leaves_the_checkpoint_to_the_thread(engine: AsyncEngine)
     assert pages == checkpoints.FALLBACK_PAGES == 10_000
     await _write(engine, 1)
     names = {t.name for t in threading.enumerate()}
-    assert "sqlite-checkpoint:wal.db" in names
+    assert "sqlite-checkpoint:writes.db" in names
 
 
 async def test_the_thread_ends_when_idle_and_starts_again_with_the_next_commit(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
-    checkpointer = checkpoints.of_file(str((tmp_path / "wal.db").resolve()))
+    checkpointer = checkpoints.of_file(str((tmp_path / "writes.db").resolve()))
     checkpointer.idle = 0.1
     await _write(engine, 1)
     assert checkpointer.running

@@ -5,7 +5,6 @@ back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,12 +19,8 @@ HOLD = 0.02
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    made = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}")
-    async with made.begin() as conn:
-        await conn.exec_driver_sql("CREATE TABLE writes (who TEXT, n INTEGER)")
-    yield made
-    await made.dispose()
+def engine(sqlite_writes: AsyncEngine) -> AsyncEngine:
+    return sqlite_writes
 
 
 def _turns(engine: AsyncEngine) -> turns.WriteTurns:
@@ -150,7 +145,7 @@ async def test_every_end_of_a_transaction_gives_the_turn_back(
 
 
 async def test_engines_of_one_file_share_its_queue(engine: AsyncEngine, tmp_path: Path) -> None:
-    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / '.' / 'turns.db'}")
+    other = create_engine(f"sqlite+aiosqlite:///{tmp_path / '.' / 'writes.db'}")
     try:
         assert turns.of(other) is _turns(engine)
         _turns(engine).timeout = 0.2
