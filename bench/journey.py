@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import importlib
 import inspect
@@ -965,14 +966,19 @@ async def run_events(
     intel: str = "default",
     email: bool = False,
     state_cache: int | None = None,
+    instrument: bool = True,
 ) -> dict[str, Any]:
     """``intel``: the customer-intelligence rules handed to ``handle_events``: "default" (none,
     so the engine's defaults), "off" (``Intelligence(enabled=False)``: no upkeep at all) or "on"
     (the defaults with the stream's currency, EUR). ``email``: the stream with marketing-email
     sessions (``EventStream``). ``state_cache``: the states kept (``StateCache``); None takes
-    ``journey_state_cache``'s default, as ``JourneyWorker`` does, and 0 runs without one."""
-    phases = Phases(EVENT_PHASES).install()
-    statements = Statements().install()
+    ``journey_state_cache``'s default, as ``JourneyWorker`` does, and 0 runs without one.
+    ``instrument``: time the phases and statements (they wrap functions of the process, so a
+    run beside another in the same process goes without)."""
+    phases = Phases(EVENT_PHASES if instrument else ()).install()
+    statements = Statements()
+    if instrument:
+        statements.install()
     from shared.db.engine import create_engine
 
     engine = create_engine(url)
@@ -981,6 +987,8 @@ async def run_events(
     stream = EventStream(customers, seed=seed, email=email)
     durations: list[float] = []
     cpu: list[float] = []  # CPU of this process (all its threads, aiosqlite's too) per batch
+    # CPU of this thread alone: the event loop's, what no wait for the database could hide
+    main_cpu: list[float] = []
     handled = 0
     cold: int | None = None  # batches handled before the ANALYZE
     analyze_s = 0.0
@@ -995,9 +1003,11 @@ async def run_events(
             records = stream.batch(min(batch_size, events - sent), datetime.now(UTC))
             sent += len(records)
             begin, cpu_begin = time.perf_counter(), time.process_time()
+            main_begin = time.thread_time()
             handled += await consumer.handle(records)
             durations.append(time.perf_counter() - begin)
             cpu.append(time.process_time() - cpu_begin)
+            main_cpu.append(time.thread_time() - main_begin)
             if len(durations) == max(1, events // batch_size // 10):
                 rss_at["after_10pct"] = rss_mb()
             if analyze_after and cold is None and sent >= analyze_after:
@@ -1023,6 +1033,7 @@ async def run_events(
         "state_cache_misses": None if cache is None else cache.misses,
         **_rates(durations, batch_size, cold),
         "cpu_us_per_event": _cpu_per_event(cpu, batch_size, cold),
+        "main_cpu_us_per_event": _cpu_per_event(main_cpu, batch_size, cold),
         **_cold(durations, cold, batch_size, analyze_s),
         "phases": phases.shares(sum(durations)),
         "phases_not_found": phases.missing,
@@ -1031,6 +1042,43 @@ async def run_events(
         "rss_mb": rss_at,
         "peak_rss_mb": peak,
         "rows": await table_counts(url),
+    }
+
+
+async def run_concurrent(
+    urls: list[str], *, customers: int, events: int, batch_size: int
+) -> dict[str, Any]:
+    """One consumer per database of ``urls``, each with its own stream, all at once in this
+    process and event loop (as ``run_events`` with the journeys, uninstrumented). Whether the
+    consumers together handle more events per second than one alone (measured the same way,
+    with one url) tells how much of one consumer's waits for its database another's work can
+    fill: the most a pipeline of batches within one consumer could win."""
+    begin = time.perf_counter()
+    runs = await asyncio.gather(
+        *(
+            run_events(
+                url,
+                customers=customers,
+                events=events,
+                batch_size=batch_size,
+                journeys=True,
+                seed=7 + i,
+                instrument=False,
+            )
+            for i, url in enumerate(urls)
+        )
+    )
+    wall = time.perf_counter() - begin
+    handled = sum(r["handled"] for r in runs)
+    return {
+        "consumers": len(urls),
+        "events": sum(r["events"] for r in runs),
+        "handled": handled,
+        "wall_s": round(wall, 2),
+        # Over the wall time of all of them, stream generation and cold starts included alike
+        "events_per_s": round(handled / wall),
+        "each_events_per_s": [r["events_per_s"] for r in runs],
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -1416,7 +1464,12 @@ def child_main(argv: list[str] | None = None) -> int:
     )
     st = sub.add_parser("seed-timers")
     ev = sub.add_parser("events")
-    ev.add_argument("--url", required=True)
+    ev.add_argument("--url", required=True, action="append", help="again with --concurrent")
+    ev.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="one consumer per --url at once in this process (run_concurrent)",
+    )
     ev.add_argument("--customers", type=int, default=100_000)
     ev.add_argument("--events", type=int, default=120_000)
     ev.add_argument("--batch-size", type=int, default=500)
@@ -1459,10 +1512,21 @@ def child_main(argv: list[str] | None = None) -> int:
     elif args.what == "seed-timers":
         seed = TimerSeed(args.timers, args.window, datetime.fromisoformat(args.base))
         result = asyncio.run(seed_timers(args.url, seed))
+    elif args.what == "events" and args.concurrent:
+        result = asyncio.run(
+            run_concurrent(
+                args.url,
+                customers=args.customers,
+                events=args.events,
+                batch_size=args.batch_size,
+            )
+        )
     elif args.what == "events":
+        if len(args.url) > 1:
+            parser.error("several --url only with --concurrent")
         result = asyncio.run(
             run_events(
-                args.url,
+                args.url[0],
                 customers=args.customers,
                 events=args.events,
                 batch_size=args.batch_size,
@@ -1504,6 +1568,10 @@ class JourneyPlan:
     known_share: float = 0.9
     analyze_after: int = 5_000  # PostgreSQL: events before the ANALYZE autovacuum would run
     never_analyzed_events: int = 15_000  # PostgreSQL: a short run that is never analyzed
+    # Consumers at once in one process, each on its own database (``run_concurrent``), against
+    # one alone measured the same way: what overlapping database waits with work could win.
+    concurrent_consumers: int = 2
+    concurrent_events: int = 60_000  # per consumer
     memory_customers: tuple[int, ...] = (10_000, 50_000)  # plus `customers`
     memory_database: str = "sqlite"
     timer_databases: tuple[str, ...] = ("postgresql", "sqlite")
@@ -1676,6 +1744,25 @@ def measure(
             )
             return result
 
+    def concurrent_run(kind: str, consumers: int, name: str) -> dict[str, Any]:
+        with contextlib.ExitStack() as stack:
+            urls = [
+                stack.enter_context(database(kind, work_dir, postgres)) for _ in range(consumers)
+            ]
+            for i, url in enumerate(urls):
+                seed = ["seed-customers", "--url", url, "--customers", str(plan.customers)]
+                seed += ["--known-share", str(plan.known_share)]
+                _child(seed, log_dir=log_dir, name=f"{name}-seed-{i}", timeout=900)
+            args = ["events", "--concurrent", "--customers", str(plan.customers)]
+            args += ["--events", str(plan.concurrent_events)]
+            args += ["--batch-size", str(plan.batch_size)]
+            for url in urls:
+                args += ["--url", url]
+            result = _child(args, log_dir=log_dir, name=name, timeout=1800)
+            log(f"journey {name}: {result['events_per_s']:,} events/s together")
+            return result
+
+    out["concurrent"] = {}
     for kind in plan.databases:
         for journeys in (True, False):
             label = "journeys" if journeys else "baseline"
@@ -1683,6 +1770,12 @@ def measure(
             result = attempt(name, partial_(events_run, kind, plan.customers, journeys, name))
             if result is not None:
                 out["events"].setdefault(kind, {})[label] = result
+        if plan.concurrent_consumers > 1:
+            for consumers in (1, plan.concurrent_consumers):
+                name = f"events-{kind}-concurrent-{consumers}"
+                result = attempt(name, partial_(concurrent_run, kind, consumers, name))
+                if result is not None:
+                    out["concurrent"].setdefault(kind, {})[str(consumers)] = result
         if kind == "postgresql" and plan.never_analyzed_events:
             # What the first minutes on fresh tables look like when nothing analyzes them (as on
             # this server, autovacuum off): prepared statements switch to generic plans.
@@ -1809,6 +1902,15 @@ def summarize(out: dict[str, Any], plan: JourneyPlan) -> dict[str, Any]:
             "baseline_events_per_s": b,
             "met": None if j is None else j >= EVENT_TARGET,
             "journeys_us_per_event": round(1e6 / j - 1e6 / b, 1) if j and b else None,
+        }
+    for kind, runs in out.get("concurrent", {}).items():
+        one, together = runs.get("1"), runs.get(str(plan.concurrent_consumers))
+        if one is None or together is None:
+            continue
+        summary["events"].setdefault(kind, {})["concurrent"] = {
+            "one_events_per_s": one["events_per_s"],
+            "together_events_per_s": together["events_per_s"],
+            "gain": round(together["events_per_s"] / one["events_per_s"], 2),
         }
     for kind, result in out["timers"].items():
         p99 = result["on_time"]["lateness_s"]["p99"]

@@ -541,6 +541,46 @@ def render_journey(j: dict[str, Any]) -> list[str]:
     )
     rows.append(
         [
+            "CPU of the event loop's thread alone, µs per event (journeys); the events/s it "
+            "allows if every wait for the database were hidden behind other work",
+            *(
+                cell(
+                    k,
+                    lambda k: (
+                        f"{_n(ev[k]['journeys']['main_cpu_us_per_event'], 1)} "
+                        f"({_n(1e6 / ev[k]['journeys']['main_cpu_us_per_event'])})"
+                    ),
+                )
+                for k, _ in DBS
+            ),
+            "—",
+            "—",
+        ]
+    )
+    consumers = plan.get("concurrent_consumers", 0)
+    if consumers > 1:
+        rows.append(
+            [
+                f"{consumers} consumers at once in one process, each on its own database "
+                f"({plan['concurrent_events']:,} events each): events/s together / one alone, "
+                "measured alike",
+                *(
+                    cell(
+                        k,
+                        lambda k: (
+                            f"{_n(se[k]['concurrent']['together_events_per_s'])} / "
+                            f"{_n(se[k]['concurrent']['one_events_per_s'])} "
+                            f"(gain {se[k]['concurrent']['gain']:.2f})"
+                        ),
+                    )
+                    for k, _ in DBS
+                ),
+                "—",
+                "—",
+            ]
+        )
+    rows.append(
+        [
             "Events/s over the whole stream, cold start included (journeys)",
             *(
                 cell(k, lambda k: _n(ev[k]["journeys"]["events_per_s_whole_stream"]))
