@@ -1046,13 +1046,14 @@ async def run_events(
 
 
 async def run_concurrent(
-    urls: list[str], *, customers: int, events: int, batch_size: int
+    urls: list[str], *, customers: int, events: int, batch_size: int, analyze_after: int = 0
 ) -> dict[str, Any]:
     """One consumer per database of ``urls``, each with its own stream, all at once in this
     process and event loop (as ``run_events`` with the journeys, uninstrumented). Whether the
     consumers together handle more events per second than one alone (measured the same way,
     with one url) tells how much of one consumer's waits for its database another's work can
-    fill: the most a pipeline of batches within one consumer could win."""
+    fill: the most a pipeline of batches within one consumer could win. ``analyze_after``: as
+    ``run_events``' (each consumer ANALYZEs its own database; its wall time counts)."""
     begin = time.perf_counter()
     runs = await asyncio.gather(
         *(
@@ -1064,6 +1065,7 @@ async def run_concurrent(
                 journeys=True,
                 seed=7 + i,
                 instrument=False,
+                analyze_after=analyze_after,
             )
             for i, url in enumerate(urls)
         )
@@ -1519,6 +1521,7 @@ def child_main(argv: list[str] | None = None) -> int:
                 customers=args.customers,
                 events=args.events,
                 batch_size=args.batch_size,
+                analyze_after=args.analyze_after,
             )
         )
     elif args.what == "events":
@@ -1756,6 +1759,8 @@ def measure(
             args = ["events", "--concurrent", "--customers", str(plan.customers)]
             args += ["--events", str(plan.concurrent_events)]
             args += ["--batch-size", str(plan.batch_size)]
+            if kind == "postgresql" and plan.analyze_after:
+                args += ["--analyze-after", str(plan.analyze_after)]  # as the main run does
             for url in urls:
                 args += ["--url", url]
             result = _child(args, log_dir=log_dir, name=name, timeout=1800)
