@@ -24,6 +24,9 @@ migrated database, after another child seeded it, so that a child's peak RSS is 
 4. Timers beside a saturated consumer: fewer timers at the same rate, fired by the same poller
    while the event consumer runs flat out in the same event loop and engine (``Saturation``), as
    in ``JourneyWorker``; the timers' lateness and both rates.
+5. Where the event time goes: the event loop's own CPU per event (``main_cpu_us_per_event``),
+   and two consumers at once in one process, each on its own database, against one alone
+   (``run_concurrent``): how much of a consumer's waits for the database other work can fill.
 """
 
 from __future__ import annotations

@@ -501,10 +501,10 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         *(
             [
                 f"- **Where the time goes**: the CPU of the event loop's thread alone "
-                "(`time.thread_time`) is the work no wait for the database can hide: a pipeline "
-                "of batches (one batch's statements and commit under way while the next is "
-                "decoded and applied) could at most reach 1,000,000 µs over it. What such an "
-                "overlap gives in practice: "
+                "(`time.thread_time`) is the work no wait for the database can hide: 1,000,000 "
+                "over it (in µs) is the most events/s that a pipeline of batches (one batch's "
+                "statements and commit under way while the next is decoded and applied) could "
+                "reach. What such an overlap gives in practice: "
                 f"{plan['concurrent_consumers']} consumers at once in one process and event "
                 "loop, each on its own database and stream with the six journeys "
                 f"({plan['concurrent_events']:,} events each, PostgreSQL analyzed as above), "
