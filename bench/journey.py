@@ -1708,24 +1708,22 @@ def measure(
         finally:
             log(f"journey {where}: {time.monotonic() - begin:.0f}s")
 
+    def seed(url: str, customers: int, name: str) -> dict[str, Any]:
+        args = ["seed-customers", "--url", url, "--customers", str(customers)]
+        args += ["--known-share", str(plan.known_share)]
+        return _child(args, log_dir=log_dir, name=name, timeout=900)
+
+    def analyzed(kind: str) -> list[str]:
+        """The ANALYZE of a PostgreSQL run, after as many events as autovacuum would wait."""
+        if kind == "postgresql" and plan.analyze_after:
+            return ["--analyze-after", str(plan.analyze_after)]
+        return []
+
     def events_run(
         kind: str, customers: int, journeys: bool, name: str, *, analyze: bool = True
     ) -> dict[str, Any]:
         with database(kind, work_dir, postgres) as url:
-            seeded = _child(
-                [
-                    "seed-customers",
-                    "--url",
-                    url,
-                    "--customers",
-                    str(customers),
-                    "--known-share",
-                    str(plan.known_share),
-                ],
-                log_dir=log_dir,
-                name=f"{name}-seed",
-                timeout=900,
-            )
+            seeded = seed(url, customers, f"{name}-seed")
             args = [
                 "events",
                 "--url",
@@ -1739,8 +1737,8 @@ def measure(
             ]
             if not journeys:
                 args.append("--no-journeys")
-            if kind == "postgresql" and plan.analyze_after and analyze:
-                args += ["--analyze-after", str(plan.analyze_after)]
+            if analyze:
+                args += analyzed(kind)
             result = _child(args, log_dir=log_dir, name=name, timeout=1800)
             result["seeded"] = seeded
             log(
@@ -1756,14 +1754,10 @@ def measure(
                 stack.enter_context(database(kind, work_dir, postgres)) for _ in range(consumers)
             ]
             for i, url in enumerate(urls):
-                seed = ["seed-customers", "--url", url, "--customers", str(plan.customers)]
-                seed += ["--known-share", str(plan.known_share)]
-                _child(seed, log_dir=log_dir, name=f"{name}-seed-{i}", timeout=900)
+                seed(url, plan.customers, f"{name}-seed-{i}")
             args = ["events", "--concurrent", "--customers", str(plan.customers)]
             args += ["--events", str(plan.concurrent_events)]
-            args += ["--batch-size", str(plan.batch_size)]
-            if kind == "postgresql" and plan.analyze_after:
-                args += ["--analyze-after", str(plan.analyze_after)]  # as the main run does
+            args += ["--batch-size", str(plan.batch_size), *analyzed(kind)]
             for url in urls:
                 args += ["--url", url]
             result = _child(args, log_dir=log_dir, name=name, timeout=1800)

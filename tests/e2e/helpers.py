@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import time
 from typing import Any
 
 import httpx
 
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.fixtures.waiting import wait_for
+
+__all__ = ["assert_each_signup_sent_once", "post_signups", "signup", "wait_for"]
 
 
 def signup(i: int) -> dict[str, Any]:
@@ -35,19 +37,6 @@ def post_signups(url: str, key: str, total: int, *, clients: int = 16) -> list[i
 
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         return list(pool.map(post, range(total)))
-
-
-async def wait_for(predicate: Any, *, timeout: float, what: str) -> Any:
-    """Poll a plain or async predicate without blocking the loop; its first truthy value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def assert_each_signup_sent_once(fake: FakeSendGrid, total: int) -> None:

@@ -3,18 +3,17 @@ into the database file to the checkpointer's thread, which does it soon after th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import checkpoints
+from tests.fixtures.waiting import wait_for
 
 
 @pytest.fixture
@@ -28,16 +27,6 @@ async def _write(engine: AsyncEngine, count: int) -> None:
             await conn.exec_driver_sql("INSERT INTO writes VALUES ('checkpointed', ?)", (n,))
 
 
-async def check_eventually(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    """Wait until ``condition()`` holds; AssertionError naming ``what`` after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def check_copied_all(checkpointer: checkpoints.Checkpointer, *, after: int) -> None:
     """Wait until a checkpoint after the first ``after`` found the whole log copied."""
 
@@ -45,7 +34,7 @@ async def check_copied_all(checkpointer: checkpoints.Checkpointer, *, after: int
         last = checkpointer.last
         return checkpointer.checkpoints > after and last is not None and last[1] == last[2]
 
-    await check_eventually(copied, "a checkpoint copied the whole log")
+    await wait_for(copied, timeout=10, what="a checkpoint that copied the whole log")
 
 
 def _rows_in_database_file(path: Path, tmp_path: Path) -> int:
@@ -67,8 +56,10 @@ async def test_commits_are_copied_into_the_database_file_by_the_checkpointer(
     the checkpointer's thread copies them into the database file all the same."""
     path = tmp_path / "writes.db"
     await _write(engine, 20)
-    await check_eventually(
-        lambda: _rows_in_database_file(path, tmp_path) >= 20, "20 rows in the database file"
+    await wait_for(
+        lambda: _rows_in_database_file(path, tmp_path) >= 20,
+        timeout=10,
+        what="20 rows in the database file",
     )
     assert _rows_in_database_file(path, tmp_path) == 20
 
@@ -91,7 +82,7 @@ async def test_the_thread_ends_when_idle_and_starts_again_with_the_next_commit(
     checkpointer.idle = 0.1
     await _write(engine, 1)
     assert checkpointer.running
-    await check_eventually(lambda: not checkpointer.running, "the idle thread ended")
+    await wait_for(lambda: not checkpointer.running, timeout=10, what="the idle thread to end")
     before = checkpointer.checkpoints
     await _write(engine, 3)
     assert checkpointer.running
@@ -107,7 +98,7 @@ async def test_a_failed_checkpoint_is_logged_and_the_thread_goes_on(
     checkpointer = checkpoints.Checkpointer(str(path), interval=0.01, idle=5)
     with caplog.at_level(logging.WARNING, logger="shared.db.checkpoints"):
         checkpointer.nudge()
-        await check_eventually(lambda: bool(caplog.records), "a warning")
+        await wait_for(lambda: bool(caplog.records), timeout=10, what="a warning")
     assert caplog.records[0].getMessage() == f"checkpoint of {path} failed"
     assert checkpointer.checkpoints == 0
     path.parent.mkdir()
