@@ -1578,6 +1578,9 @@ class JourneyPlan:
     # one alone measured the same way: what overlapping database waits with work could win.
     concurrent_consumers: int = 2
     concurrent_events: int = 60_000  # per consumer
+    # The stream with nothing to decide (no journey, customer intelligence off): the cost of
+    # the pipeline itself, which the baseline's and the journeys' costs come on top of.
+    floor: bool = True
     memory_customers: tuple[int, ...] = (10_000, 50_000)  # plus `customers`
     memory_database: str = "sqlite"
     timer_databases: tuple[str, ...] = ("postgresql", "sqlite")
@@ -1597,6 +1600,14 @@ class JourneyPlan:
     @property
     def window(self) -> float:
         return self.timers / self.timer_rate
+
+
+EVENT_RUNS = (
+    ("journeys", True, "default"),
+    ("baseline", False, "default"),
+    ("floor", False, "off"),
+)
+"""The event runs of each database: (label, with the journeys, ``--intel``)."""
 
 
 class ChildFailed(RuntimeError):
@@ -1720,7 +1731,13 @@ def measure(
         return []
 
     def events_run(
-        kind: str, customers: int, journeys: bool, name: str, *, analyze: bool = True
+        kind: str,
+        customers: int,
+        journeys: bool,
+        name: str,
+        *,
+        analyze: bool = True,
+        intel: str = "default",
     ) -> dict[str, Any]:
         with database(kind, work_dir, postgres) as url:
             seeded = seed(url, customers, f"{name}-seed")
@@ -1737,6 +1754,8 @@ def measure(
             ]
             if not journeys:
                 args.append("--no-journeys")
+            if intel != "default":
+                args += ["--intel", intel]
             if analyze:
                 args += analyzed(kind)
             result = _child(args, log_dir=log_dir, name=name, timeout=1800)
@@ -1766,10 +1785,12 @@ def measure(
 
     out["concurrent"] = {}
     for kind in plan.databases:
-        for journeys in (True, False):
-            label = "journeys" if journeys else "baseline"
+        for label, journeys, intel in EVENT_RUNS:
+            if label == "floor" and not plan.floor:
+                continue
             name = f"events-{kind}-{label}"
-            result = attempt(name, partial_(events_run, kind, plan.customers, journeys, name))
+            run = functools.partial(events_run, kind, plan.customers, journeys, name, intel=intel)
+            result = attempt(name, run)
             if result is not None:
                 out["events"].setdefault(kind, {})[label] = result
         if plan.concurrent_consumers > 1:
@@ -1899,11 +1920,15 @@ def summarize(out: dict[str, Any], plan: JourneyPlan) -> dict[str, Any]:
     for kind, runs in out["events"].items():
         j = runs.get("journeys", {}).get("events_per_s")
         b = runs.get("baseline", {}).get("events_per_s")
+        f = runs.get("floor", {}).get("events_per_s")
         summary["events"][kind] = {
             "events_per_s": j,
             "baseline_events_per_s": b,
+            "floor_events_per_s": f,
             "met": None if j is None else j >= EVENT_TARGET,
             "journeys_us_per_event": round(1e6 / j - 1e6 / b, 1) if j and b else None,
+            "intelligence_us_per_event": round(1e6 / b - 1e6 / f, 1) if b and f else None,
+            "floor_us_per_event": round(1e6 / f, 1) if f else None,
         }
     for kind, runs in out.get("concurrent", {}).items():
         one, together = runs.get("1"), runs.get(str(plan.concurrent_consumers))
