@@ -10,8 +10,9 @@ migrated database, after another child seeded it, so that a child's peak RSS is 
    batches of ``journey_batch_size``: each batch is decoded from its records' bytes
    (``decode_events``) and handled in one transaction, which is what ``JourneyWorker.handle``
    does. Timed per batch: decode + handle + commit; the stream is generated between batches,
-   outside the timing. With the six journeys of ``bench/journey_defs.py`` and, as the baseline of
-   the same run, with none (profile upkeep and idempotency marks only), on SQLite and PostgreSQL.
+   outside the timing. With the six journeys of ``bench/journey_defs.py``; as the baseline of
+   the same run, with none (profile upkeep and idempotency marks only); and as the floor, with
+   none and customer intelligence off (the pipeline alone); on SQLite and PostgreSQL.
 2. Timers. Runs blocked on a ``wait`` step whose next step sends (their customers, runs and rows
    in journey_timers) are seeded straight into the tables, due uniformly over a window (N timers
    over W s = N/W timers/s demanded). Real ``TimerPoller``s (``run()``, the production loop) fire
