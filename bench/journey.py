@@ -1579,9 +1579,9 @@ class JourneyPlan:
     # one alone measured the same way: what overlapping database waits with work could win.
     concurrent_consumers: int = 2
     concurrent_events: int = 60_000  # per consumer
-    # The stream with nothing to decide (no journey, customer intelligence off): the cost of
-    # the pipeline itself, which the baseline's and the journeys' costs come on top of.
-    floor: bool = True
+    # The event runs of each database (``EVENT_RUNS``). The floor is the stream with nothing
+    # to decide: the cost of the pipeline itself, which the others' costs come on top of.
+    event_runs: tuple[str, ...] = ("journeys", "baseline", "floor")
     memory_customers: tuple[int, ...] = (10_000, 50_000)  # plus `customers`
     memory_database: str = "sqlite"
     timer_databases: tuple[str, ...] = ("postgresql", "sqlite")
@@ -1603,12 +1603,12 @@ class JourneyPlan:
         return self.timers / self.timer_rate
 
 
-EVENT_RUNS = (
-    ("journeys", True, "default"),
-    ("baseline", False, "default"),
-    ("floor", False, "off"),
-)
-"""The event runs of each database: (label, with the journeys, ``--intel``)."""
+EVENT_RUNS = {
+    "journeys": (True, "default"),
+    "baseline": (False, "default"),
+    "floor": (False, "off"),
+}
+"""What each event run of ``JourneyPlan.event_runs`` is: (with the journeys, ``--intel``)."""
 
 
 class ChildFailed(RuntimeError):
@@ -1786,9 +1786,8 @@ def measure(
 
     out["concurrent"] = {}
     for kind in plan.databases:
-        for label, journeys, intel in EVENT_RUNS:
-            if label == "floor" and not plan.floor:
-                continue
+        for label in plan.event_runs:
+            journeys, intel = EVENT_RUNS[label]
             name = f"events-{kind}-{label}"
             run = functools.partial(events_run, kind, plan.customers, journeys, name, intel=intel)
             result = attempt(name, run)
