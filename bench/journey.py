@@ -28,6 +28,10 @@ migrated database, after another child seeded it, so that a child's peak RSS is 
 5. Where the event time goes: the event loop's own CPU per event (``main_cpu_us_per_event``),
    and two consumers at once in one process, each on its own database, against one alone
    (``run_concurrent``): how much of a consumer's waits for the database other work can fill.
+6. Larger batches (``journey_batch_size`` raised, as an operator may): the event stream with the
+   six journeys in batches larger than the default, and the timers beside a saturated consumer
+   whose batches are that large: what a batch's size buys in events/s and what it costs in a
+   batch's duration and in the lateness of timers due meanwhile.
 """
 
 from __future__ import annotations
@@ -1597,6 +1601,11 @@ class JourneyPlan:
     busy_databases: tuple[str, ...] = ("sqlite", "postgresql")
     busy_timers: int = 100_000
     busy_seconds: float = 30.0
+    # ``journey_batch_size`` raised: the events run with the journeys again at each of these
+    # sizes, and the timers beside a saturated consumer again with batches of each of
+    # ``busy_batches`` (both per database).
+    larger_batches: tuple[int, ...] = (2_000, 5_000)
+    busy_batches: tuple[int, ...] = (2_000,)
 
     @property
     def window(self) -> float:
@@ -1739,6 +1748,7 @@ def measure(
         *,
         analyze: bool = True,
         intel: str = "default",
+        batch_size: int | None = None,
     ) -> dict[str, Any]:
         with database(kind, work_dir, postgres) as url:
             seeded = seed(url, customers, f"{name}-seed")
@@ -1751,7 +1761,7 @@ def measure(
                 "--events",
                 str(plan.events if analyze else plan.never_analyzed_events),
                 "--batch-size",
-                str(plan.batch_size),
+                str(batch_size or plan.batch_size),
             ]
             if not journeys:
                 args.append("--no-journeys")
@@ -1785,6 +1795,7 @@ def measure(
             return result
 
     out["concurrent"] = {}
+    out["batches"] = {}
     for kind in plan.databases:
         for label in plan.event_runs:
             journeys, intel = EVENT_RUNS[label]
@@ -1793,6 +1804,12 @@ def measure(
             result = attempt(name, run)
             if result is not None:
                 out["events"].setdefault(kind, {})[label] = result
+        for size in plan.larger_batches:
+            name = f"events-{kind}-batch-{size}"
+            run = functools.partial(events_run, kind, plan.customers, True, name, batch_size=size)
+            result = attempt(name, run)
+            if result is not None:
+                out["batches"].setdefault(kind, {})[str(size)] = result
         if plan.concurrent_consumers > 1:
             for consumers in (1, plan.concurrent_consumers):
                 name = f"events-{kind}-concurrent-{consumers}"
@@ -1835,6 +1852,16 @@ def measure(
         result = attempt(name, run)
         if result is not None:
             out["busy"][kind] = result
+    out["busy_batches"] = {}
+    for kind in plan.busy_databases:
+        for size in plan.busy_batches:
+            name = f"timers-{kind}-busy-batch-{size}"
+            run = functools.partial(
+                timers_run, plan, kind, work_dir, postgres, log_dir, log, busy=True, events=size
+            )
+            result = attempt(name, run)
+            if result is not None:
+                out["busy_batches"].setdefault(kind, {})[str(size)] = result
     out["summary"] = summarize(out, plan)
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
@@ -1862,11 +1889,14 @@ def timers_run(
     log: Callable[[str], None],
     *,
     busy: bool = False,
+    events: int | None = None,
 ) -> dict[str, Any]:
     """The timers measurement; ``busy``: ``busy_timers`` of them at the same rate, with the
-    event consumer saturated beside the poller (batches of ``batch_size``), no catch-up."""
+    event consumer saturated beside the poller (batches of ``events``, by default
+    ``batch_size``), no catch-up."""
     timers = plan.busy_timers if busy else plan.timers
-    name = f"timers-{kind}-busy" if busy else f"timers-{kind}"
+    events_batch = (events or plan.batch_size) if busy else 0
+    name = f"timers-{kind}" + ("-busy" if busy else "") + (f"-batch-{events}" if events else "")
     with database(kind, work_dir, postgres) as url:
         base = datetime.now(UTC).replace(microsecond=0).isoformat()
         common = [
@@ -1898,7 +1928,7 @@ def timers_run(
                 "--poll-interval",
                 str(plan.poll_interval),
                 "--events-batch",
-                str(plan.batch_size if busy else 0),
+                str(events_batch),
             ],
             log_dir=log_dir,
             name=name,
@@ -1912,6 +1942,15 @@ def timers_run(
             f"events {(result.get('events') or {}).get('events_per_s')}/s"
         )
         return result
+
+
+def _busy(result: dict[str, Any]) -> dict[str, Any]:
+    """A run of timers beside a saturated consumer, summarized."""
+    return {
+        "p99_s": result["on_time"]["lateness_s"]["p99"],
+        "timers_per_s": result["on_time"]["fired_per_s"],
+        "events_per_s": (result.get("events") or {}).get("events_per_s"),
+    }
 
 
 def summarize(out: dict[str, Any], plan: JourneyPlan) -> dict[str, Any]:
@@ -1947,13 +1986,23 @@ def summarize(out: dict[str, Any], plan: JourneyPlan) -> dict[str, Any]:
             "demanded_per_s": result["demanded_per_s"],
             "catch_up_per_s": result["catch_up"]["fired_per_s"],
         }
-    summary["busy"] = {
-        kind: {
-            "p99_s": result["on_time"]["lateness_s"]["p99"],
-            "timers_per_s": result["on_time"]["fired_per_s"],
-            "events_per_s": (result.get("events") or {}).get("events_per_s"),
+    summary["busy"] = {kind: _busy(result) for kind, result in out.get("busy", {}).items()}
+    summary["batches"] = {}
+    for kind, sizes in out.get("batches", {}).items():
+        default = summary["events"].get(kind, {}).get("events_per_s")
+        summary["batches"][kind] = {
+            size: {
+                "events_per_s": r["events_per_s"],
+                "gain": round(r["events_per_s"] / default, 2) if default else None,
+                "batch_p50_ms": r["batch_ms"]["p50"],
+                "batch_p99_ms": r["batch_ms"]["p99"],
+                "peak_rss_mb": r["peak_rss_mb"],
+            }
+            for size, r in sizes.items()
         }
-        for kind, result in out.get("busy", {}).items()
+    summary["busy_batches"] = {
+        kind: {size: _busy(r) for size, r in sizes.items()}
+        for kind, sizes in out.get("busy_batches", {}).items()
     }
     points = out["memory"].get("by_customers", {})
     if len(points) >= 2:
