@@ -80,6 +80,14 @@ class CommonSettings(BaseSettings):
         description="How long a Kafka fetch waits for data: an upper bound on the latency a "
         "broker that does not answer early adds per hop.",
     )
+    kafka_max_partition_fetch_bytes: int = Field(
+        1_048_576,
+        ge=1_024,
+        description="Most bytes a Kafka fetch brings of one partition. A consumer's poll takes "
+        "at most one fetch per partition, so this bounds a batch: 1 MiB is about 2,000 events "
+        "of 500 bytes. Raise it with `CICLO_JOURNEY_BATCH_SIZE` when a replica reads few "
+        "partitions.",
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="How Ciclo talks to Kafka (TLS and/or SASL for managed clusters)."
     )

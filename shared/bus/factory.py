@@ -43,6 +43,7 @@ def open_bus(settings: CommonSettings) -> Bus:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
             connection=kafka_connection(settings),
         )
     raise ConfigurationError(f"CICLO_BUS_URL must start with sqlite:// or kafka://: {url!r}")

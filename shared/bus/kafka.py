@@ -58,9 +58,11 @@ class KafkaBus:
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
         fetch_max_wait_ms: int = 500,
+        max_partition_fetch_bytes: int = 1_048_576,
         connection: Mapping[str, Any] | None = None,
     ) -> None:
         self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._max_partition_fetch_bytes = max_partition_fetch_bytes
         # TLS/SASL options (security_protocol, ssl_context, sasl_*) shared by every client.
         self._connection = dict(connection or {})
         self._bootstrap_servers = bootstrap_servers
@@ -183,6 +185,7 @@ class KafkaBus:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=self._heartbeat_interval_ms,
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            max_partition_fetch_bytes=self._max_partition_fetch_bytes,
             on_stop=self._consumers.discard,
             connection=self._connection,
         )
@@ -293,6 +296,7 @@ class KafkaConsumer:
         session_timeout_ms: int,
         heartbeat_interval_ms: int,
         fetch_max_wait_ms: int = 500,
+        max_partition_fetch_bytes: int = 1_048_576,
         on_stop: Callable[[KafkaConsumer], None] | None = None,
         connection: Mapping[str, Any] | None = None,
     ) -> None:
@@ -307,6 +311,8 @@ class KafkaConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            # A poll takes at most one fetch per partition: this bounds a batch's bytes.
+            max_partition_fetch_bytes=max_partition_fetch_bytes,
             **(connection or {}),
         )
         # Offsets handed to commit() that Kafka has not accepted yet (see the module docstring).

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 
 import pytest
 
+from shared.bus.factory import open_bus
 from shared.bus.kafka import KafkaBus
 from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, TopicSpec
 from shared.errors import BusError
+from shared.settings import CommonSettings
+from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS
 
 pytestmark = pytest.mark.kafka
 
@@ -63,3 +67,36 @@ async def test_members_split_partitions_and_take_over_on_stop(
 
     assert {r.partition for r in got_a_after} == {0, 1, 2, 3}
     assert {r.value for r in uncommitted} <= {r.value for r in got_a_after}
+
+
+async def test_the_fetch_size_setting_reaches_the_consumer_that_polls(
+    tansu_bootstrap: str, topic_name: str, tmp_path: Path
+) -> None:
+    """CICLO_KAFKA_MAX_PARTITION_FETCH_BYTES bounds what one poll can bring of a partition
+    (Apache Kafka honours it; Tansu returns more, so the bound itself is aiokafka's to keep):
+    from the settings through ``open_bus`` to the fetcher of a consumer that polls."""
+    settings = CommonSettings(
+        data_dir=tmp_path,
+        bus_url=f"kafka://{tansu_bootstrap}",
+        kafka_idempotence=False,  # Tansu refuses InitProducerId
+        kafka_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
+        kafka_heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
+        kafka_max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    bus = open_bus(settings)
+    assert isinstance(bus, KafkaBus)
+    await bus.start()
+    try:
+        await bus.ensure_topics([TopicSpec(topic_name, partitions=1)])
+        await bus.publish(_records(topic_name, 0, 50))
+        consumer = bus.consumer(group="g", topics=[topic_name])
+        await consumer.start()
+        received: list[ConsumedRecord] = []
+        while len(received) < 50:
+            received += await consumer.poll(max_records=100, timeout=2)
+        assert [r.value for r in received] == [f"v{i}".encode() for i in range(50)]
+        fetcher = consumer._consumer._fetcher
+        assert fetcher._max_partition_fetch_bytes == 4 * 1024 * 1024
+        await consumer.stop()
+    finally:
+        await bus.close()
