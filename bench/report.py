@@ -552,6 +552,10 @@ def render_journey(j: dict[str, Any]) -> list[str]:
             return "—"
         return "—" if value is None else str(value)
 
+    def measured(label: str, fn: Any) -> None:
+        """A row of figures with no target: ``fn(kind)`` for each database."""
+        rows.append([label, *(cell(k, fn) for k, _ in DBS), "—", "—"])
+
     se = summary.get("events", {})
     rows.append(
         [
@@ -562,98 +566,46 @@ def render_journey(j: dict[str, Any]) -> list[str]:
             _met({k: se.get(k, {}).get("met") for k, _ in DBS}),
         ]
     )
-    rows.append(
-        [
-            "Baseline, same run: the same stream, no journey",
-            *(cell(k, lambda k: _n(se[k]["baseline_events_per_s"])) for k, _ in DBS),
-            "—",
-            "—",
-        ]
+    measured(
+        "Baseline, same run: the same stream, no journey",
+        lambda k: _n(se[k]["baseline_events_per_s"]),
     )
-    rows.append(
-        [
-            "Floor, same run: the same stream with no journey and customer intelligence "
-            "off, events/s (µs per event)",
-            *(
-                cell(
-                    k,
-                    lambda k: (
-                        f"{_n(se[k]['floor_events_per_s'])} ({_n(se[k]['floor_us_per_event'], 1)})"
-                    ),
-                )
-                for k, _ in DBS
-            ),
-            "—",
-            "—",
-        ]
+    measured(
+        "Floor, same run: the same stream with no journey and customer intelligence "
+        "off, events/s (µs per event)",
+        lambda k: f"{_n(se[k]['floor_events_per_s'])} ({_n(se[k]['floor_us_per_event'], 1)})",
     )
-    rows.append(
-        [
-            "Cost of customer intelligence, µs of a process per event (the baseline over the "
-            "floor)",
-            *(cell(k, lambda k: _n(se[k]["intelligence_us_per_event"], 1)) for k, _ in DBS),
-            "—",
-            "—",
-        ]
+    measured(
+        "Cost of customer intelligence, µs of a process per event (the baseline over the floor)",
+        lambda k: _n(se[k]["intelligence_us_per_event"], 1),
     )
-    rows.append(
-        [
-            "Cost of the six journeys, µs of a process per event (over the baseline)",
-            *(cell(k, lambda k: _n(se[k]["journeys_us_per_event"], 1)) for k, _ in DBS),
-            "—",
-            "—",
-        ]
+    measured(
+        "Cost of the six journeys, µs of a process per event (over the baseline)",
+        lambda k: _n(se[k]["journeys_us_per_event"], 1),
     )
-    rows.append(
-        [
-            "CPU of the event loop's thread alone, µs per event (journeys); the events/s it "
-            "allows if every wait for the database were hidden behind other work",
-            *(
-                cell(
-                    k,
-                    lambda k: (
-                        f"{_n(ev[k]['journeys']['main_cpu_us_per_event'], 1)} "
-                        f"({_n(1e6 / ev[k]['journeys']['main_cpu_us_per_event'])})"
-                    ),
-                )
-                for k, _ in DBS
-            ),
-            "—",
-            "—",
-        ]
+    measured(
+        "CPU of the event loop's thread alone, µs per event (journeys); the events/s it "
+        "allows if every wait for the database were hidden behind other work",
+        lambda k: (
+            f"{_n(ev[k]['journeys']['main_cpu_us_per_event'], 1)} "
+            f"({_n(1e6 / ev[k]['journeys']['main_cpu_us_per_event'])})"
+        ),
     )
     consumers = plan.get("concurrent_consumers", 0)
     if consumers > 1:
-        rows.append(
-            [
-                f"{consumers} consumers at once in one process, each on its own database "
-                f"({plan['concurrent_events']:,} events each): events/s together / one alone, "
-                "measured alike",
-                *(
-                    cell(
-                        k,
-                        lambda k: (
-                            f"{_n(se[k]['concurrent']['together_events_per_s'])} / "
-                            f"{_n(se[k]['concurrent']['one_events_per_s'])} "
-                            f"(gain {se[k]['concurrent']['gain']:.2f})"
-                        ),
-                    )
-                    for k, _ in DBS
-                ),
-                "—",
-                "—",
-            ]
-        )
-    rows.append(
-        [
-            "Events/s over the whole stream, cold start included (journeys)",
-            *(
-                cell(k, lambda k: _n(ev[k]["journeys"]["events_per_s_whole_stream"]))
-                for k, _ in DBS
+        measured(
+            f"{consumers} consumers at once in one process, each on its own database "
+            f"({plan['concurrent_events']:,} events each): events/s together / one alone, "
+            "measured alike",
+            lambda k: (
+                f"{_n(se[k]['concurrent']['together_events_per_s'])} / "
+                f"{_n(se[k]['concurrent']['one_events_per_s'])} "
+                f"(gain {se[k]['concurrent']['gain']:.2f})"
             ),
-            "—",
-            "—",
-        ]
+        )
+    measured(
+        "Events/s over the whole stream, cold start included (journeys)",
+        lambda k: _n(ev[k]["journeys"]["events_per_s_whole_stream"]),
     )
     never = ev["postgresql"].get("never_analyzed")
     if never:
@@ -678,32 +630,18 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         return f"{100 * hits / looked:.0f}% of {looked:,}" if looked else "—"
 
     size = ev.get("sqlite", {}).get("journeys", {}).get("state_cache")
-    rows.append(
-        [
-            f"State cache ({size:,} states): stored customers' states taken from it"
-            if isinstance(size, int)
-            else "State cache: stored customers' states taken from it",
-            *(cell(k, hit_share) for k, _ in DBS),
-            "—",
-            "—",
-        ]
+    measured(
+        f"State cache ({size:,} states): stored customers' states taken from it"
+        if isinstance(size, int)
+        else "State cache: stored customers' states taken from it",
+        hit_share,
     )
-    rows.append(
-        [
-            f"Batch of {plan['batch_size']:,} with journeys: p50 / p99 ms",
-            *(
-                cell(
-                    k,
-                    lambda k: (
-                        f"{_n(ev[k]['journeys']['batch_ms']['p50'], 1)} / "
-                        f"{_n(ev[k]['journeys']['batch_ms']['p99'], 1)}"
-                    ),
-                )
-                for k, _ in DBS
-            ),
-            "—",
-            "—",
-        ]
+    measured(
+        f"Batch of {plan['batch_size']:,} with journeys: p50 / p99 ms",
+        lambda k: (
+            f"{_n(ev[k]['journeys']['batch_ms']['p50'], 1)} / "
+            f"{_n(ev[k]['journeys']['batch_ms']['p99'], 1)}"
+        ),
     )
     st = summary.get("timers", {})
     rows.append(
@@ -721,23 +659,13 @@ def render_journey(j: dict[str, Any]) -> list[str]:
             _met({k: st.get(k, {}).get("met") for k, _ in DBS}),
         ]
     )
-    rows.append(
-        [
-            "Timers: fired / measured (due ≥ 1 s before the end) / share under 1 s late",
-            *(
-                cell(
-                    k,
-                    lambda k: (
-                        f"{_n(timers[k]['on_time']['fired'])} / "
-                        f"{_n(timers[k]['on_time']['measured'])} / "
-                        f"{_pct(timers[k]['on_time']['on_time_share'])}"
-                    ),
-                )
-                for k, _ in DBS
-            ),
-            "—",
-            "—",
-        ]
+    measured(
+        "Timers: fired / measured (due ≥ 1 s before the end) / share under 1 s late",
+        lambda k: (
+            f"{_n(timers[k]['on_time']['fired'])} / "
+            f"{_n(timers[k]['on_time']['measured'])} / "
+            f"{_pct(timers[k]['on_time']['on_time_share'])}"
+        ),
     )
     rows.append(
         [
@@ -753,81 +681,41 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         ]
     )
     if busy:
-        rows.append(
-            [
-                "Timers beside a saturated event consumer: lateness p99 (p50 / max), s — "
-                f"{plan['busy_timers']:,} pending, {plan['timer_rate']:,.0f}/s demanded",
-                *(
-                    cell(
-                        k,
-                        lambda k: _lateness(busy[k]),
-                    )
-                    for k, _ in DBS
-                ),
-                "—",
-                "—",
-            ]
+        measured(
+            "Timers beside a saturated event consumer: lateness p99 (p50 / max), s — "
+            f"{plan['busy_timers']:,} pending, {plan['timer_rate']:,.0f}/s demanded",
+            lambda k: _lateness(busy[k]),
         )
-        rows.append(
-            [
-                "The same: timers fired per s / events handled per s (batch p50 / p99, s)",
-                *(
-                    cell(
-                        k,
-                        lambda k: (
-                            f"{_n(busy[k]['on_time']['fired_per_s'])} / "
-                            f"{_n(busy[k]['events']['events_per_s'])} "
-                            f"({busy[k]['events']['batch_p50_s']} / "
-                            f"{busy[k]['events']['batch_p99_s']})"
-                        ),
-                    )
-                    for k, _ in DBS
-                ),
-                "—",
-                "—",
-            ]
+        measured(
+            "The same: timers fired per s / events handled per s (batch p50 / p99, s)",
+            lambda k: (
+                f"{_n(busy[k]['on_time']['fired_per_s'])} / "
+                f"{_n(busy[k]['events']['events_per_s'])} "
+                f"({busy[k]['events']['batch_p50_s']} / "
+                f"{busy[k]['events']['batch_p99_s']})"
+            ),
         )
     sb = summary.get("batches", {})
     for size in plan.get("larger_batches", ()):
-        rows.append(
-            [
-                f"Batches of {size:,} (`CICLO_JOURNEY_BATCH_SIZE`), six journeys: events/s "
-                f"(gain over the batches of {plan['batch_size']:,}); batch p50 / p99 ms",
-                *(
-                    cell(
-                        k,
-                        lambda k, n=str(size): (
-                            f"{_n(sb[k][n]['events_per_s'])} "
-                            f"(gain {sb[k][n]['gain']:.2f}); "
-                            f"{_n(sb[k][n]['batch_p50_ms'], 1)} / "
-                            f"{_n(sb[k][n]['batch_p99_ms'], 1)}"
-                        ),
-                    )
-                    for k, _ in DBS
-                ),
-                "—",
-                "—",
-            ]
+        measured(
+            f"Batches of {size:,} (`CICLO_JOURNEY_BATCH_SIZE`), six journeys: events/s "
+            f"(gain over the batches of {plan['batch_size']:,}); batch p50 / p99 ms",
+            lambda k, n=str(size): (
+                f"{_n(sb[k][n]['events_per_s'])} "
+                f"(gain {sb[k][n]['gain']:.2f}); "
+                f"{_n(sb[k][n]['batch_p50_ms'], 1)} / "
+                f"{_n(sb[k][n]['batch_p99_ms'], 1)}"
+            ),
         )
     busy_batches = j.get("busy_batches", {})
     for size in plan.get("busy_batches", ()):
-        rows.append(
-            [
-                f"Timers beside a saturated consumer in batches of {size:,}: lateness p99 "
-                "(p50 / max), s; events handled per s",
-                *(
-                    cell(
-                        k,
-                        lambda k, n=str(size): (
-                            f"{_lateness(busy_batches[k][n])}; "
-                            f"{_n(busy_batches[k][n]['events']['events_per_s'])}"
-                        ),
-                    )
-                    for k, _ in DBS
-                ),
-                "—",
-                "—",
-            ]
+        measured(
+            f"Timers beside a saturated consumer in batches of {size:,}: lateness p99 "
+            "(p50 / max), s; events handled per s",
+            lambda k, n=str(size): (
+                f"{_lateness(busy_batches[k][n])}; "
+                f"{_n(busy_batches[k][n]['events']['events_per_s'])}"
+            ),
         )
     points = memory.get("by_customers", {})
     peaks = " / ".join(_n(p["peak_rss_mb"], 0) for p in points.values())

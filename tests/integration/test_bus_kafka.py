@@ -13,7 +13,7 @@ from shared.bus.kafka import KafkaBus
 from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, TopicSpec
 from shared.errors import BusError
 from shared.settings import CommonSettings
-from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS
+from tests.fixtures.broker import tansu_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -77,11 +77,8 @@ async def test_the_fetch_size_setting_reaches_the_consumer_that_polls(
     from the settings through ``open_bus`` to the fetcher of a consumer that polls."""
     settings = CommonSettings(
         data_dir=tmp_path,
-        bus_url=f"kafka://{tansu_bootstrap}",
-        kafka_idempotence=False,  # Tansu refuses InitProducerId
-        kafka_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
-        kafka_heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
         kafka_max_partition_fetch_bytes=4 * 1024 * 1024,
+        **tansu_settings(tansu_bootstrap),
     )
     bus = open_bus(settings)
     assert isinstance(bus, KafkaBus)

@@ -19,7 +19,7 @@ from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
 from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
-from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS, drain
+from tests.fixtures.broker import drain, tansu_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -33,13 +33,7 @@ PAD = "x" * 1000
 async def kafka_api(
     fresh_broker: str, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, str]]:
-    settings = ServerSettings(
-        data_dir=tmp_path,
-        bus_url=f"kafka://{fresh_broker}",
-        kafka_idempotence=False,  # Tansu refuses InitProducerId
-        kafka_session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
-        kafka_heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
-    )
+    settings = ServerSettings(data_dir=tmp_path, **tansu_settings(fresh_broker))
     runtime = Runtime(services=("ingest",), server=settings)
     await runtime.start()
     try:
