@@ -32,6 +32,7 @@ from shared.db.engine import session_factory
 from shared.retry import RetryPolicy
 from tests.fakes.sendgrid import FakeSendGrid, Injected
 from tests.fakes.server import serve
+from tests.fixtures.waiting import wait_for
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
@@ -186,6 +187,9 @@ async def test_timeout_after_the_request_left_is_ambiguous_and_not_resent(
     await d.handle([request(1)])
     assert (await ledger(engine))["msg_1"][0] == "ambiguous"
     await d.handle([request(1)])
+    # The fake records a request when its thread handles it, which under load can come after
+    # the client's timeout.
+    await wait_for(lambda: fake.message_ids(), timeout=5, what="the fake to record the send")
     assert fake.message_ids() == ["msg_1"]  # the provider got it once; we did not resend
 
 
@@ -197,6 +201,9 @@ async def test_resend_policy_retries_an_ambiguous_send(
     provider = SendGridProvider(client, api_key=fake.api_key, base_url=url)
     await dispatcher(engine, provider, policy="resend").handle([request(1)])
     assert (await ledger(engine))["msg_1"] == ("sent", 2)
+    await wait_for(
+        lambda: len(fake.message_ids()) == 2, timeout=5, what="the fake to record both sends"
+    )
     assert fake.message_ids() == ["msg_1", "msg_1"]  # the documented price of `resend`
 
 
