@@ -1842,13 +1842,16 @@ def measure(
 
     for kind in plan.timer_databases:
         name = f"timers-{kind}"
-        result = attempt(name, partial_(timers_run, plan, kind, work_dir, postgres, log_dir, log))
+        run = functools.partial(timers_run, plan, kind, name, work_dir, postgres, log_dir, log)
+        result = attempt(name, run)
         if result is not None:
             out["timers"][kind] = result
     out["busy"] = {}
     for kind in plan.busy_databases:
         name = f"timers-{kind}-busy"
-        run = functools.partial(timers_run, plan, kind, work_dir, postgres, log_dir, log, busy=True)
+        run = functools.partial(
+            timers_run, plan, kind, name, work_dir, postgres, log_dir, log, beside=plan.batch_size
+        )
         result = attempt(name, run)
         if result is not None:
             out["busy"][kind] = result
@@ -1857,7 +1860,7 @@ def measure(
         for size in plan.busy_batches:
             name = f"timers-{kind}-busy-batch-{size}"
             run = functools.partial(
-                timers_run, plan, kind, work_dir, postgres, log_dir, log, busy=True, events=size
+                timers_run, plan, kind, name, work_dir, postgres, log_dir, log, beside=size
             )
             result = attempt(name, run)
             if result is not None:
@@ -1883,20 +1886,19 @@ def _memory_point(result: dict[str, Any]) -> dict[str, Any]:
 def timers_run(
     plan: JourneyPlan,
     kind: str,
+    name: str,
     work_dir: Path,
     postgres: str,
     log_dir: Path,
     log: Callable[[str], None],
     *,
-    busy: bool = False,
-    events: int | None = None,
+    beside: int = 0,
 ) -> dict[str, Any]:
-    """The timers measurement; ``busy``: ``busy_timers`` of them at the same rate, with the
-    event consumer saturated beside the poller (batches of ``events``, by default
-    ``batch_size``), no catch-up."""
+    """The timers measurement ``name`` (its children's log names). ``beside``: 0 for the timers
+    alone; otherwise ``busy_timers`` of them at the same rate, with the event consumer saturated
+    beside the poller in batches of ``beside`` events, and no catch-up."""
+    busy = beside > 0
     timers = plan.busy_timers if busy else plan.timers
-    events_batch = (events or plan.batch_size) if busy else 0
-    name = f"timers-{kind}" + ("-busy" if busy else "") + (f"-batch-{events}" if events else "")
     with database(kind, work_dir, postgres) as url:
         base = datetime.now(UTC).replace(microsecond=0).isoformat()
         common = [
@@ -1928,7 +1930,7 @@ def timers_run(
                 "--poll-interval",
                 str(plan.poll_interval),
                 "--events-batch",
-                str(events_batch),
+                str(beside),
             ],
             log_dir=log_dir,
             name=name,
