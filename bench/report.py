@@ -461,8 +461,13 @@ def render_journey(j: dict[str, Any]) -> list[str]:
         "127.0.0.1), the journey code running exactly as `JourneyWorker` runs it (with its "
         "state cache, `journey_state_cache` states kept between batches), the heap "
         "settled once set up as in every `ciclo serve` process (`services.runtime.settle_heap`: "
-        "start-up objects frozen, young collections every 50,000 allocations). PostgreSQL "
-        "runs on the same 2 cores.",
+        "start-up objects frozen, young collections every 50,000 allocations)"
+        + (
+            f", on {j['loop']}, the event loop of every `ciclo serve` process"
+            if j.get("loop")
+            else ""
+        )
+        + ". PostgreSQL runs on the same 2 cores.",
         "",
         f"- **Events**: {plan['events']:,} events from sessions of {plan['customers']:,} "
         f"customers ({plan['known_share']:.0%} of them with a profile already, as after an "
