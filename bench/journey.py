@@ -52,7 +52,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -704,9 +704,14 @@ async def table_counts(url: str) -> dict[str, int]:
 
 
 CHILD_LOOP = "uvloop"
-"""The event loop every child runs on: the one of every `ciclo serve` process (uvicorn's loop
-"auto" picks uvloop, which uvicorn[standard] installs), so the journey code is measured on the
-loop it has in production."""
+"""The event loop every child runs on (``run_child``): the one of every `ciclo serve` process
+(uvicorn's loop "auto" picks uvloop, which uvicorn[standard] installs), so the journey code is
+measured on the loop it has in production."""
+
+
+def run_child(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a child's measurement on ``CHILD_LOOP``."""
+    return uvloop.run(work)
 
 
 # ── Where the time goes ───────────────────────────────────────────────────────────────────────
@@ -1521,17 +1526,16 @@ def child_main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    # Each child runs on uvloop (CHILD_LOOP): the journey code is measured on its own loop.
     result: dict[str, Any]
     if args.what == "seed-customers":
-        result = uvloop.run(
+        result = run_child(
             seed_customers(args.url, args.customers, args.known_share, facts=args.facts)
         )
     elif args.what == "seed-timers":
         seed = TimerSeed(args.timers, args.window, datetime.fromisoformat(args.base))
-        result = uvloop.run(seed_timers(args.url, seed))
+        result = run_child(seed_timers(args.url, seed))
     elif args.what == "events" and args.concurrent:
-        result = uvloop.run(
+        result = run_child(
             run_concurrent(
                 args.url,
                 customers=args.customers,
@@ -1543,7 +1547,7 @@ def child_main(argv: list[str] | None = None) -> int:
     elif args.what == "events":
         if len(args.url) > 1:
             parser.error("several --url only with --concurrent")
-        result = uvloop.run(
+        result = run_child(
             run_events(
                 args.url[0],
                 customers=args.customers,
@@ -1557,7 +1561,7 @@ def child_main(argv: list[str] | None = None) -> int:
             )
         )
     else:
-        result = uvloop.run(
+        result = run_child(
             run_timers(
                 args.url,
                 timers=args.timers,
