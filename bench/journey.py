@@ -1826,7 +1826,7 @@ def measure(
         if plan.concurrent_consumers > 1:
             for consumers in (1, plan.concurrent_consumers):
                 name = f"events-{kind}-concurrent-{consumers}"
-                result = attempt(name, partial_(concurrent_run, kind, consumers, name))
+                result = attempt(name, functools.partial(concurrent_run, kind, consumers, name))
                 if result is not None:
                     out["concurrent"].setdefault(kind, {})[str(consumers)] = result
         if kind == "postgresql" and plan.never_analyzed_events:
@@ -1842,7 +1842,7 @@ def measure(
     main = out["events"].get(plan.memory_database, {}).get("journeys")
     for n in plan.memory_customers:
         name = f"memory-{plan.memory_database}-{n}"
-        result = attempt(name, partial_(events_run, plan.memory_database, n, True, name))
+        result = attempt(name, functools.partial(events_run, plan.memory_database, n, True, name))
         if result is not None:
             memory[str(n)] = _memory_point(result)
     if main is not None:
@@ -1881,10 +1881,6 @@ def measure(
     out["summary"] = summarize(out, plan)
     out["elapsed_s"] = round(time.monotonic() - started, 1)
     return out
-
-
-def partial_(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
-    return functools.partial(fn, *args)
 
 
 def _memory_point(result: dict[str, Any]) -> dict[str, Any]:

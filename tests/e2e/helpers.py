@@ -11,8 +11,6 @@ import httpx
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.waiting import wait_for
 
-__all__ = ["assert_each_signup_sent_once", "post_signups", "signup", "wait_for"]
-
 
 def signup(i: int) -> dict[str, Any]:
     """Signup number ``i``: its own event id, customer and address, so each must yield one email."""

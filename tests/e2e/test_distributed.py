@@ -11,9 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.e2e.helpers import assert_each_signup_sent_once, post_signups, wait_for
+from tests.e2e.helpers import assert_each_signup_sent_once, post_signups
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess, ciclo, ciclo_env
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.helpers import assert_each_signup_sent_once, signup, wait_for
+from tests.e2e.helpers import assert_each_signup_sent_once, signup
 from tests.e2e.test_distributed import distributed_env, setup_stack
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess
+from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 

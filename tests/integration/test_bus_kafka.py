@@ -14,6 +14,7 @@ from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, TopicSpec
 from shared.errors import BusError
 from shared.settings import CommonSettings
 from tests.fixtures.broker import tansu_settings
+from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -89,8 +90,12 @@ async def test_the_fetch_size_setting_reaches_the_consumer_that_polls(
         consumer = bus.consumer(group="g", topics=[topic_name])
         await consumer.start()
         received: list[ConsumedRecord] = []
-        while len(received) < 50:
-            received += await consumer.poll(max_records=100, timeout=2)
+
+        async def all_fifty() -> bool:
+            received.extend(await consumer.poll(max_records=100, timeout=2))
+            return len(received) >= 50
+
+        await wait_for(all_fifty, timeout=30, what="the 50 records")
         assert [r.value for r in received] == [f"v{i}".encode() for i in range(50)]
         fetcher = consumer._consumer._fetcher
         assert fetcher._max_partition_fetch_bytes == 4 * 1024 * 1024
