@@ -852,6 +852,11 @@ def test_switching_it_off_drops_a_timer_set_while_it_was_on() -> None:
 def test_derived_events_read_like_storefront_events() -> None:
     s = state()
     changes = feed(s, JourneyCatalog(), order("A"))
+    assert [e.type for _, e, _ in changes.events] == [
+        "lead_band_changed",
+        "lifecycle_stage_changed",
+        "segment_entered",
+    ]
     for owner, event, _ in changes.events:
         assert owner is s
         assert isinstance(event, Derived)
