@@ -180,6 +180,27 @@ def test_after_skips_the_occurrence_that_just_fired() -> None:
     assert birthday("1990-05-17", due - timedelta(days=1), after=due) == utc(2027, 5, 17, 7)
 
 
+def test_dates_at_the_ends_of_the_calendar_are_no_error() -> None:
+    # 0001-01-01 a day earlier and 9999-12-31 a day later lie outside the years Python counts:
+    # such a one-off date never comes, a yearly one comes in the years that exist.
+    now = utc(2026, 3, 2, 10)
+    day = timedelta(days=1)
+    assert birthday("0001-01-01", now, yearly=False, offset=-day) is None
+    assert birthday("9999-12-31", now, yearly=False, offset=day) is None
+    assert birthday("9999-12-31", now, yearly=False) == datetime(9999, 12, 31, 8, tzinfo=UTC)
+    assert birthday("0001-01-01", now, offset=-day) == utc(2026, 12, 31, 8)
+    assert birthday("9999-12-31", now, offset=day) == utc(2027, 1, 1, 8)
+    # Tokyo is ahead of UTC: 1 January of year 1 at 09:00 there is before the first UTC instant.
+    tokyo = zone("Asia/Tokyo")
+    assert (
+        next_date_trait(now, "0001-01-01", offset=timedelta(0), at=time(9), tz=tokyo, yearly=False)
+        is None
+    )
+    assert next_date_trait(
+        now, "0001-01-01", offset=timedelta(0), at=time(9), tz=tokyo, yearly=True
+    ) == utc(2027, 1, 1, 0)
+
+
 def test_not_a_date_is_none() -> None:
     assert birthday("someday", utc(2026, 1, 1)) is None
     assert birthday(None, utc(2026, 1, 1)) is None

@@ -74,20 +74,27 @@ def next_date_trait(
         return None
     year, month, day = parsed
     floor = after if after is not None else now
-    if not yearly:
-        if year is None:
+
+    def instant(year: int) -> datetime | None:
+        """Local ``at`` on the date in ``year`` shifted by ``offset``; None beyond the years
+        Python counts (1 to 9999): ``0001-01-01`` a day earlier, ``9999-12-31`` a day later."""
+        try:
+            return at_local(_on(year, month, day) + offset, at, tz)
+        except OverflowError:
             return None
-        instant = at_local(_on(year, month, day) + offset, at, tz)
-        return instant if instant > floor else None
+
+    if not yearly:
+        once = instant(year) if year is not None else None
+        return once if once is not None and once > floor else None
     if year is not None:
-        first = at_local(_on(year, month, day) + offset, at, tz)
-        if first > floor:
+        first = instant(year)
+        if first is not None and first > floor:
             return first  # a date still ahead (a renewal next year) comes on its own date
     local_year = floor.astimezone(tz).year
     for candidate_year in range(local_year - 1, local_year + 3):
-        instant = at_local(_on(candidate_year, month, day) + offset, at, tz)
-        if instant > floor:
-            return instant
+        candidate = instant(candidate_year)
+        if candidate is not None and candidate > floor:
+            return candidate
     return None  # pragma: no cover - some year within three always comes after
 
 
