@@ -40,6 +40,7 @@ from services.journey.domain.customer import (
     drop_untracked,
     jsonable,
     rfc3339,
+    timer_priority,
 )
 from services.journey.domain.definitions import Journey
 from services.journey.domain.durations import DurationError, parse_duration
@@ -276,9 +277,12 @@ class Simulation:
     states: dict[str, CustomerState] = field(default_factory=dict)
     activity: list[Activity] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
-    _queue: list[tuple[datetime, int, int, Any]] = field(
+    _queue: list[tuple[datetime, int, tuple[int, str, str], int, Any]] = field(
         default_factory=list, init=False, repr=False
     )
+    """(at, timer or event, order of timers due together, sequence, payload). Timers due
+    together fire as the poller fires them (``handle_timers``): higher journey priority
+    first, then by customer and timer name."""
     _seq: int = field(default=0, init=False, repr=False)
     _timers: dict[str, dict[str, datetime]] = field(default_factory=dict, init=False, repr=False)
     """Per customer, the timers queued: name → due (the queue may hold stale entries too)."""
@@ -295,7 +299,7 @@ class Simulation:
         for event in events:
             self._push(event.occurred_at, _EVENT, event)
         while self._queue and self._queue[0][0] <= until:
-            at, kind, _, payload = heapq.heappop(self._queue)
+            at, kind, _, _, payload = heapq.heappop(self._queue)
             if kind == _TIMER:
                 self._fire(payload, at)
             else:
@@ -305,7 +309,12 @@ class Simulation:
 
     def _push(self, at: datetime, kind: int, payload: Any) -> None:
         self._seq += 1
-        heapq.heappush(self._queue, (at, kind, self._seq, payload))
+        order = (0, "", "")
+        if kind == _TIMER:
+            subject, name = payload
+            priority = timer_priority(self.states.get(subject), name, self.catalog)
+            order = (-priority, subject, name)
+        heapq.heappush(self._queue, (at, kind, order, self._seq, payload))
 
     def _state(self, subject: str) -> CustomerState:
         state = self.states.get(subject)

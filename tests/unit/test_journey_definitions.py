@@ -223,6 +223,7 @@ def test_reentry_after_a_duration() -> None:
         ({"reentry": {"after": "P0D"}}, "must be longer than zero"),
         ({"holdout_percent": 101}, "less than or equal to 100"),
         ({"send_window": {"from": "09:00", "to": "09:00"}}, "the window would never open"),
+        ({"send_window": {"from_": "09:00", "to": "20:00"}}, "from_\n  Extra inputs"),
         ({"send_window": {"from": "09:00", "to": "20:00", "timezone": "Mars/Base"}}, "Mars/Base"),
         ({"frequency_cap": "drop"}, "Input should be 'defer' or 'skip'"),
         ({"trigger": {"segmnt": "vip"}}, "a trigger needs one of: event, segment"),
@@ -336,3 +337,75 @@ def test_absurdly_long_durations_are_refused_not_crashed_on(text: str) -> None:
 
     with pytest.raises(DurationError, match="longer than 100 years"):
         parse_duration(text)
+
+
+WRONG_TYPES = [
+    ({"version": True}, "version"),
+    ({"version": "1"}, "version"),
+    ({"priority": "5"}, "priority"),
+    ({"holdout_percent": "10"}, "holdout_percent"),
+    ({"steps": {"x": {"split": {"a": {"percent": "50"}, "b": {"percent": 50}}}}}, "percent"),
+    ({"trigger": {"date_trait": "birthday", "yearly": "yes"}}, "yearly"),
+    ({"send_window": {"from": 32400, "to": "20:00"}}, "from"),
+    ({"send_window": {"from": "09:00Z", "to": "20:00"}}, "from"),
+    ({"send_window": {"from": "09:00", "to": "20:00+02:00"}}, "to"),
+    ({"steps": {"x": {"wait": {"until": "10:00-05:00"}}}}, "until"),
+    ({"steps": {"x": {"wait": {"until_trait": "trial_end", "at": "9"}}}}, "at"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), WRONG_TYPES)
+def test_values_of_the_wrong_type_are_refused_as_the_schema_refuses_them(
+    change: dict[str, object], field: str
+) -> None:
+    doc = document(**change)
+    with pytest.raises(ValidationError) as caught:
+        JourneyDefinition.model_validate(doc)
+    assert [e["loc"][-1] for e in caught.value.errors()] == [field]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, JourneyDefinition.model_json_schema())
+
+
+def test_numbers_take_integers_and_local_times_take_seconds() -> None:
+    journey = JourneyDefinition.model_validate(
+        document(
+            holdout_percent=10,
+            send_window={"from": "09:00:30", "to": "20:00"},
+            steps={"x": {"update": {"add_score": "engagement", "by": 2}}},
+        )
+    )
+    assert journey.holdout_percent == 10.0
+    assert journey.send_window is not None and journey.send_window.from_ == time(9, 0, 30)
+    jsonschema.validate(
+        journey.model_dump(mode="json", by_alias=True), JourneyDefinition.model_json_schema()
+    )
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf")])
+def test_a_score_is_a_finite_number(number: float) -> None:
+    with pytest.raises(ValidationError, match="finite number"):
+        JourneyDefinition.model_validate(
+            document(steps={"x": {"update": {"add_score": "engagement", "by": number}}})
+        )
+
+
+@pytest.mark.parametrize("text", ["P1D\n", "P\uff11D", "PT\u0661H"])
+def test_a_duration_is_written_in_ascii_digits_and_nothing_after(text: str) -> None:
+    with pytest.raises(DurationError, match="expected PnW"):
+        parse_duration(text)
+
+
+def test_an_unknown_time_zone_is_named_in_the_message() -> None:
+    doc = document(send_window={"from": "09:00", "to": "20:00", "timezone": "Mars/Base"})
+    with pytest.raises(ValidationError) as caught:
+        JourneyDefinition.model_validate(doc)
+    [error] = caught.value.errors()
+    assert error["msg"].startswith("unknown time zone 'Mars/Base': use 'customer' or")
+
+
+@pytest.mark.parametrize("step", ["x", 3, ["send"], None])
+def test_a_step_that_is_no_object_is_told_what_a_step_is(step: object) -> None:
+    with pytest.raises(ValidationError) as caught:
+        JourneyDefinition.model_validate(document(steps={"x": step}))
+    [error] = caught.value.errors()
+    assert error["msg"].startswith("a step needs one of: send, exit, wait")

@@ -287,6 +287,45 @@ def test_wait_until_a_missing_or_bad_date_skips_the_wait() -> None:
         assert sends(out) == ["t"]
 
 
+def test_a_one_off_date_wait_waits_for_the_date_itself() -> None:
+    j = journey(
+        {
+            "w": {
+                "wait": {
+                    "until_trait": "trial_end",
+                    "offset": "-P1D",
+                    "at": "09:00",
+                    "yearly": False,
+                },
+                "next": "b",
+            },
+            "b": send("trial-ends-tomorrow"),
+        }
+    )
+    # Ahead: the day before, 09:00 UTC.
+    out = enter(j, traits={"trial_end": "2026-03-10"})
+    assert out.instance.wake_at == datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
+    assert sends(out) == []
+    # Past (T0 is 2 March, 10:00, after 09:00 the day before 3 March): no waiting a year for
+    # it to come round; the wait ends and the next step runs now.
+    for past in ("2026-03-03", "2025-03-03"):
+        out = enter(j, traits={"trial_end": past})
+        assert records(out, "skipped") == [("skipped", "w", "date_passed")], past
+        assert sends(out) == ["trial-ends-tomorrow"]
+    # A date without a year has no one-off instant.
+    out = enter(j, traits={"trial_end": "--03-10"})
+    assert records(out, "skipped") == [("skipped", "w", "no_date")]
+    # The same wait yearly (the default) comes round next year.
+    yearly = journey(
+        {
+            "w": {"wait": {"until_trait": "trial_end", "offset": "-P1D"}, "next": "b"},
+            "b": send("trial-ends-tomorrow"),
+        }
+    )
+    out = enter(yearly, traits={"trial_end": "2026-03-03"})
+    assert out.instance.wake_at == datetime(2027, 3, 2, 9, 0, tzinfo=UTC)
+
+
 def test_a_loop_whose_date_wait_cannot_wait_ends_instead_of_spinning() -> None:
     j = journey(
         {

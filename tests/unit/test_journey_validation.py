@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from services.journey.adapters.definitions import PublishedVersion, build_catalog
 from services.journey.adapters.files import load_catalog, load_journey
 from services.journey.domain.definitions import EventTrigger, JourneyDefinition, WaitStep
 from services.journey.domain.validation import Problem, json_path, validate_journey
@@ -285,3 +286,28 @@ def test_a_journey_id_defined_twice_is_refused(tmp_path: Path) -> None:
 
 def test_a_missing_folder_is_an_empty_catalog(tmp_path: Path) -> None:
     assert len(load_catalog(tmp_path / "none")) == 0
+
+
+def test_stored_versions_load_leniently_and_a_broken_one_is_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Published before the language took JSON types strictly: still runs as published.
+    lax = journey({"a": send()}, id="lax", priority="5", holdout_percent="10")
+    # A time with an offset cannot be compared with a local time: left out, not crashed on.
+    broken = journey({"a": send()}, id="broken", send_window={"from": "09:00Z", "to": "20:00"})
+    rows = [PublishedVersion("shop", doc["id"], 1, doc, "published", True) for doc in (lax, broken)]
+    with caplog.at_level("ERROR"):
+        catalog = build_catalog([], rows)
+    view = catalog.view("shop")
+    loaded = view.get("lax")
+    assert loaded is not None
+    assert (loaded[0].priority, loaded[0].holdout_percent) == (5, 10.0)
+    assert view.get("broken") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "stored journey no longer valid; left out of the catalog"
+    ]
+    # The same documents are refused when validated to be saved or published.
+    assert messages(validate_journey(lax)) == [
+        "$.holdout_percent: Input should be a valid number",
+        "$.priority: Input should be a valid integer",
+    ]

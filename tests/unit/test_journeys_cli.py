@@ -86,6 +86,22 @@ def test_validate_reports_unreadable_json(tmp_path: Path, templates: Path) -> No
     assert result.output.startswith(f"{path}: $: not valid JSON")
 
 
+def test_validate_reports_a_key_given_twice(tmp_path: Path, templates: Path) -> None:
+    # JSON keeps the last of two equal keys: the send written first under "hello" would be
+    # dropped without a word, and the journey would start with a wait.
+    path = tmp_path / "twice.json"
+    text = json.dumps(GOOD).replace(
+        '"steps": {', '"steps": {"hello": {"wait": "P1D", "next": "wait"}, ', 1
+    )
+    path.write_text(text.replace('"name": "J"', '"name": "J", "name": "K"'))
+    result = CliRunner().invoke(main, ["journeys", "validate", str(path)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{path}: $.name: given twice in one object; JSON keeps only the last",
+        f"{path}: $.steps.hello: given twice in one object; JSON keeps only the last",
+    ]
+
+
 def test_validate_accepts_the_whole_language(tmp_path: Path, templates: Path) -> None:
     doc = json.loads(json.dumps(GOOD))
     doc.update(

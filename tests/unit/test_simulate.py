@@ -233,6 +233,76 @@ def test_frequency_caps_hold_marketing_sends(tmp_path: Path) -> None:
     assert ("2025-01-02T10:00:00Z", "cart-reminder-1") in sent
 
 
+def test_sends_held_to_the_same_instant_go_in_priority_order_as_the_poller_fires_them(
+    tmp_path: Path,
+) -> None:
+    # Both sends are held by the send window until 09:00; the cap allows one that day. The
+    # poller fires timers due together in descending priority (handle_timers), so the higher
+    # journey sends, though the lower one was held first.
+    def held_send(journey_id: str, trigger: str, priority: int) -> dict[str, Any]:
+        return {
+            **TINY,
+            "id": journey_id,
+            "trigger": {"event": trigger},
+            "priority": priority,
+            "send_window": {"from": "09:00", "to": "21:00"},
+            "steps": {"hello": {"send": {"channel": "email", "template": "welcome-1"}}},
+        }
+
+    folder = tiny_folder(tmp_path, held_send("lo", "ping", 1), held_send("hi", "pong", 50))
+    events = write_events(
+        tmp_path / "e.jsonl",
+        {
+            "type": "ping",
+            "customer_id": "a",
+            "occurred_at": "2025-03-03T23:00:00Z",
+            "traits": {"email": "a@example.com"},
+        },
+        {"type": "pong", "customer_id": "a", "occurred_at": "2025-03-03T23:30:00Z"},
+    )
+    result = CliRunner().invoke(
+        main,
+        [
+            *("simulate", "--journeys", str(folder), "--events", str(events)),
+            *("--cap", "email:1/P1D", "--until", "2025-03-06T00:00:00Z"),
+        ],
+        env={"CICLO_TEMPLATES_DIR": str(TEMPLATES)},
+    )
+    assert result.exit_code == 0, result.output
+    lines = lines_of(result.stdout)
+    sent = [(line["at"], line["journey_id"]) for line in lines if line["kind"] == "sent"]
+    assert sent == [("2025-03-04T09:00:00Z", "hi"), ("2025-03-05T09:00:00Z", "lo")]
+    held = [
+        (line["at"], line["journey_id"], line["reason"]) for line in lines if line["kind"] == "held"
+    ]
+    assert held == [
+        ("2025-03-03T23:00:00Z", "lo", "send_window"),
+        ("2025-03-03T23:30:00Z", "hi", "send_window"),
+        ("2025-03-04T09:00:00Z", "lo", "frequency_cap"),
+    ]
+
+
+def test_a_birthday_at_the_end_of_the_calendar_is_greeted_like_any(tmp_path: Path) -> None:
+    # The shipped birthday journey on 1 January of year 1 in Tokyo: the worker once failed the
+    # whole event on it (OverflowError), losing the customer's profile with it.
+    events = write_events(
+        tmp_path / "e.jsonl",
+        signup(
+            "a",
+            "2025-12-20T10:00:00Z",
+            email="a@example.com",
+            birthday="0001-01-01",
+            timezone="Asia/Tokyo",
+        ),
+    )
+    result = invoke("--events", events, "--until", "2026-01-02T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    sent = [
+        (line["at"], line["template"]) for line in lines_of(result.stdout) if "template" in line
+    ]
+    assert ("2026-01-01T00:00:00Z", "birthday-offer") in sent  # 09:00 in Tokyo on 1 January
+
+
 def test_timezone_is_the_default_for_customers_without_one(tmp_path: Path) -> None:
     events = write_events(
         tmp_path / "e.jsonl",

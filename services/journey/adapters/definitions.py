@@ -123,11 +123,13 @@ def build_catalog(files: Iterable[Journey], rows: Iterable[PublishedVersion]) ->
     """The file journeys (every workspace) plus every published version of the workspaces' own.
 
     Documents were validated when saved and again when published; one that no longer parses
-    (the language changed under it) is left out and logged rather than stopping the worker."""
+    (the language changed under it) is left out and logged rather than stopping the worker.
+    Types are read leniently here (``strict=False``): a version published before the language
+    took JSON types strictly (``"priority": "5"``) keeps running as it was published."""
     catalog = JourneyCatalog(files)
     for row in rows:
         try:
-            journey = Journey.model_validate(row.document)
+            journey = Journey.model_validate(row.document, strict=False)
         except ValidationError as exc:
             log.error(
                 "stored journey no longer valid; left out of the catalog",

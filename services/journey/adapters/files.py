@@ -8,20 +8,19 @@ templates folder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from services.journey.domain.catalog import JourneyCatalog
 from services.journey.domain.definitions import Journey
-from services.journey.domain.validation import Problem, validate_journey
+from services.journey.domain.validation import Problem, loads_document, validate_journey
 from services.journey.errors import InvalidJourney
 
 
 def read_document(path: Path) -> Any:
     """The parsed JSON of a file; InvalidJourney when it cannot be read or parsed."""
     try:
-        return json.loads(path.read_bytes())
+        return loads_document(path.read_bytes())
     except OSError as exc:
         raise InvalidJourney(f"{path}: cannot read: {exc.strerror}") from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

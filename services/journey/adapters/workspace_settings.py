@@ -84,8 +84,8 @@ def _zone(value: Any) -> str:
     except Exception as exc:  # not found, malformed, a path: all mean "no such zone"
         raise PydanticCustomError(
             "time_zone",
-            "unknown time zone {zone!r}: use an IANA name such as 'Europe/Madrid'",
-            {"zone": value},
+            "unknown time zone {zone}: use an IANA name such as 'Europe/Madrid'",
+            {"zone": repr(value)},  # pydantic fills {name} in without conversions such as !r
         ) from exc
     return value
 

@@ -200,6 +200,19 @@ MAX_DERIVED_DEPTH = 3
 that moves the band): a bound, so that rules that feed each other cannot loop."""
 
 
+def timer_priority(state: CustomerState | None, timer: str, catalog: JourneyCatalog) -> int:
+    """The ``priority`` of the journey a timer of ``state`` belongs to (0 for customer
+    intelligence's, or a journey no longer there). Timers due at the same instant fire in
+    descending priority, so the higher journey takes a frequency cap's one send."""
+    if state is None:
+        return 0
+    kind, _, name = timer.partition(":")
+    run = state.instances.get(name) if kind == "run" else None
+    journey_id = run.journey_id if run is not None else name
+    current = catalog.view(state.workspace_id).get(journey_id)
+    return current[0].priority if current else 0
+
+
 def apply_event(
     state: CustomerState,
     event: EventLike,

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from services.journey.domain.conditions import Condition
-from services.journey.domain.durations import Duration, Offset, TimeZone
+from services.journey.domain.durations import Duration, LocalTime, Offset, TimeZone
 
 _ID = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 Name = Annotated[str, StringConstraints(pattern=_ID)]
@@ -36,7 +36,11 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Strict types: a JSON value of the wrong type is refused, never converted (``"5"`` is
+    not the priority 5, ``true`` not the version 1), as the published JSON Schema says; and no
+    NaN or infinity in a number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _by_key(kinds: tuple[str, ...]) -> Any:
@@ -47,6 +51,8 @@ def _by_key(kinds: tuple[str, ...]) -> Any:
     """
 
     def kind_of(value: Any) -> str | None:
+        if not isinstance(value, dict | BaseModel):
+            return None  # a string has a ``split`` method, yet it is no split step
         for kind in kinds:
             present = kind in value if isinstance(value, dict) else hasattr(value, kind)
             if present:
@@ -88,7 +94,7 @@ class DateTrigger(_Strict):
 
     date_trait: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     offset: Offset = timedelta(0)
-    at: time = Field(time(9, 0), description="Local time of day to enter.")
+    at: LocalTime = Field(time(9, 0), description="Local time of day to enter.")
     timezone: TimeZone = "customer"
     yearly: bool = Field(True, description="Every year on the date (birthday), or only once.")
 
@@ -137,7 +143,7 @@ class SendStep(_Strict):
 class UntilTime(_Strict):
     """Wait until the next local time of day (on one of ``weekdays``, if given)."""
 
-    until: time
+    until: LocalTime
     weekdays: list[Weekday] | None = Field(None, min_length=1)
     timezone: TimeZone = "customer"
 
@@ -147,8 +153,13 @@ class UntilDate(_Strict):
 
     until_trait: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     offset: Offset = timedelta(0)
-    at: time = time(9, 0)
+    at: LocalTime = time(9, 0)
     timezone: TimeZone = "customer"
+    yearly: bool = Field(
+        True,
+        description="The date's next yearly return (a birthday), or the date itself only (a "
+        "trial end): a one-off date already past ends the wait at once.",
+    )
 
 
 WaitSpec = Annotated[
@@ -319,10 +330,8 @@ Reentry = Annotated[
 class SendWindow(_Strict):
     """Hours in which sends may leave; outside them a send is held until the window opens."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    from_: time = Field(alias="from")
-    to: time = Field(description="End of the window; earlier than 'from' spans midnight.")
+    from_: LocalTime = Field(alias="from")
+    to: LocalTime = Field(description="End of the window; earlier than 'from' spans midnight.")
     timezone: TimeZone = "customer"
 
     @model_validator(mode="after")

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 _DURATION = re.compile(
-    r"^(?P<sign>-)?P"
-    r"(?:(?P<weeks>\d+)W)?"
-    r"(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+    r"(?P<sign>-)?P"
+    r"(?:(?P<weeks>[0-9]+)W)?"
+    r"(?:(?P<days>[0-9]+)D)?"
+    r"(?:T(?:(?P<hours>[0-9]+)H)?(?:(?P<minutes>[0-9]+)M)?(?:(?P<seconds>[0-9]+(?:\.[0-9]+)?)S)?)?"
 )
+"""Matched whole (``fullmatch``), ASCII digits only: ``$`` would let a trailing newline in and
+``\\d`` every Unicode digit, which the JSON Schema's pattern (ECMA-262) refuses."""
 DURATION_PATTERN = r"^-?P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
 
 
@@ -45,7 +47,7 @@ def _reason(text: str) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """Parse an ISO-8601 duration such as ``P3D``, ``PT2H30M``, ``P2W`` or ``-P1D``."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None or text.lstrip("-") in ("P", "PT") or text.endswith("T"):
         raise DurationError(f"bad duration {text!r}: {_reason(text)}")
     parts = match.groupdict()
@@ -71,14 +73,14 @@ def format_duration(value: timedelta) -> str:
     days, rest = value.days, value - timedelta(days=value.days)
     hours, rest_s = divmod(rest.total_seconds(), 3600)
     minutes, seconds = divmod(rest_s, 60)
-    time = "".join(
+    clock = "".join(
         f"{int(n) if unit != 'S' else _seconds(n)}{unit}"
         for n, unit in ((hours, "H"), (minutes, "M"), (seconds, "S"))
         if n
     )
     text = f"{days}D" if days else ""
-    if time:
-        text += f"T{time}"
+    if clock:
+        text += f"T{clock}"
     return f"{sign}P{text or '0D'}"
 
 
@@ -135,8 +137,8 @@ def _time_zone(value: Any) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise PydanticCustomError(
             "time_zone",
-            "unknown time zone {zone!r}: use 'customer' or an IANA name such as 'Europe/Madrid'",
-            {"zone": value},
+            "unknown time zone {zone}: use 'customer' or an IANA name such as 'Europe/Madrid'",
+            {"zone": repr(value)},  # pydantic fills {name} in without conversions such as !r
         ) from exc
     return value
 
@@ -152,3 +154,38 @@ TimeZone = Annotated[
         }
     ),
 ]
+
+
+_LOCAL_TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
+LOCAL_TIME_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+
+
+def _local_time(value: Any) -> time:
+    if isinstance(value, time) and value.tzinfo is None:
+        return value
+    match = _LOCAL_TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise PydanticCustomError(
+            "local_time",
+            "a local time of day is 'HH:MM' or 'HH:MM:SS' (e.g. '09:00'), with no offset: "
+            "'timezone' says whose clock it is, got {value}",
+            {"value": repr(value)},
+        )
+    hour, minute, second = match.groups()
+    return time(int(hour), int(minute), int(second or 0))
+
+
+LocalTime = Annotated[
+    time,
+    BeforeValidator(_local_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": LOCAL_TIME_PATTERN,
+            "description": "Local time of day, 'HH:MM' or 'HH:MM:SS', in the step's 'timezone'.",
+            "examples": ["09:00"],
+        }
+    ),
+]
+"""A time of day on a local clock (a send window's ends, a wait's ``until``): no offset, which
+would contradict the ``timezone`` beside it (and cannot be compared with a local time)."""

@@ -41,6 +41,7 @@ from services.journey.domain.definitions import (
 from services.journey.domain.localtime import (
     next_date_trait,
     next_time_of_day,
+    parse_date_trait,
     resolve_zone,
     window_opens,
 )
@@ -575,7 +576,7 @@ def _run(
         if isinstance(step, WaitStep):
             until = _wait_until(step, traits, policy, now)
             if until is None:
-                effects.append(Record("skipped", name, now, reason="no_date"))
+                effects.append(Record("skipped", name, now, reason=_no_wait(step, traits)))
                 current = replace(current, step=step.next)
                 continue
             effects.append(Record("waited", name, now, detail={"until": until}))
@@ -675,8 +676,17 @@ def _wait_until(
     assert isinstance(spec, UntilDate)
     tz = resolve_zone(spec.timezone, traits.get("timezone"), policy.default_timezone)
     return next_date_trait(
-        now, traits.get(spec.until_trait), offset=spec.offset, at=spec.at, tz=tz, yearly=True
+        now, traits.get(spec.until_trait), offset=spec.offset, at=spec.at, tz=tz, yearly=spec.yearly
     )
+
+
+def _no_wait(step: WaitStep, traits: Mapping[str, Any]) -> str:
+    """Why a dated wait has nothing to wait for: its one-off date (``yearly`` false) has passed,
+    or the trait holds no date (a one-off date needs its year)."""
+    assert isinstance(step.wait, UntilDate)
+    parsed = parse_date_trait(traits.get(step.wait.until_trait))
+    dated = parsed is not None and (step.wait.yearly or parsed[0] is not None)
+    return "date_passed" if dated else "no_date"
 
 
 def _split(step: SplitStep, point: float) -> str:

@@ -9,6 +9,7 @@ error, reported with the same reason. Every problem of a pass is returned, not j
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -87,13 +88,60 @@ def schema_problems(exc: ValidationError) -> list[Problem]:
     return problems
 
 
+class _Object(dict[str, Any]):
+    """A JSON object as ``loads_document`` read it, with the keys it gave more than once."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        seen: set[str] = set()
+        self.repeated: list[str] = []
+        for key, _ in pairs:
+            if key in seen and key not in self.repeated:
+                self.repeated.append(key)
+            seen.add(key)
+
+
+def loads_document(text: str | bytes) -> Any:
+    """A JSON text as ``json.loads`` reads it, each object remembering the keys it repeats,
+    for ``repeated_keys``: ``json.loads`` keeps the last value of a key given twice, so a step
+    written twice under one name would silently lose the first. Raises ``ValueError`` when the
+    text is not JSON."""
+    return json.loads(text, object_pairs_hook=_Object)
+
+
+def repeated_keys(document: Any, at: tuple[str | int, ...] = ()) -> list[Problem]:
+    """A problem for each key given twice in one object of a document ``loads_document`` read
+    (a document read otherwise has none to report)."""
+    problems: list[Problem] = []
+    if isinstance(document, dict):
+        for key in getattr(document, "repeated", ()):
+            problems.append(
+                Problem(
+                    json_path((*at, key)), "given twice in one object; JSON keeps only the last"
+                )
+            )
+        for key, value in document.items():
+            problems += repeated_keys(value, (*at, key))
+    elif isinstance(document, list):
+        for index, value in enumerate(document):
+            problems += repeated_keys(value, (*at, index))
+    return problems
+
+
 def validate_journey(
     document: Mapping[str, Any], *, templates: Set[str] | None = None
 ) -> list[Problem]:
     """Every problem of a journey document; empty when it is valid.
 
-    ``templates`` is the set of template ids that exist; ``None`` skips that check.
+    ``templates`` is the set of template ids that exist; ``None`` skips that check. Keys given
+    twice (in a document ``loads_document`` read) come first, then the schema's problems or,
+    with none, the graph's.
     """
+    repeated = repeated_keys(document)
+    if repeated:
+        return repeated
     try:
         journey = JourneyDefinition.model_validate(document)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,7 +36,12 @@ from services.journey.adapters.saved_templates import SavedTemplates
 from services.journey.adapters.stats import CustomerRuns, JourneyStats
 from services.journey.adapters.workspace_settings import JourneySettingsIn, JourneySettingsOut
 from services.journey.domain.definitions import Journey
-from services.journey.domain.validation import Problem, validate_journey
+from services.journey.domain.validation import (
+    Problem,
+    loads_document,
+    repeated_keys,
+    validate_journey,
+)
 from services.journey.settings import JourneySettings
 from shared.clock import Clock
 from shared.http import HTTPProblem, problem, require_json
@@ -192,6 +197,18 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+async def repeated_in_body(request: Request) -> list[Problem]:
+    """Keys a journey document in the body gives twice (``repeated_keys``): the document
+    FastAPI parsed kept the last of each, so the first would be lost without a word."""
+    try:
+        return repeated_keys(loads_document(await request.body()))
+    except ValueError:
+        return []  # not JSON: FastAPI's own parse answers that
+
+
+Repeated = Annotated[list[Problem], Depends(repeated_in_body)]
+
+
 # ── The router ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -289,8 +306,9 @@ def journeys_router(
         document: Annotated[dict[str, Any], Body(openapi_examples=EXAMPLES)],
         principal: AdminPrincipal,
         response: Response,
+        repeated: Repeated,
     ) -> JourneyDetail | JSONResponse:
-        problems = await check(principal.workspace_id, {**document, "version": 1})
+        problems = repeated or await check(principal.workspace_id, {**document, "version": 1})
         if problems:
             return invalid(problems)
         journey_id = str(document["id"])
@@ -318,9 +336,10 @@ def journeys_router(
         journey_id: JourneyId,
         document: Annotated[dict[str, Any], Body(openapi_examples=EXAMPLES)],
         principal: AdminPrincipal,
+        repeated: Repeated,
     ) -> JourneyDetail | JSONResponse:
         version = document.get("version")
-        problems = same_id(document, journey_id)
+        problems = repeated or same_id(document, journey_id)
         if version is not None and (
             not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_INT
         ):
@@ -353,8 +372,9 @@ def journeys_router(
         version: VersionNumber,
         document: Annotated[dict[str, Any], Body(openapi_examples=EXAMPLES)],
         principal: AdminPrincipal,
+        repeated: Repeated,
     ) -> JourneyDetail | JSONResponse:
-        problems = same_id(document, journey_id)
+        problems = repeated or same_id(document, journey_id)
         given = document.get("version")
         if given is not None and given != version:
             problems.append(Problem("$.version", f"must be {version} (the version in the path)"))

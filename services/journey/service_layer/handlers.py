@@ -26,6 +26,7 @@ from services.journey.domain.customer import (
     merge_into,
     reconsider,
     schedule_all,
+    timer_priority,
 )
 from services.journey.domain.intelligence import DERIVED_TYPES, Derived, Intelligence
 from services.journey.domain.policy import WorkspacePolicy
@@ -183,13 +184,7 @@ async def handle_timers(
     # takes the frequency cap's one send.
     def order(f: Fired) -> tuple[datetime, int, str, str, str]:
         state = batch.states.get((f.workspace_id, f.customer_id))
-        journey_id = None
-        if state is not None:
-            kind, _, name = f.name.partition(":")
-            run = state.instances.get(name) if kind == "run" else None
-            journey_id = run.journey_id if run is not None else name
-        current = catalog.view(f.workspace_id).get(journey_id) if journey_id else None
-        priority = current[0].priority if current else 0
+        priority = timer_priority(state, f.name, catalog)
         return (f.due_at, -priority, f.workspace_id, f.customer_id, f.name)
 
     for timer in sorted(fired, key=order):
