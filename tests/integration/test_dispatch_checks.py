@@ -483,6 +483,11 @@ async def test_dispatch_settings_and_the_suppression_list_over_http(
     )
     assert put.status_code == 200, put.text
     assert put.json()["timezone"] == "Europe/Madrid"
+    stored = (await c.get("/v1/dispatch-settings", headers=auth(keys["admin"]))).json()
+    assert (stored["quiet_hours"], stored["timezone"]) == (
+        {"email": {"start": "22:00", "end": "07:30"}},
+        "Europe/Madrid",
+    )
     bad = await c.put(
         "/v1/dispatch-settings",
         headers=auth(keys["admin"]),
@@ -507,6 +512,10 @@ async def test_dispatch_settings_and_the_suppression_list_over_http(
     assert other["suppressions"] == []
     lifted = await c.delete("/v1/suppressions/email/ana@example.com", headers=auth(keys["admin"]))
     assert lifted.status_code == 204
+    page = (await c.get("/v1/suppressions", headers=auth(keys["admin"]))).json()
+    assert page["suppressions"] == []
+    again = await c.delete("/v1/suppressions/email/ana@example.com", headers=auth(keys["admin"]))
+    assert again.status_code == 404
 
 
 async def test_a_batch_of_two_thousand_checks_the_suppression_list_at_once(
