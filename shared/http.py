@@ -170,6 +170,17 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        unparsable = next((e for e in exc.errors() if e["type"] == "json_invalid"), None)
+        if unparsable is not None:
+            # FastAPI puts the character offset where a field would be: ("body", 6).
+            at = unparsable["loc"][-1]
+            reason = (unparsable.get("ctx") or {}).get("error", "JSON decode error")
+            return problem(
+                400,
+                "invalid_body",
+                f"the body is not valid JSON: {reason} at character {at}",
+                field="body",
+            )
         errors = [
             {"field": _field_path(e["loc"], union_tags), "message": e["msg"], "type": e["type"]}
             for e in exc.errors()

@@ -492,6 +492,21 @@ async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-unt
     await published(runtime, 0)
 
 
+async def test_a_body_that_is_not_json_at_all_is_a_400_naming_the_body(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}
+    for path in ("/v1/events", "/v1/events/batch"):
+        answer = await client.post(path, headers=headers, content=b'{"type":')
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == {
+            "status": 400,
+            "code": "invalid_body",
+            "message": "the body is not valid JSON: Expecting value at character 8",
+            "field": "body",
+        }
+    await published(runtime, 0)
+
+
 async def test_a_body_that_is_not_utf8_json_is_a_400_naming_the_body(api) -> None:  # type: ignore[no-untyped-def]
     client, _, keys = api
     headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}

@@ -217,11 +217,17 @@ async def test_a_key_given_twice_is_422_and_nothing_is_saved(api: Api) -> None:
     assert draft["steps"]["wait"] == cart()["steps"]["wait"]
 
 
-async def test_a_body_that_is_not_json_is_415(api: Api) -> None:
+async def test_a_body_that_is_not_json_is_415_or_400(api: Api) -> None:
     answer = await api.client.post(
         "/v1/journeys", headers={**api.auth(), "Content-Type": "text/plain"}, content=b"{}"
     )
     assert answer.status_code == 415
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    answer = await api.client.post("/v1/journeys", headers=headers, content=b'{"id":')
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["field"]) == ("invalid_body", "body")
+    assert error["message"] == "the body is not valid JSON: Expecting value at character 6"
 
 
 async def test_publish_makes_a_version_immutable(api: Api) -> None:

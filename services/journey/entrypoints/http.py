@@ -178,6 +178,7 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 }
 _WRITE: dict[int | str, dict[str, Any]] = {
     **_AUTH,
+    400: {"description": "Body is not valid UTF-8 JSON (`error.field` is `body`)"},
     413: {"description": "Body larger than CICLO_MAX_BODY_BYTES"},
     415: {"description": "Body is not JSON"},
     422: {
