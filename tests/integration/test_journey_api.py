@@ -196,7 +196,7 @@ async def test_an_invalid_journey_is_422_with_every_problem(api: Api) -> None:
     assert (await api.get("/v1/journeys/cart")).status_code == 404  # nothing was saved
 
 
-async def test_a_key_given_twice_is_422_and_nothing_is_saved(api: Api) -> None:
+async def test_what_json_parsing_hides_is_422_and_nothing_is_saved(api: Api) -> None:
     text = json.dumps(cart())
     twice = text.replace('"steps": {', '"steps": {"wait": {"exit": true}, ', 1)
     headers = {**api.auth(), "Content-Type": "application/json"}
@@ -206,6 +206,17 @@ async def test_a_key_given_twice_is_422_and_nothing_is_saved(api: Api) -> None:
         {"path": "$.steps.wait", "message": "given twice in one object; JSON keeps only the last"}
     ]
     assert (await api.get("/v1/journeys/cart")).status_code == 404
+    huge = text.replace(
+        '"within": "P7D"}',
+        '"within": "P7D", "where": {"field": "event.properties'
+        '.total", "op": "gt", "value": 1e400}}',
+        1,
+    )
+    answer = await api.client.post("/v1/journeys", content=huge, headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["problems"] == [
+        {"path": "$.goal.where.value", "message": "not a finite number"}
+    ]
     # The same holds for a draft replaced over PUT.
     assert (await api.post("/v1/journeys", cart())).status_code == 201
     answer = await api.client.put("/v1/journeys/cart/draft", content=twice, headers=headers)
@@ -563,6 +574,10 @@ async def test_policies_are_cached_briefly(api: Api) -> None:
          "frequency_caps.0.limit", "greater than or equal to 1"),
         ({"frequency_caps": [{"channel": "email", "limit": 1}]},
          "frequency_caps.0.per", "Field required"),
+        ({"frequency_caps": [{"channel": "email", "limit": True, "per": "P1D"}]},
+         "frequency_caps.0.limit", "valid integer"),
+        ({"frequency_caps": [{"channel": "email", "limit": "3", "per": "P1D"}]},
+         "frequency_caps.0.limit", "valid integer"),
         ({"frequency_caps": {"channel": "email"}}, "frequency_caps", "valid list"),
         ({"max_age": "P1D"}, "max_age", "Extra inputs"),
     ],

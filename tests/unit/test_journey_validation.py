@@ -11,7 +11,7 @@ import pytest
 from services.journey.adapters.definitions import PublishedVersion, build_catalog
 from services.journey.adapters.files import load_catalog, load_journey
 from services.journey.domain.definitions import EventTrigger, JourneyDefinition, WaitStep
-from services.journey.domain.validation import Problem, json_path, validate_journey
+from services.journey.domain.validation import Problem, json_path, loads_document, validate_journey
 from services.journey.errors import InvalidJourney
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,3 +311,12 @@ def test_stored_versions_load_leniently_and_a_broken_one_is_left_out(
         "$.holdout_percent: Input should be a valid number",
         "$.priority: Input should be a valid integer",
     ]
+
+
+def test_a_number_json_reads_as_infinity_is_refused_where_it_is() -> None:
+    # 1e400 reads as infinity; stored, it would come back as null and mean something else.
+    where = {"field": "event.properties.total", "op": "eq", "value": 1e400}
+    doc = journey({"a": send()}, trigger={"event": "signup", "where": where})
+    assert messages(validate_journey(doc)) == ["$.trigger.where.value: not a finite number"]
+    text = json.dumps(journey({"a": send()})).replace('"version": 1', '"version": 1e999')
+    assert messages(validate_journey(loads_document(text))) == ["$.version: not a finite number"]

@@ -120,7 +120,9 @@ class FrequencyCap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Literal["email", "sms"]
-    limit: int = Field(ge=1, le=10_000, description="Messages allowed in the window.")
+    limit: int = Field(
+        ge=1, le=10_000, strict=True, description="Messages allowed in the window."
+    )  # strict: `true` or "3" is refused, as the schema's integer says, not taken as 1 or 3
     per: Window = Field(description="The sliding window, e.g. P1D or P7D.")
 
     def cap(self) -> Cap:

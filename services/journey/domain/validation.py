@@ -10,6 +10,7 @@ error, reported with the same reason. Every problem of a pass is returned, not j
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -105,15 +106,16 @@ class _Object(dict[str, Any]):
 
 def loads_document(text: str | bytes) -> Any:
     """A JSON text as ``json.loads`` reads it, each object remembering the keys it repeats,
-    for ``repeated_keys``: ``json.loads`` keeps the last value of a key given twice, so a step
+    for ``json_problems``: ``json.loads`` keeps the last value of a key given twice, so a step
     written twice under one name would silently lose the first. Raises ``ValueError`` when the
     text is not JSON."""
     return json.loads(text, object_pairs_hook=_Object)
 
 
-def repeated_keys(document: Any, at: tuple[str | int, ...] = ()) -> list[Problem]:
-    """A problem for each key given twice in one object of a document ``loads_document`` read
-    (a document read otherwise has none to report)."""
+def json_problems(document: Any, at: tuple[str | int, ...] = ()) -> list[Problem]:
+    """What JSON parsing hid: each key given twice in one object of a document
+    ``loads_document`` read (a document read otherwise has none to report), and each number
+    that is no finite number (``1e400`` reads as infinity, stored as null)."""
     problems: list[Problem] = []
     if isinstance(document, dict):
         for key in getattr(document, "repeated", ()):
@@ -123,10 +125,12 @@ def repeated_keys(document: Any, at: tuple[str | int, ...] = ()) -> list[Problem
                 )
             )
         for key, value in document.items():
-            problems += repeated_keys(value, (*at, key))
+            problems += json_problems(value, (*at, key))
     elif isinstance(document, list):
         for index, value in enumerate(document):
-            problems += repeated_keys(value, (*at, index))
+            problems += json_problems(value, (*at, index))
+    elif isinstance(document, float) and not math.isfinite(document):
+        problems.append(Problem(json_path(at), "not a finite number"))
     return problems
 
 
@@ -136,12 +140,12 @@ def validate_journey(
     """Every problem of a journey document; empty when it is valid.
 
     ``templates`` is the set of template ids that exist; ``None`` skips that check. Keys given
-    twice (in a document ``loads_document`` read) come first, then the schema's problems or,
-    with none, the graph's.
+    twice (in a document ``loads_document`` read) and numbers that are not finite come first,
+    then the schema's problems or, with none, the graph's.
     """
-    repeated = repeated_keys(document)
-    if repeated:
-        return repeated
+    parsing = json_problems(document)
+    if parsing:
+        return parsing
     try:
         journey = JourneyDefinition.model_validate(document)
     except ValidationError as exc:

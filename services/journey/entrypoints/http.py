@@ -38,8 +38,8 @@ from services.journey.adapters.workspace_settings import JourneySettingsIn, Jour
 from services.journey.domain.definitions import Journey
 from services.journey.domain.validation import (
     Problem,
+    json_problems,
     loads_document,
-    repeated_keys,
     validate_journey,
 )
 from services.journey.settings import JourneySettings
@@ -199,10 +199,10 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 async def repeated_in_body(request: Request) -> list[Problem]:
-    """Keys a journey document in the body gives twice (``repeated_keys``): the document
+    """Keys a journey document in the body gives twice (``json_problems``): the document
     FastAPI parsed kept the last of each, so the first would be lost without a word."""
     try:
-        return repeated_keys(loads_document(await request.body()))
+        return json_problems(loads_document(await request.body()))
     except ValueError:
         return []  # not JSON: FastAPI's own parse answers that
 
