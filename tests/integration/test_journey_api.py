@@ -767,6 +767,12 @@ async def test_a_customers_runs_with_their_latest_activity(api: Api) -> None:
         ("exited", "exit_step"),
         ("sent", None),
     ]
+    # One record per run: run-a's two newest records must not take run-b's share.
+    answer = await api.get("/v1/customers/c1/journeys", params={"activity": 1, "limit": 2})
+    assert [[a["kind"] for a in r["activity"]] for r in answer.json()["runs"]] == [
+        ["waited"],
+        ["exited"],
+    ]
     other = {"Authorization": f"Bearer {api.other_admin}"}
     assert (await api.get("/v1/customers/c1/journeys", headers=other)).json()["runs"] == []
 

@@ -352,29 +352,33 @@ async def customer_runs(
     wanted = {r.run_id for r in runs}
     records: dict[str, list[ActivityRecord]] = {}
     if wanted:
-        # The customer's newest records (index on workspace, customer, at), a bounded number.
-        rows = await conn.execute(
-            select(a)
+        # Each run's newest records (index on workspace, customer, at): numbered per run, so a
+        # run with many records cannot take the share of the others.
+        newest = (
+            func.row_number()
+            .over(partition_by=a.c.run_id, order_by=(a.c.at.desc(), a.c.id.desc()))
+            .label("n")
+        )
+        ranked = (
+            select(a, newest)
             .where(
                 a.c.workspace_id == workspace,
                 a.c.customer_id == customer_id,
                 a.c.run_id.in_(sorted(wanted)),
             )
-            .order_by(a.c.at.desc(), a.c.id.desc())
-            .limit(limit * activity_per_run)
+            .subquery()
+        )
+        rows = await conn.execute(
+            select(ranked)
+            .where(ranked.c.n <= activity_per_run)
+            .order_by(ranked.c.at.desc(), ranked.c.id.desc())
         )
         for r in rows:
-            kept = records.setdefault(r.run_id, [])
-            if len(kept) < activity_per_run:
-                kept.append(
-                    ActivityRecord(
-                        at=r.at,
-                        kind=r.kind,
-                        step=r.step,
-                        reason=r.reason,
-                        detail=dict(r.detail or {}),
-                    )
+            records.setdefault(r.run_id, []).append(
+                ActivityRecord(
+                    at=r.at, kind=r.kind, step=r.step, reason=r.reason, detail=dict(r.detail or {})
                 )
+            )
     return CustomerRuns(
         customer_id=customer_id,
         runs=[
