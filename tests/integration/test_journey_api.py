@@ -701,7 +701,15 @@ async def test_stats_count_runs_steps_and_lift(api: Api) -> None:
 
 
 async def test_stats_of_a_journey_without_runs_are_zeros(api: Api) -> None:
-    assert (await api.get("/v1/journeys/cart/stats")).status_code == 404
+    answer = await api.get("/v1/journeys/cart/stats")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["message"] == "no journey 'cart' in this workspace"
+    assert (await api.post("/v1/journeys", cart())).status_code == 201  # a draft only
+    answer = await api.get("/v1/journeys/cart/stats")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["message"] == (
+        "journey 'cart' has no published version yet: stats are kept per published version"
+    )
     body = (await api.get("/v1/journeys/welcome/stats")).json()
     [v3] = body["versions"]
     assert (v3["version"], v3["entered"], v3["lift"]) == (3, 0, None)

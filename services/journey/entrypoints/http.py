@@ -494,6 +494,11 @@ def journeys_router(
             numbers = [version]
         else:
             if not known and not has_data:
+                if row is not None:
+                    raise NotFound(
+                        f"journey {journey_id!r} has no published version yet: stats are kept "
+                        "per published version"
+                    )
                 raise NotFound(f"no journey {journey_id!r} in this workspace")
             numbers = list(known)
             if row is not None and row.current_version is not None and file is not None:
