@@ -492,30 +492,25 @@ async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-unt
     await published(runtime, 0)
 
 
-async def test_a_body_that_is_not_json_at_all_is_a_400_naming_the_body(api) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"type":', "the body is not valid JSON: Expecting value at character 8"),
+        (b'{"type": "\xff\xfe"}', "the body could not be read as UTF-8 JSON"),
+    ],
+)
+async def test_a_body_that_is_not_utf8_json_is_a_400_naming_the_body(  # type: ignore[no-untyped-def]
+    api, content: bytes, message: str
+) -> None:
     client, runtime, keys = api
     headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}
     for path in ("/v1/events", "/v1/events/batch"):
-        answer = await client.post(path, headers=headers, content=b'{"type":')
+        answer = await client.post(path, headers=headers, content=content)
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"] == {
             "status": 400,
             "code": "invalid_body",
-            "message": "the body is not valid JSON: Expecting value at character 8",
+            "message": message,
             "field": "body",
         }
     await published(runtime, 0)
-
-
-async def test_a_body_that_is_not_utf8_json_is_a_400_naming_the_body(api) -> None:  # type: ignore[no-untyped-def]
-    client, _, keys = api
-    headers = {**auth(keys["ingest"]), "Content-Type": "application/json"}
-    for path in ("/v1/events", "/v1/events/batch"):
-        answer = await client.post(path, headers=headers, content=b'{"type": "\xff\xfe"}')
-        assert answer.status_code == 400, answer.text
-        assert answer.json()["error"] == {
-            "status": 400,
-            "code": "invalid_body",
-            "message": "the body could not be read as UTF-8 JSON",
-            "field": "body",
-        }
