@@ -127,20 +127,27 @@ Duration = Annotated[
 """A duration longer than zero (waits, timeouts, windows)."""
 
 
+def known_zone(value: str, *, instead: str) -> str:
+    """``value`` when zoneinfo knows the zone; otherwise the validation error naming it and
+    saying what to use ``instead``. The journey language and the workspace settings share it."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except Exception as exc:  # not found, malformed, a path: all mean "no such zone"
+        raise PydanticCustomError(
+            "time_zone",
+            "unknown time zone {zone}: use {instead}",
+            # pydantic fills {name} in without conversions such as !r
+            {"zone": repr(value), "instead": instead},
+        ) from exc
+    return value
+
+
 def _time_zone(value: Any) -> str:
     if value == "customer":
         return "customer"
     if not isinstance(value, str):
         raise PydanticCustomError("time_zone", "a time zone is 'customer' or an IANA name")
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise PydanticCustomError(
-            "time_zone",
-            "unknown time zone {zone}: use 'customer' or an IANA name such as 'Europe/Madrid'",
-            {"zone": repr(value)},  # pydantic fills {name} in without conversions such as !r
-        ) from exc
-    return value
+    return known_zone(value, instead="'customer' or an IANA name such as 'Europe/Madrid'")
 
 
 TimeZone = Annotated[
