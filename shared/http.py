@@ -48,12 +48,18 @@ class HTTPProblem(CicloError):
     code = "bad_request"
 
     def __init__(
-        self, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.extra = extra or {}
 
 
 class Unauthorized(HTTPProblem):
@@ -166,7 +172,9 @@ _FASTAPI_UNPARSABLE = "There was an error parsing the body"
 def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozenset()) -> None:
     @app.exception_handler(HTTPProblem)
     async def _problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
+        return problem(
+            exc.status, exc.code, exc.message, field=exc.field, extra=exc.extra, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

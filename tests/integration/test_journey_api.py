@@ -241,6 +241,26 @@ async def test_a_body_that_is_not_json_is_415_or_400(api: Api) -> None:
     assert error["message"] == "the body is not valid JSON: Expecting value at character 6"
 
 
+@pytest.mark.parametrize("body", [b"[1]", b"null", b'"cart"', b"7"])
+async def test_a_body_that_is_json_but_not_an_object_is_a_journey_problem(
+    api: Api, body: bytes
+) -> None:
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    assert (await api.post("/v1/journeys", cart())).status_code == 201
+    for method, path in [
+        ("POST", "/v1/journeys"),
+        ("PUT", "/v1/journeys/cart/draft"),
+        ("PUT", "/v1/journeys/cart/versions/1"),
+    ]:
+        answer = await api.client.request(method, path, headers=headers, content=body)
+        assert answer.status_code == 422, (method, path, answer.text)
+        error = answer.json()["error"]
+        assert (error["code"], error["field"]) == ("validation_failed", "$"), error
+        assert error["problems"] == [{"path": "$", "message": "a journey is a JSON object"}]
+    draft = (await api.get("/v1/journeys/cart")).json()["versions"][0]["document"]
+    assert draft["steps"] == cart()["steps"]  # the draft is as it was
+
+
 async def test_publish_makes_a_version_immutable(api: Api) -> None:
     await api.post("/v1/journeys", cart())
     published = await api.post("/v1/journeys/cart/versions/1/publish")

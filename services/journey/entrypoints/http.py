@@ -44,7 +44,7 @@ from services.journey.domain.validation import (
 )
 from services.journey.settings import JourneySettings
 from shared.clock import Clock
-from shared.http import HTTPProblem, problem, require_json
+from shared.http import HTTPProblem, Unprocessable, problem, require_json
 from shared.tenancy.http import AdminPrincipal
 
 JOURNEY_ID = r"^[a-z0-9][a-z0-9_-]{0,99}$"
@@ -199,12 +199,16 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 
 
 async def repeated_in_body(request: Request) -> list[Problem]:
-    """Keys a journey document in the body gives twice (``json_problems``): the document
-    FastAPI parsed kept the last of each, so the first would be lost without a word."""
+    """What FastAPI's parse of a journey body hides: keys given twice (``json_problems``), of
+    which the parsed document keeps the last without a word, and a body that is JSON but not an
+    object, refused here in the ``problems`` shape of every other journey problem."""
     try:
-        return json_problems(loads_document(await request.body()))
+        document = loads_document(await request.body())
     except ValueError:
         return []  # not JSON: FastAPI's own parse answers that
+    if not isinstance(document, dict):
+        raise InvalidDocument([Problem("$", "a journey is a JSON object")])
+    return json_problems(document)
 
 
 Repeated = Annotated[list[Problem], Depends(repeated_in_body)]
@@ -308,10 +312,10 @@ def journeys_router(
         principal: AdminPrincipal,
         response: Response,
         repeated: Repeated,
-    ) -> JourneyDetail | JSONResponse:
+    ) -> JourneyDetail:
         problems = repeated or await check(principal.workspace_id, {**document, "version": 1})
         if problems:
-            return invalid(problems)
+            raise InvalidDocument(problems)
         journey_id = str(document["id"])
         file = file_journeys().get(journey_id)
         row = await store.create(
@@ -338,7 +342,7 @@ def journeys_router(
         document: Annotated[dict[str, Any], Body(openapi_examples=EXAMPLES)],
         principal: AdminPrincipal,
         repeated: Repeated,
-    ) -> JourneyDetail | JSONResponse:
+    ) -> JourneyDetail:
         version = document.get("version")
         problems = repeated or same_id(document, journey_id)
         if version is not None and (
@@ -349,7 +353,7 @@ def journeys_router(
             principal.workspace_id, {**document, "id": journey_id, "version": version or 1}
         )
         if problems:
-            return invalid(problems)
+            raise InvalidDocument(problems)
         await existing(principal.workspace_id, journey_id)
         try:
             row = await store.save_draft(
@@ -374,7 +378,7 @@ def journeys_router(
         document: Annotated[dict[str, Any], Body(openapi_examples=EXAMPLES)],
         principal: AdminPrincipal,
         repeated: Repeated,
-    ) -> JourneyDetail | JSONResponse:
+    ) -> JourneyDetail:
         problems = repeated or same_id(document, journey_id)
         given = document.get("version")
         if given is not None and given != version:
@@ -383,7 +387,7 @@ def journeys_router(
             principal.workspace_id, {**document, "id": journey_id, "version": version}
         )
         if problems:
-            return invalid(problems)
+            raise InvalidDocument(problems)
         await existing(principal.workspace_id, journey_id)
         row = await store.replace_version(
             principal.workspace_id, journey_id, version, document, now=clock.now()
@@ -419,7 +423,7 @@ def journeys_router(
     )
     async def publish(
         journey_id: JourneyId, version: VersionNumber, principal: AdminPrincipal
-    ) -> JourneyDetail | JSONResponse:
+    ) -> JourneyDetail:
         await existing(principal.workspace_id, journey_id)
         check_document = await checker(principal.workspace_id)
         try:
@@ -427,7 +431,7 @@ def journeys_router(
                 principal.workspace_id, journey_id, version, check=check_document, now=clock.now()
             )
         except Invalid as exc:
-            return invalid(exc.problems)
+            raise InvalidDocument(exc.problems) from exc
         return detail(row, file_journeys().get(journey_id))
 
     def status_route(action: Literal["pause", "resume", "archive"], summary_text: str) -> None:
@@ -608,15 +612,23 @@ def same_id(document: Mapping[str, Any], journey_id: str) -> list[Problem]:
     return []
 
 
+class InvalidDocument(Unprocessable):
+    """A document that does not validate: 422 naming the first problem, with every problem in
+    ``error.problems``."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        first = problems[0]
+        super().__init__(
+            f"{first.path}: {first.message}",
+            field=first.path,
+            extra={"problems": [{"path": p.path, "message": p.message} for p in problems]},
+        )
+
+
 def invalid(problems: list[Problem]) -> JSONResponse:
-    first = problems[0]
-    return problem(
-        422,
-        "validation_failed",
-        f"{first.path}: {first.message}",
-        field=first.path,
-        extra={"problems": [{"path": p.path, "message": p.message} for p in problems]},
-    )
+    """The answer ``InvalidDocument`` gives, for an endpoint that returns it."""
+    exc = InvalidDocument(problems)
+    return problem(exc.status, exc.code, exc.message, field=exc.field, extra=exc.extra)
 
 
 def _version_out(version: VersionRow, current: int | None) -> VersionOut:
