@@ -79,6 +79,11 @@ def events_router(*, publisher: Publisher) -> APIRouter:
         results: list[dict[str, Any]] = []
         records: list[OutgoingRecord] = []
         for index, item in enumerate(batch.events):
+            if not isinstance(item, dict):
+                results.append(
+                    _rejected(index, [{"field": "$", "message": "must be a JSON object"}])
+                )
+                continue
             try:
                 record = record_for(
                     parse_event(item), workspace_id=workspace_id, received_at=received_at

@@ -90,4 +90,8 @@ class BatchIn(BaseModel):
         }
     )
 
-    events: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+    # Any item, not only objects: an item that is not a JSON object is one rejected item (its
+    # index in the results), never a 422 that drops the good items with it.
+    events: list[Any] = Field(
+        min_length=1, max_length=1000, json_schema_extra={"items": {"type": "object"}}
+    )

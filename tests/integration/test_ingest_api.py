@@ -138,6 +138,30 @@ async def test_batch_accepts_good_items_and_reports_bad_ones(api) -> None:  # ty
     assert {e.type for e in events} == {"signup", "page_viewed"}
 
 
+async def test_a_batch_item_that_is_not_an_object_is_one_rejected_item(api) -> None:  # type: ignore[no-untyped-def]
+    # A bad item never drops the good ones, whatever it is: a number or a null in the list is
+    # rejected on its own, by index, and the objects around it are published.
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events/batch",
+        headers=auth(keys["ingest"]),
+        json={"events": [{"type": "signup", "customer_id": "c1"}, 1, None, "x"]},
+    )
+    assert answer.status_code == 202
+    body = answer.json()
+    assert (body["accepted"], body["rejected"]) == (1, 3)
+    for result in body["results"][1:]:
+        assert result["status"] == "rejected"
+        assert result["errors"] == [{"field": "$", "message": "must be a JSON object"}]
+    [event] = await published(runtime, 1)
+    assert event.customer_id == "c1"
+    only_bad = await client.post(
+        "/v1/events/batch", headers=auth(keys["ingest"]), json={"events": [[], 2]}
+    )
+    assert only_bad.status_code == 422
+    assert [r["index"] for r in only_bad.json()["results"]] == [0, 1]
+
+
 async def test_batch_with_only_bad_items_is_422(api) -> None:  # type: ignore[no-untyped-def]
     client, _, keys = api
     answer = await client.post(
