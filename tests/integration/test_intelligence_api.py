@@ -594,6 +594,20 @@ async def test_invalid_settings_are_422_naming_each_field(api: Api) -> None:
     assert await revision(api.engine) is None
 
 
+async def test_a_currency_with_a_trailing_newline_is_refused(api: Api) -> None:
+    # "EUR\n" is not three letters: saved, it would be a workspace currency (or a rate) that no
+    # order's currency ever equals, so no revenue would be counted or converted.
+    found = problems(
+        await api.put(
+            "/v1/intelligence-settings", {"currency": "EUR\n", "rates": {"USD\n": "0.92"}}
+        )
+    )
+    assert set(found) == {"$.currency", "$.rates['USD\\n']"}
+    assert "ISO-4217" in found["$.currency"]
+    body = (await api.get("/v1/intelligence-settings")).json()
+    assert (body["currency"], body["rates"], body["revision"]) == ("USD", {}, 0)
+
+
 async def test_score_rules_validate_without_saving(api: Api) -> None:
     answer = await api.post(
         "/v1/score-rules/validate",

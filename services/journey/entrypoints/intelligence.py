@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 SEGMENT_ID = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 MAX_RATES = 300
 LARGEST_RATE = Decimal(10) ** 12
-_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+# Matched whole (fullmatch): with re.match, "$" also matches before a final newline, and
+# "EUR\n" was saved as a currency no order ever has.
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
 
 SegmentId = Annotated[
     str, Path(pattern=SEGMENT_ID, description="The segment's id.", examples=["vip"])
@@ -531,7 +533,7 @@ def settings_changes(body: Mapping[str, Any]) -> tuple[dict[str, Any], list[Prob
         elif value is None:
             changes[name] = None
         elif name == "currency":
-            if isinstance(value, str) and _CURRENCY.match(value):
+            if isinstance(value, str) and _CURRENCY.fullmatch(value):
                 changes[name] = value.upper()
             else:
                 problems.append(
@@ -569,8 +571,8 @@ def rates_of(value: Any) -> tuple[dict[str, str], list[Problem]]:
     rates: dict[str, str] = {}
     problems: list[Problem] = []
     for code, rate in value.items():
-        path = f"$.rates.{code}" if _CURRENCY.match(code) else f"$.rates[{code!r}]"
-        if not _CURRENCY.match(code):
+        path = f"$.rates.{code}" if _CURRENCY.fullmatch(code) else f"$.rates[{code!r}]"
+        if not _CURRENCY.fullmatch(code):
             problems.append(Problem(path, "a currency is an ISO-4217 code of three letters"))
             continue
         if code.upper() in rates:
