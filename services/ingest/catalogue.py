@@ -10,7 +10,7 @@ must be an IANA name.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -67,6 +67,24 @@ class Traits(_Open):
     @classmethod
     def _email(cls, value: str | None) -> str | None:
         return None if value is None else normalise_email(value)
+
+    @field_validator("birthday")
+    @classmethod
+    def _birthday(cls, value: str | None) -> str | None:
+        # The pattern checks the shape; this, that it is a day of the calendar (2020-13-45 is
+        # not, and a birthday journey would silently never fire for it).
+        if value is None:
+            return None
+        try:
+            if len(value) == 10:
+                date.fromisoformat(value)
+            else:
+                date(2000, int(value[-5:-3]), int(value[-2:]))  # a leap year: --02-29 is fine
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date: give YYYY-MM-DD, or --MM-DD without a year"
+            ) from None
+        return value
 
     @field_validator("country")
     @classmethod

@@ -115,6 +115,34 @@ async def test_invalid_events_get_422_naming_the_field(api, body, field, message
     await published(runtime, 0)
 
 
+@pytest.mark.parametrize("birthday", ["2020-13-45", "1990-02-29", "--02-30", "00-10"])
+async def test_a_birthday_that_is_no_day_of_the_calendar_is_422(api, birthday) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "identify", "customer_id": "c1", "traits": {"birthday": birthday}},
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "traits.birthday"
+    assert "is not a date" in error["message"]
+    await published(runtime, 0)
+
+
+@pytest.mark.parametrize("birthday", ["1992-02-29", "--02-29", "12-31"])
+async def test_a_birthday_of_the_calendar_is_kept_as_sent(api, birthday) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "identify", "customer_id": "c1", "traits": {"birthday": birthday}},
+    )
+    assert answer.status_code == 202, answer.text
+    [event] = await published(runtime, 1)
+    assert event.traits["birthday"] == birthday
+
+
 async def test_batch_accepts_good_items_and_reports_bad_ones(api) -> None:  # type: ignore[no-untyped-def]
     client, runtime, keys = api
     answer = await client.post(
