@@ -9,6 +9,7 @@ must be an IANA name.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -44,6 +45,22 @@ def _currency(value: str) -> str:
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(
+            "must not contain control characters (U+0000 to U+001F, U+007F): an id with one "
+            "cannot be named in /v1/customers/{id}, so the customer could not be read or erased"
+        )
+    return value
+
+
+SubjectId = Annotated[Id, AfterValidator(_no_control)]
+"""An id that names a customer or an event (customer, anonymous, previous and event ids): it
+becomes a bus key and a path segment of the customer API, which refuses control characters."""
 
 
 class _Open(BaseModel):
@@ -207,7 +224,7 @@ class Alias(_Open):
     """Links two identities: ``previous_id`` (an anonymous id or an old customer id) is the same
     person as the event's ``customer_id``; the journey service merges their profiles."""
 
-    previous_id: Id
+    previous_id: SubjectId
 
 
 class SurveyCompleted(_Open):
@@ -218,9 +235,9 @@ class SurveyCompleted(_Open):
 class _EventBase(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    event_id: Id | None = Field(None, description="Your id for the event; retries reuse it.")
-    customer_id: Id | None = None
-    anonymous_id: Id | None = None
+    event_id: SubjectId | None = Field(None, description="Your id for the event; retries reuse it.")
+    customer_id: SubjectId | None = None
+    anonymous_id: SubjectId | None = None
     occurred_at: AwareDatetime | None = Field(
         None, description="RFC 3339 with a zone; defaults to the time of receipt."
     )
