@@ -95,13 +95,14 @@ def make(
     clock: VirtualClock | None = None,
     policy: DispatchPolicy | None = None,
     hold_over: float = 60,
+    threshold: int = 1,
 ) -> Dispatcher:
     sessions = session_factory(engine)
     return Dispatcher(
         uow=lambda: DispatchUnitOfWork(sessions),
         renderer=FileRenderer(TemplateStore(templates)),
         routes=FixedRoutes(
-            lane(primary, threshold=1, cooldown=60),  # type: ignore[arg-type]
+            lane(primary, threshold=threshold, cooldown=60),  # type: ignore[arg-type]
             lane(fallback) if fallback is not None else None,  # type: ignore[arg-type]
             policy or DispatchPolicy(),
         ),
@@ -529,3 +530,28 @@ async def test_a_batch_of_two_thousand_checks_the_suppression_list_at_once(
     statuses = await ledger(engine)
     assert statuses["msg_1999"] == ("skipped", "suppressed:hard_bounce")
     assert sum(1 for s, _ in statuses.values() if s == "sent") == 1999
+
+
+@pytest.mark.parametrize("retry_after", ["1.5", "soon", "Mon, 32 Foo 2026 25:00:00 GMT"])
+async def test_a_retry_after_that_is_no_time_retries_with_backoff(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+    retry_after: str,
+) -> None:
+    """Gateways and proxies in front of a provider send Retry-After values that are neither
+    seconds nor an HTTP date: the send is still a transient failure, retried, not an error that
+    stops the batch with the message left ``sending`` (never resent under policy skip)."""
+    fake, url = sendgrid
+    fake.fail_next(Injected(status=503, headers={"Retry-After": retry_after}))
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        policy=DispatchPolicy(quiet_hours={}),
+        threshold=5,  # one 503 must not open the breaker: this is about the retry
+    )
+    await d.handle([request(1)])
+    assert fake.message_ids() == ["msg_1"]
+    assert (await ledger(engine))["msg_1"] == ("sent", None)

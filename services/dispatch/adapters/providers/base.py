@@ -4,9 +4,11 @@ checks every provider shares (channel, E.164 numbers, display names)."""
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any, Protocol
 
 import httpx
@@ -34,17 +36,42 @@ class TransactionalProvider(Protocol):
     async def send_within(self, session: AsyncSession, message: Outbound) -> Receipt: ...
 
 
+# The longest wait a provider's answer is taken to ask for (a day): a larger value still holds
+# the message, for a day, rather than overflow the date it is held until.
+MAX_RETRY_AFTER = 86_400.0
+
+
 def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+    """How long the provider asks us to wait: ``Retry-After`` (seconds or an HTTP date), else
+    ``X-RateLimit-Reset`` (epoch seconds). A value that is neither (``1.5``, ``soon``, a garbled
+    date, sent by some gateways and proxies) asks nothing: the usual backoff applies, and the
+    answer stays a transient failure instead of an error escaping the send. A wait beyond
+    ``MAX_RETRY_AFTER`` is cut to it: the message is held, not parked past the calendar."""
+    value = (response.headers.get("retry-after") or "").strip()
     if value:
-        if value.strip().isdigit():
-            return float(value)
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
-    reset = response.headers.get("x-ratelimit-reset")
-    if reset and reset.strip().isdigit():
-        return max(0.0, float(reset) - time.time())
+        seconds = _seconds(value)
+        if seconds is not None:
+            return min(seconds, MAX_RETRY_AFTER)
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (ValueError, TypeError, IndexError, OverflowError):
+            return None
+        if parsed.tzinfo is None:  # an HTTP date is always GMT
+            parsed = parsed.replace(tzinfo=UTC)
+        return min(MAX_RETRY_AFTER, max(0.0, parsed.timestamp() - time.time()))
+    reset = _seconds((response.headers.get("x-ratelimit-reset") or "").strip())
+    if reset is not None:
+        return min(MAX_RETRY_AFTER, max(0.0, reset - time.time()))
     return None
+
+
+def _seconds(value: str) -> float | None:
+    """A non-negative finite number (seconds, or epoch seconds), or None."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def raise_for_response(response: httpx.Response, *, provider: str, detail: str) -> None:
