@@ -30,9 +30,15 @@ class PermanentSendError(SendError):
 
 
 class TransientSendError(SendError):
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    """``retry_after``: how long the provider asked us to wait, if it said; ``throttled``: the
+    provider refused for a rate limit (429), so it is healthy and its circuit stays closed."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, throttled: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.throttled = throttled or retry_after is not None
 
 
 class AmbiguousSendError(SendError):

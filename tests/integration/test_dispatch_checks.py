@@ -555,3 +555,29 @@ async def test_a_retry_after_that_is_no_time_retries_with_backoff(
     await d.handle([request(1)])
     assert fake.message_ids() == ["msg_1"]
     assert (await ledger(engine))["msg_1"] == ("sent", None)
+
+
+async def test_a_429_without_retry_after_does_not_open_the_breaker(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    """A throttling 429 is the provider working, not failing, with or without a Retry-After
+    (Twilio's 20429 and Mailgun's 429 often have none): the message is retried on the primary
+    and the fallback provider is not used."""
+    primary_fake, primary_url = sendgrid
+    backup = FakeSendGrid(api_key="SG.backup")
+    primary_fake.fail_next(Injected(status=429))
+    with serve(backup.app) as backup_url:
+        d = make(
+            engine,
+            templates,
+            SendGridProvider(client, api_key=primary_fake.api_key, base_url=primary_url),
+            fallback=SendGridProvider(client, api_key=backup.api_key, base_url=backup_url),
+            policy=DispatchPolicy(quiet_hours={}),
+        )
+        await d.handle([request(1, category="transactional")])
+        await d.handle([request(2, category="transactional")])
+    assert backup.accepted == []
+    assert sorted(primary_fake.message_ids()) == ["msg_1", "msg_2"]

@@ -579,9 +579,10 @@ class Dispatcher:
                 retry_after = None
             except TransientSendError as exc:
                 retry_after = exc.retry_after
-                if retry_after is None:
+                if not exc.throttled:
                     current.breaker.failure()
-                # else: the provider is throttling us, not failing: its breaker stays closed.
+                # else: the provider is throttling us (a 429, or a Retry-After), not failing:
+                # its breaker stays closed, with or without a Retry-After.
                 if retry_after is not None and retry_after > self._hold_over:
                     return self._held(claim, attempts, retry_after, str(exc))
                 if attempts >= self._retry.max_attempts:

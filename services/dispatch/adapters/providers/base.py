@@ -80,7 +80,9 @@ def raise_for_response(response: httpx.Response, *, provider: str, detail: str) 
         return
     message = f"{provider} answered {status}: {detail}"[:1000]
     if status in (408, 429) or status >= 500:
-        raise TransientSendError(message, retry_after=retry_after_seconds(response))
+        raise TransientSendError(
+            message, retry_after=retry_after_seconds(response), throttled=status == 429
+        )
     raise PermanentSendError(message)
 
 

@@ -36,7 +36,8 @@ from services.dispatch.errors import PermanentSendError, TransientSendError
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_CODES = frozenset({100, 429})
+RATE_LIMITED = 429  # ErrorCode of a rate limit (100 is maintenance)
+TRANSIENT_CODES = frozenset({100, RATE_LIMITED})
 INACTIVE_RECIPIENT = 406
 # Postmark refuses Metadata values longer than 80 characters and names longer than 20.
 METADATA_VALUE_MAX = 80
@@ -118,6 +119,7 @@ class PostmarkProvider:
             raise TransientSendError(
                 f"postmark answered {response.status_code}: {detail}"[:1000],
                 retry_after=retry_after_seconds(response),
+                throttled=code == RATE_LIMITED or response.status_code == 429,
             )
         if code == INACTIVE_RECIPIENT:
             detail += " (the recipient is suppressed at Postmark)"
