@@ -58,6 +58,9 @@ def _no_control(value: str) -> str:
     return value
 
 
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+"""How an RFC 3339 date-time starts (pydantic checks the rest, and the zone)."""
+
 SubjectId = Annotated[Id, AfterValidator(_no_control)]
 """An id that names a customer or an event (customer, anonymous, previous and event ids): it
 becomes a bus key and a path segment of the customer API, which refuses control characters."""
@@ -243,6 +246,21 @@ class _EventBase(BaseModel):
     )
     traits: Traits = Field(default_factory=_empty(Traits))
     context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        # pydantic also reads a number, or a string of digits, as Unix seconds: an export's
+        # basic-format date 20250301 became 1970-08-23, accepted and silently wrong.
+        if value is None or isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _DATE_TIME.match(value):
+            shown = value[:64] if isinstance(value, str) else value
+            raise ValueError(
+                f"must be an RFC 3339 timestamp with a zone, e.g. 2026-11-23T09:30:00+01:00; "
+                f"got {shown!r}"
+            )
+        return value
 
     @field_validator("occurred_at")
     @classmethod

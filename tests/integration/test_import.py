@@ -254,6 +254,21 @@ async def test_bad_lines_are_reported_and_never_stop_the_good_ones(
     assert [e.customer_id for e in await events_on(bus, 2)] == ["c1", "c5"]
 
 
+@pytest.mark.parametrize("when", ["20250301", 20250301, 1740787200, "1740787200"])
+async def test_a_time_that_is_not_rfc_3339_is_rejected_not_read_as_unix_seconds(
+    bus: EmbeddedBus, tmp_path: Path, when: Any
+) -> None:
+    # An export's basic-format date (20250301) used to be read as Unix seconds: 1970-08-23,
+    # imported as history and silently wrong. Only RFC 3339 is a time.
+    path = jsonl(tmp_path / "h.jsonl", [signup("c1", when), signup("c2", "2025-03-01T10:00:00Z")])
+    summary = await import_file(bus, path)
+    assert (summary.imported, summary.rejected) == (1, 1)
+    [error] = summary.errors
+    assert (error.line, error.field) == (1, "occurred_at")
+    assert "RFC 3339" in error.message
+    assert [e.customer_id for e in await events_on(bus, 1)] == ["c2"]
+
+
 async def test_strict_imports_nothing_when_a_line_is_bad(bus: EmbeddedBus, tmp_path: Path) -> None:
     summary = await import_file(bus, jsonl(tmp_path / "bad.jsonl", BAD_AND_GOOD), strict=True)
     assert summary.aborted

@@ -173,6 +173,21 @@ async def test_a_segment_user_id_with_a_control_character_is_400_naming_user_id(
     await published(runtime, 0)
 
 
+@pytest.mark.parametrize("when", [1700000000, "1700000000", "20261123", True])
+async def test_an_occurred_at_that_is_not_rfc_3339_is_422(api, when) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "signup", "customer_id": "c1", "occurred_at": when},
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "occurred_at"
+    assert "RFC 3339" in error["message"]
+    await published(runtime, 0)
+
+
 async def test_batch_accepts_good_items_and_reports_bad_ones(api) -> None:  # type: ignore[no-untyped-def]
     client, runtime, keys = api
     answer = await client.post(
