@@ -581,3 +581,29 @@ async def test_a_429_without_retry_after_does_not_open_the_breaker(
         await d.handle([request(2, category="transactional")])
     assert backup.accepted == []
     assert sorted(primary_fake.message_ids()) == ["msg_1", "msg_2"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("from_email", "not-an-email"),
+        ("from_email", "shop@"),
+        ("from_name", "Shop\r\nBcc: everyone@example.com"),
+    ],
+)
+async def test_a_sender_that_cannot_go_in_a_from_header_is_refused_at_save(
+    api: tuple[httpx.AsyncClient, dict[str, str]], field: str, value: str
+) -> None:
+    """Every email of the workspace would fail at the provider (or carry a forged header): the
+    save is a 422 naming the field, and the settings in force stay as they were."""
+    c, keys = api
+    good = {"from_email": "hola@shop.example", "from_name": "Shop"}
+    put = await c.put("/v1/dispatch-settings", headers=auth(keys["admin"]), json=good)
+    assert put.status_code == 200, put.text
+    bad = await c.put(
+        "/v1/dispatch-settings", headers=auth(keys["admin"]), json={**good, field: value}
+    )
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["field"] == field
+    stored = (await c.get("/v1/dispatch-settings", headers=auth(keys["admin"]))).json()
+    assert (stored["from_email"], stored["from_name"]) == ("hola@shop.example", "Shop")

@@ -14,7 +14,7 @@ from services.dispatch.domain.policy import DispatchPolicy
 from services.dispatch.domain.providers import ProviderConfig
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import Clock
-from shared.contracts.addresses import normalise_address
+from shared.contracts.addresses import normalise_address, normalise_email
 from shared.http import NotFound, Unprocessable
 from shared.tenancy.http import AdminPrincipal
 
@@ -113,6 +113,24 @@ def _address(channel: str, raw: str) -> str:
         raise Unprocessable(str(exc), field="address") from None
 
 
+def _check_sender(policy: DispatchPolicy) -> None:
+    """The sender goes into every email's From header: an address that is not one, or a name
+    with a line break or another control character, would fail every send at the provider (or
+    forge headers), so it is refused when saved. Checked here, not in the model, so a value
+    stored before this check still loads."""
+    if policy.from_email is not None:
+        try:
+            normalise_email(policy.from_email)
+        except ValueError as exc:
+            raise Unprocessable(f"from_email: {exc}", field="from_email") from None
+    name = policy.from_name
+    if name is not None and (any(ord(c) < 32 or ord(c) == 127 for c in name) or len(name) > 200):
+        raise Unprocessable(
+            "from_name: must be at most 200 characters, without line breaks or control characters",
+            field="from_name",
+        )
+
+
 def admin_router(
     *,
     uow: Callable[[], DispatchUnitOfWork],
@@ -175,6 +193,7 @@ def admin_router(
         summary="Set quiet hours, default time zone and sender of the workspace",
     )
     async def put_settings(principal: AdminPrincipal, body: DispatchPolicy) -> DispatchPolicy:
+        _check_sender(body)
         values = body.model_dump(mode="json", exclude_unset=True)
         return await config.put_policy(principal.workspace_id, values, now=clock.now())
 
