@@ -607,3 +607,68 @@ async def test_a_sender_that_cannot_go_in_a_from_header_is_refused_at_save(
     assert bad.json()["error"]["field"] == field
     stored = (await c.get("/v1/dispatch-settings", headers=auth(keys["admin"]))).json()
     assert (stored["from_email"], stored["from_name"]) == ("hola@shop.example", "Shop")
+
+
+TWILIO_SID = "AC" + "0" * 32
+
+
+@pytest.mark.parametrize(
+    ("channel", "config", "field"),
+    [
+        (
+            "sms",
+            {"kind": "vonage", "api_key": "k", "api_secret": "s", "from_number": "Shop Sales Dept"},
+            "config.vonage.from_number",
+        ),
+        (
+            "sms",
+            {"kind": "twilio", "account_sid": TWILIO_SID, "auth_token": "t", "from_number": "shop"},
+            "config.twilio.from_number",
+        ),
+        (
+            "sms",
+            {
+                "kind": "twilio",
+                "account_sid": TWILIO_SID,
+                "auth_token": "t",
+                "from_number": "+14155550100",
+                "status_callback": "ciclo.example.com/v1/webhooks/providers/twilio/shop",
+            },
+            "config.twilio.status_callback",
+        ),
+        (
+            "email",
+            {"kind": "sendgrid", "api_key": "SG.x", "base_url": "api.sendgrid.com"},
+            "config.sendgrid.base_url",
+        ),
+    ],
+)
+async def test_a_provider_configuration_every_send_would_fail_with_is_refused(
+    api: tuple[httpx.AsyncClient, dict[str, str]],
+    channel: str,
+    config: dict[str, Any],
+    field: str,
+) -> None:
+    """A sender that is no number nor sender id, a callback or API URL without a scheme: saved,
+    every message would fail at the send. The save is a 422 naming the field, and the provider
+    in force stays."""
+    c, keys = api
+    bad = await c.put(
+        f"/v1/providers/{channel}/primary", headers=auth(keys["admin"]), json={"config": config}
+    )
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["error"]["field"] == field
+    listed = (await c.get("/v1/providers", headers=auth(keys["admin"]))).json()
+    assert {p["channel"]: p["config"]["kind"] for p in listed}[channel] == "sink"
+
+
+@pytest.mark.parametrize("sender", ["+14155550100", "14155550100", "Shop", "MY SHOP 24"])
+async def test_vonage_takes_a_number_or_an_alphanumeric_sender_id(
+    api: tuple[httpx.AsyncClient, dict[str, str]], sender: str
+) -> None:
+    c, keys = api
+    config = {"kind": "vonage", "api_key": "k", "api_secret": "s", "from_number": sender}
+    put = await c.put(
+        "/v1/providers/sms/primary", headers=auth(keys["admin"]), json={"config": config}
+    )
+    assert put.status_code == 200, put.text

@@ -8,17 +8,34 @@ database and never shown back: ``public()`` masks them.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Channel = Literal["email", "sms"]
 
+_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_VONAGE_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")  # E.164 as Vonage writes it, without the +
+# An alphanumeric sender id: up to 11 characters, at least one letter (all digits is a number).
+_ALPHANUMERIC = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     secrets: ClassVar[tuple[str, ...]] = ()
     channels: ClassVar[tuple[Channel, ...]] = ()
+
+    def problems(self) -> list[tuple[str, str]]:
+        """What would make every send fail, as (field, message): checked when a configuration
+        is saved over the API, not when a stored one is loaded (a row saved before a check was
+        added must still load, and its sends say what is wrong)."""
+        found = []
+        base_url = getattr(self, "base_url", None)
+        if isinstance(base_url, str) and not _URL.match(base_url):
+            found.append(("base_url", "must be an absolute https:// (or http://) URL"))
+        return found
 
     def public(self) -> dict[str, Any]:
         """The configuration as the API shows it: every secret replaced by ``"***"``."""
@@ -83,6 +100,14 @@ class TwilioConfig(_Config):
     secrets = ("auth_token",)
     channels = ("sms",)
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        if self.from_number is not None and not _E164.match(self.from_number):
+            found.append(("from_number", "must be an E.164 number, like +14155550100"))
+        if self.status_callback is not None and not _URL.match(self.status_callback):
+            found.append(("status_callback", "must be an absolute https:// (or http://) URL"))
+        return found
+
     @model_validator(mode="after")
     def _sender(self) -> TwilioConfig:
         if not self.from_number and not self.messaging_service_sid:
@@ -101,6 +126,19 @@ class VonageConfig(_Config):
     )
     secrets = ("api_secret", "signature_secret")
     channels = ("sms",)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        sender = self.from_number
+        if not (_E164.match(sender) or _VONAGE_DIGITS.match(sender) or _ALPHANUMERIC.match(sender)):
+            found.append(
+                (
+                    "from_number",
+                    "must be an E.164 number (+14155550100) or an alphanumeric sender id of "
+                    "up to 11 letters, digits and spaces",
+                )
+            )
+        return found
 
 
 class WebhookConfig(_Config):

@@ -158,6 +158,18 @@ def admin_router(
                 f"{', '.join(body.config.channels)}",
                 field="config.kind",
             )
+        problems = body.config.problems()
+        if problems:
+            raise Unprocessable(
+                "; ".join(f"config.{body.config.kind}.{f}: {m}" for f, m in problems),
+                field=f"config.{body.config.kind}.{problems[0][0]}",
+                extra={
+                    "errors": [
+                        {"field": f"config.{body.config.kind}.{f}", "message": m}
+                        for f, m in problems
+                    ]
+                },
+            )
         if role == "fallback" and body.config.kind == "sink":
             raise Unprocessable("the local sink cannot be a fallback", field="config.kind")
         saved = await config.put_provider(
