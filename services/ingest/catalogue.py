@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from services.ingest.countries import ISO_3166
 from services.ingest.currencies import ISO_4217
 from shared.contracts.addresses import normalise_email, normalise_phone
 from shared.contracts.events import EARLIEST, LATEST
@@ -109,7 +110,13 @@ class Traits(_Open):
     @field_validator("country")
     @classmethod
     def _country(cls, value: str | None) -> str | None:
-        return None if value is None else value.upper()
+        if value is None:
+            return None
+        code = value.upper()
+        if code not in ISO_3166:
+            hint = " (the United Kingdom is GB)" if code == "UK" else ""
+            raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code{hint}")
+        return code
 
     @field_validator("timezone")
     @classmethod

@@ -144,6 +144,36 @@ async def test_a_birthday_of_the_calendar_is_kept_as_sent(api, birthday) -> None
 
 
 @pytest.mark.parametrize(
+    ("country", "hint"), [("zz", "not an ISO 3166"), ("12", "not an ISO 3166"), ("UK", "is GB")]
+)
+async def test_a_country_that_is_no_iso_code_is_422(api, country, hint) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "identify", "customer_id": "c1", "traits": {"country": country}},
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "traits.country"
+    assert hint in error["message"]
+    await published(runtime, 0)
+
+
+@pytest.mark.parametrize(("country", "kept"), [("de", "DE"), ("XK", "XK"), ("gb", "GB")])
+async def test_a_country_code_is_kept_upper_case(api, country, kept) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    answer = await client.post(
+        "/v1/events",
+        headers=auth(keys["ingest"]),
+        json={"type": "identify", "customer_id": "c1", "traits": {"country": country}},
+    )
+    assert answer.status_code == 202, answer.text
+    [event] = await published(runtime, 1)
+    assert event.traits["country"] == kept
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
     [("customer_id", "c\n1"), ("anonymous_id", "a\x00"), ("event_id", "e\t1")],
 )

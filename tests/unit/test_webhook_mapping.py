@@ -272,6 +272,18 @@ def test_woocommerce_guest_order_is_anonymous_by_email_and_keeps_a_bad_phone_raw
     assert item["product_id"] == "line:930"  # a deleted product, no SKU
 
 
+def test_a_country_that_is_no_iso_code_is_left_out_and_the_order_kept() -> None:
+    # Shopify writes ZZ for an unknown region: the order and its other contact data stay.
+    order = load("shopify/orders_create.json")
+    order["billing_address"]["country_code"] = "ZZ"
+    order["billing_address"]["phone"] = "+49 30 901820"
+    [event] = events(SHOPIFY, "orders/create", order)
+    assert event.type == "order_completed"
+    traits = event.traits.model_dump(exclude_unset=True)
+    assert "country" not in traits
+    assert traits["phone"] == "+4930901820"
+
+
 def test_woocommerce_guest_without_email_is_anonymous_by_order() -> None:
     payload = load("woocommerce/order_created_guest.json")
     payload["billing"]["email"] = ""

@@ -27,6 +27,7 @@ from services.ingest.catalogue import (
     error_field,
     parse_event,
 )
+from services.ingest.countries import ISO_3166
 from shared.contracts.addresses import normalise_email, normalise_phone
 from shared.errors import CicloError
 
@@ -253,8 +254,8 @@ def contact_traits(
     an address with a typo). Refusing the whole order for that would lose the order, so an email
     or phone that does not validate is kept as ``email_raw`` / ``phone_raw`` instead.
     """
-    country_code = text(country)
-    country_code = country_code.upper() if country_code and len(country_code) == 2 else None
+    given = (text(country) or "").upper()
+    country_code = given if given in ISO_3166 else None  # Shopify's ZZ: unknown region
     traits: Payload = {
         "first_name": text(first_name),
         "last_name": text(last_name),
