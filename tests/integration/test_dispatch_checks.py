@@ -672,3 +672,43 @@ async def test_vonage_takes_a_number_or_an_alphanumeric_sender_id(
         "/v1/providers/sms/primary", headers=auth(keys["admin"]), json={"config": config}
     )
     assert put.status_code == 200, put.text
+
+
+async def test_an_sms_longer_than_any_provider_takes_is_refused_at_save(
+    api: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    c, keys = api
+    long = await c.put(
+        "/v1/templates/flash-sale",
+        headers=auth(keys["admin"]),
+        json={"channel": "sms", "parts": {"sms": "Sale! " + "All shoes 20% off. " * 90}},
+    )
+    assert long.status_code == 422, long.text
+    error = long.json()["error"]
+    assert (error["code"], error["field"]) == ("template_render_failed", "parts.sms")
+    assert "1600" in error["message"]
+    short = await c.put(
+        "/v1/templates/flash-sale",
+        headers=auth(keys["admin"]),
+        json={"channel": "sms", "parts": {"sms": "Sale! " + "All shoes 20% off. " * 80}},
+    )
+    assert short.status_code == 201, short.text
+
+
+async def test_an_sms_that_renders_too_long_fails_before_the_provider(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    """The text grows with the message's data: the message fails with the reason, and nothing
+    is handed to the provider (which would refuse it, or bill two dozen segments)."""
+    batch = [
+        request(1, channel="sms", category="transactional"),
+        request(2, channel="sms", category="transactional", traits={"first_name": "A" * 1600}),
+    ]
+    await make(engine, templates, SinkProvider()).handle(batch)
+    statuses = await ledger(engine)
+    assert statuses["msg_1"] == ("sent", None)
+    status, error = statuses["msg_2"]
+    assert status == "failed" and error is not None and "1600" in error
+    async with engine.connect() as conn:
+        sunk = (await conn.execute(select(sink.c.message_id))).scalars().all()
+    assert sunk == ["msg_1"]

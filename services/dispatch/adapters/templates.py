@@ -36,7 +36,13 @@ from services.dispatch.domain.template_errors import (
     RenderFailed,
     UndefinedVariable,
 )
-from services.dispatch.domain.templates import PARTS, Channel, is_pool, is_template_id
+from services.dispatch.domain.templates import (
+    PARTS,
+    SMS_MAX_CHARS,
+    Channel,
+    is_pool,
+    is_template_id,
+)
 
 _UNDEFINED = re.compile(r"^'?(?P<name>.*?)'? is undefined$", re.DOTALL)
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -282,6 +288,13 @@ class CompiledTemplate:
         if self.channel == "sms":
             if not out["sms"]:
                 raise self._missing("sms")
+            if len(out["sms"]) > SMS_MAX_CHARS:
+                raise RenderFailed(
+                    f"renders {len(out['sms'])} characters; an SMS carries at most "
+                    f"{SMS_MAX_CHARS} (Twilio refuses longer ones): shorten it",
+                    template=self.label,
+                    part="sms",
+                )
             return Rendered(subject=None, html=None, text=out["sms"] or "")
         if not out["subject"]:
             raise self._missing("subject")
