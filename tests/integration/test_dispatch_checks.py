@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.sink import SinkProvider
-from services.dispatch.adapters.tables import erasures, messages, outbox, sink
+from services.dispatch.adapters.tables import erasures, messages, outbox, providers, sink
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.policy import DispatchPolicy, QuietHours
 from services.dispatch.service_layer.erasure import KEEP_ERASURES, erase_customers, prune_erasures
@@ -712,3 +712,40 @@ async def test_an_sms_that_renders_too_long_fails_before_the_provider(
     async with engine.connect() as conn:
         sunk = (await conn.execute(select(sink.c.message_id))).scalars().all()
     assert sunk == ["msg_1"]
+
+
+async def test_a_provider_read_back_and_saved_again_keeps_its_secrets(
+    api: tuple[httpx.AsyncClient, dict[str, str]], engine: AsyncEngine
+) -> None:
+    """The API shows secrets as ``***``: an SRE who reads the configuration, changes the rate
+    and puts it back must not replace the API key with three asterisks."""
+    c, keys = api
+    body = {
+        "config": {
+            "kind": "mailgun",
+            "api_key": "key-live",
+            "domain": "mg.shop.example",
+            "webhook_signing_key": "signing-live",
+        },
+        "rate_per_second": 50,
+    }
+    put = await c.put("/v1/providers/email/primary", headers=auth(keys["admin"]), json=body)
+    assert put.status_code == 200, put.text
+    shown = next(
+        p
+        for p in (await c.get("/v1/providers", headers=auth(keys["admin"]))).json()
+        if p["channel"] == "email"
+    )
+    again = {"config": shown["config"], "rate_per_second": 20}
+    put = await c.put("/v1/providers/email/primary", headers=auth(keys["admin"]), json=again)
+    assert put.status_code == 200, put.text
+    assert put.json()["rate_per_second"] == 20
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(providers.c.config))).scalar_one()
+    assert (stored["api_key"], stored["webhook_signing_key"]) == ("key-live", "signing-live")
+
+    # With no stored secret to keep, "***" is refused rather than saved as the key.
+    fresh = {"config": {"kind": "postmark", "server_token": "***"}}
+    refused = await c.put("/v1/providers/email/fallback", headers=auth(keys["admin"]), json=fresh)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["field"] == "config.postmark.server_token"

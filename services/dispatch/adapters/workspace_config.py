@@ -137,6 +137,11 @@ class WorkspaceConfig:
         ]
         return sorted([*rows, *defaults], key=lambda s: (s.channel, s.role != "primary"))
 
+    async def provider(self, workspace_id: str, channel: str, role: Role) -> ProviderSetting | None:
+        """The workspace's own provider of a channel and role, if it configured one."""
+        rows = await self._provider_rows(workspace_id, channel)
+        return next((r for r in rows if r.role == role), None)
+
     async def put_provider(
         self,
         workspace_id: str,

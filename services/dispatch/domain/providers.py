@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 Channel = Literal["email", "sms"]
 
+MASK = "***"
+"""How the API shows a secret; given back on save, it stands for the secret already stored."""
+
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _VONAGE_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")  # E.164 as Vonage writes it, without the +
@@ -42,8 +45,12 @@ class _Config(BaseModel):
         data = self.model_dump(mode="json")
         for name in self.secrets:
             if data.get(name):
-                data[name] = "***"
+                data[name] = MASK
         return data
+
+    def masked(self) -> list[str]:
+        """The secrets given as ``"***"``: what ``public()`` showed, sent back unchanged."""
+        return [name for name in self.secrets if getattr(self, name) == MASK]
 
 
 class SinkConfig(_Config):

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.dispatch.adapters.workspace_config import WorkspaceConfig
+from services.dispatch.adapters.workspace_config import Role, WorkspaceConfig
 from services.dispatch.domain.policy import DispatchPolicy
-from services.dispatch.domain.providers import ProviderConfig
+from services.dispatch.domain.providers import MASK, ProviderConfig
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import Clock
 from shared.contracts.addresses import normalise_address, normalise_email
@@ -113,6 +113,32 @@ def _address(channel: str, raw: str) -> str:
         raise Unprocessable(str(exc), field="address") from None
 
 
+async def _unmasked(
+    config: WorkspaceConfig, workspace_id: str, channel: str, role: Role, given: ProviderConfig
+) -> ProviderConfig:
+    """``given`` with each secret sent back as ``***`` (what GET shows) replaced by the one
+    stored for this channel and role, so a configuration read, edited and saved again keeps its
+    keys; a 422 naming the field when there is none of that kind to keep."""
+    masked = given.masked()
+    if not masked:
+        return given
+    current = await config.provider(workspace_id, channel, role)
+    kept = {
+        name: getattr(current.config, name, None)
+        for name in masked
+        if current is not None and current.config.kind == given.kind
+    }
+    missing = [name for name in masked if not kept.get(name)]
+    if missing:
+        raise Unprocessable(
+            f"config.{given.kind}.{missing[0]}: {MASK!r} stands for the secret already "
+            f"stored, and this {role} {channel} provider has no {given.kind} {missing[0]} to "
+            "keep: give the secret itself",
+            field=f"config.{given.kind}.{missing[0]}",
+        )
+    return given.model_copy(update=kept)
+
+
 def _check_sender(policy: DispatchPolicy) -> None:
     """The sender goes into every email's From header: an address that is not one, or a name
     with a line break or another control character, would fail every send at the provider (or
@@ -158,25 +184,25 @@ def admin_router(
                 f"{', '.join(body.config.channels)}",
                 field="config.kind",
             )
-        problems = body.config.problems()
+        provider = await _unmasked(config, principal.workspace_id, channel, role, body.config)
+        problems = provider.problems()
         if problems:
             raise Unprocessable(
-                "; ".join(f"config.{body.config.kind}.{f}: {m}" for f, m in problems),
-                field=f"config.{body.config.kind}.{problems[0][0]}",
+                "; ".join(f"config.{provider.kind}.{f}: {m}" for f, m in problems),
+                field=f"config.{provider.kind}.{problems[0][0]}",
                 extra={
                     "errors": [
-                        {"field": f"config.{body.config.kind}.{f}", "message": m}
-                        for f, m in problems
+                        {"field": f"config.{provider.kind}.{f}", "message": m} for f, m in problems
                     ]
                 },
             )
-        if role == "fallback" and body.config.kind == "sink":
+        if role == "fallback" and provider.kind == "sink":
             raise Unprocessable("the local sink cannot be a fallback", field="config.kind")
         saved = await config.put_provider(
             principal.workspace_id,
             channel,
             role,
-            body.config,
+            provider,
             rate_per_second=body.rate_per_second,
             concurrency=body.concurrency,
             now=clock.now(),
