@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, Response
 from prometheus_client import Counter
 
 from services.dispatch.adapters.suppressions import Suppression
+from services.dispatch.adapters.suppressions import key as suppression_key
 from services.dispatch.domain.events import consent_record, event_record
 from services.dispatch.domain.unsubscribe import BadToken, Subscriber, verify
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
@@ -221,7 +222,8 @@ def unsubscribe_router(
 
 async def _standing(u: DispatchUnitOfWork, who: Subscriber) -> Suppression | None:
     found = await u.suppressions.find(who.workspace_id, who.channel, [who.address])
-    return found.get(who.address)
+    # Keyed as the list keys it (email lower-cased): Ana.Garcia@… is found as ana.garcia@….
+    return found.get(suppression_key(who.channel, who.address))
 
 
 async def _unsubscribe(
