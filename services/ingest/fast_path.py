@@ -18,13 +18,13 @@ Retry-After if it refused), response body and headers, request id, and request m
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.ingest.api import loads_events
 from services.ingest.catalogue import parse_event
 from services.ingest.envelope import event_id_of, record_for
 from shared.bus.ports import OutgoingRecord, Publisher
@@ -104,9 +104,9 @@ class EventFastPath:
         record = None
         if principal is not None and principal.allows(KeyScope.INGEST):
             try:
-                # json, as Starlette parses a body: orjson reads an integer beyond 64 bits as a
-                # float, where the route refuses it (the bus cannot carry it).
-                event = parse_event(json.loads(body))
+                # As the route reads its body: orjson would read an integer beyond 64 bits as
+                # a float, where the route refuses it (the bus cannot carry it).
+                event = parse_event(loads_events(body))
                 record = record_for(
                     event, workspace_id=principal.workspace_id, received_at=datetime.now(UTC)
                 )

@@ -624,6 +624,19 @@ async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-unt
     [
         (b'{"type":', "the body is not valid JSON: Expecting value at character 8"),
         (b'{"type": "\xff\xfe"}', "the body could not be read as UTF-8 JSON"),
+        # What the fast path, Segment and import refuse too: never stored as null.
+        (
+            b'{"type": "x", "customer_id": "c1", "properties": {"ratio": NaN}}',
+            "the body is not valid JSON: NaN is not a JSON number at character 59",
+        ),
+        (
+            b'{"type": "x", "customer_id": "c1", "properties": {"ratio": -Infinity}}',
+            "the body is not valid JSON: -Infinity is not a JSON number at character 59",
+        ),
+        (
+            b'{"type": "x", "customer_id": "c1", "properties": {"ratio": 1e400}}',
+            "the body is not valid JSON: 1e400 is not a JSON number at character 59",
+        ),
     ],
 )
 async def test_a_body_that_is_not_utf8_json_is_a_400_naming_the_body(  # type: ignore[no-untyped-def]
