@@ -57,7 +57,7 @@ def hash_key(plaintext: str) -> str:
 
 
 def looks_like_key(plaintext: str) -> bool:
-    return bool(_KEY_RE.match(plaintext))
+    return bool(_KEY_RE.fullmatch(plaintext))
 
 
 class WorkspaceError(ValueError):
@@ -75,7 +75,7 @@ class KeyStore:
 
     async def ensure_workspace(self, workspace_id: str, *, name: str | None = None) -> bool:
         """Create the workspace if missing; True when it was created."""
-        if not WORKSPACE_RE.match(workspace_id):
+        if not WORKSPACE_RE.fullmatch(workspace_id):
             raise WorkspaceError(
                 "workspace id must be 1-64 chars of a-z, 0-9, '_' or '-', starting alphanumeric"
             )

@@ -40,7 +40,7 @@ class QuietHours(BaseModel):
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, value: str) -> str:
-        if not _HHMM.match(value):
+        if not _HHMM.fullmatch(value):
             raise ValueError("must be a time of day HH:MM (00:00 to 23:59)")
         return value
 

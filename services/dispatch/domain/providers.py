@@ -36,7 +36,7 @@ class _Config(BaseModel):
         added must still load, and its sends say what is wrong)."""
         found = []
         base_url = getattr(self, "base_url", None)
-        if isinstance(base_url, str) and not _URL.match(base_url):
+        if isinstance(base_url, str) and not _URL.fullmatch(base_url):
             found.append(("base_url", "must be an absolute https:// (or http://) URL"))
         return found
 
@@ -109,9 +109,9 @@ class TwilioConfig(_Config):
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
-        if self.from_number is not None and not _E164.match(self.from_number):
+        if self.from_number is not None and not _E164.fullmatch(self.from_number):
             found.append(("from_number", "must be an E.164 number, like +14155550100"))
-        if self.status_callback is not None and not _URL.match(self.status_callback):
+        if self.status_callback is not None and not _URL.fullmatch(self.status_callback):
             found.append(("status_callback", "must be an absolute https:// (or http://) URL"))
         return found
 
@@ -137,7 +137,7 @@ class VonageConfig(_Config):
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
         sender = self.from_number
-        if not (_E164.match(sender) or _VONAGE_DIGITS.match(sender) or _ALPHANUMERIC.match(sender)):
+        if not (_E164.fullmatch(sender) or _VONAGE_DIGITS.fullmatch(sender) or _ALPHANUMERIC.fullmatch(sender)):
             found.append(
                 (
                     "from_number",

@@ -43,11 +43,11 @@ _POOL_RE = re.compile(POOL)
 
 
 def is_template_id(value: str) -> bool:
-    return bool(_TEMPLATE_ID_RE.match(value))
+    return bool(_TEMPLATE_ID_RE.fullmatch(value))
 
 
 def is_pool(value: str) -> bool:
-    return bool(_POOL_RE.match(value))
+    return bool(_POOL_RE.fullmatch(value))
 
 
 def part_problems(channel: Channel, parts: Mapping[str, str | None]) -> list[tuple[str, str]]:

@@ -125,7 +125,7 @@ def provider_webhooks_router(
         now = clock.now()
         try:
             config = (
-                await configs(workspace_id, provider) if WORKSPACE_RE.match(workspace_id) else None
+                await configs(workspace_id, provider) if WORKSPACE_RE.fullmatch(workspace_id) else None
             )
             if config is None or config.kind != provider:
                 raise NotFound(

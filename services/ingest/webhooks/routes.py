@@ -217,7 +217,7 @@ class WebhookHandler:
         if not signature:
             WEBHOOK_DELIVERIES.labels(platform.source, "unauthorized").inc()
             raise Unauthorized(f"missing {header} header", field=header)
-        known = WORKSPACE_RE.match(workspace_id) is not None
+        known = WORKSPACE_RE.fullmatch(workspace_id) is not None
         secret = await self._store.secret(workspace_id, platform.source) if known else None
         matches = verify(secret or self._decoy, body, signature)
         if secret is None or not matches:

@@ -208,7 +208,7 @@ class WebhookStore:
 
 
 def _check(workspace_id: str, source: str) -> None:
-    if not WORKSPACE_RE.match(workspace_id):
+    if not WORKSPACE_RE.fullmatch(workspace_id):
         raise SecretError(f"{workspace_id!r} is not a workspace id")
     if source not in SOURCES:
         raise SecretError(f"source must be one of {', '.join(SOURCES)}, not {source!r}")

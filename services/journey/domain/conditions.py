@@ -494,7 +494,7 @@ _DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 def _numeric(actual: Any, expected: Any) -> Any:
     """Money travels as decimal strings ("63.90"); compared with a number, such a string is
     read as the number it writes, so ``total gte 50`` holds for an order of "63.90"."""
-    if isinstance(actual, str) and _is_number(expected) and _DECIMAL.match(actual):
+    if isinstance(actual, str) and _is_number(expected) and _DECIMAL.fullmatch(actual):
         return Decimal(actual), Decimal(str(expected))
     return actual, expected
 
