@@ -100,7 +100,14 @@ class TimerPoller:
                         continue
                 except Exception:
                     log.exception("schedule backfill failed; retrying")
-                await self._pause(await self._idle_for())
+                try:
+                    idle = await self._idle_for()
+                except Exception:
+                    # The database is down: an error here must not end the poller, or no timer
+                    # of this replica fires again once the database is back.
+                    log.exception("timer round failed; retrying")
+                    idle = self._poll_interval * 5
+                await self._pause(idle)
 
     async def fire_due(self) -> int:
         """One round: lease due timers and fire them. Returns how many were leased.
