@@ -6,6 +6,7 @@ path either way: only the bus and database URLs decide embedded or distributed.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -53,6 +54,7 @@ from shared.db.migrate import upgrade
 from shared.http import (
     BodyLimitMiddleware,
     CicloApp,
+    ReadinessCheck,
     RequestIdMiddleware,
     health_router,
     install_error_handlers,
@@ -67,6 +69,24 @@ log = logging.getLogger(__name__)
 # Allocations between two collections of the youngest generation once the server has started
 # (CPython's default: 700). See settle_heap.
 GC_YOUNG_THRESHOLD = 50_000
+
+# Seconds a readiness check may take before /readyz calls it failed. A hung broker or database
+# would otherwise hold the request for the client's own timeout (aiokafka's is 40 s), past the
+# probes' (3 s): they would see no answer instead of the 503 that names the failing check. The
+# database and the bus are the checks that wait on the network: both together stay under 3 s.
+READINESS_TIMEOUT = 1.0
+
+
+def bounded(check: ReadinessCheck, seconds: float = READINESS_TIMEOUT) -> ReadinessCheck:
+    """``check``, failed with a TimeoutError when it has not answered within ``seconds``."""
+
+    async def within() -> None:
+        try:
+            await asyncio.wait_for(check(), seconds)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {seconds:g} s") from None
+
+    return within
 
 
 def settle_heap() -> None:
@@ -239,7 +259,7 @@ class Runtime:
                 allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-Id"],
                 max_age=600,
             )
-        checks = {"database": self._database_ready, "bus": self.bus.ping}
+        checks = {"database": bounded(self._database_ready), "bus": bounded(self.bus.ping)}
         if "ingest" in self.services:
             checks["ingest"] = self._ingest_ready
         if "journey" in self.services:

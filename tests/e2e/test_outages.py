@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from tests.e2e.test_distributed import count, distributed_env, setup_stack
 from tests.e2e.test_journey_waits import CART, cart
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.fixtures.broker import paused
 from tests.fixtures.processes import CicloProcess
 from tests.fixtures.waiting import wait_for
 
@@ -123,3 +124,29 @@ async def test_timers_due_during_a_database_outage_fire_once_it_is_back(
     await wait_for(lambda: fake.accepted, timeout=30, what="the cart reminder")
     await asyncio.sleep(WAIT)  # a second reminder would come now
     assert [m["subject"] for m in fake.accepted] == ["Your cart A"]
+
+
+async def test_readyz_answers_503_in_time_while_the_broker_hangs(
+    tmp_path: Path,
+    processes: list[CicloProcess],
+    fresh_broker: str,
+    postgres_url: str,
+    sendgrid: tuple[FakeSendGrid, str],
+) -> None:
+    _, sendgrid_url = sendgrid
+    env = distributed_env(fresh_broker, postgres_url, sendgrid_url)
+    await asyncio.to_thread(setup_stack, env)
+    journey = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
+    processes.append(journey)
+    await asyncio.to_thread(journey.start)
+
+    with paused(fresh_broker):
+        # What the chart's and compose's probes allow: 3 s for an answer.
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{journey.url}/readyz", timeout=3)
+        assert answer.status_code == 503, answer.text
+        checks = answer.json()["checks"]
+        assert checks["database"] == "ok"
+        assert checks["bus"].startswith("error: TimeoutError"), checks
+    await wait_for(lambda: is_ready(journey), timeout=30, what="journey ready again")
+    assert await asyncio.to_thread(journey.stop) == 0, journey.output()
