@@ -230,6 +230,8 @@ async def test_sendgrid_engagements_become_events_of_the_messages_customer(ciclo
         "duplicates": 0,
         "unknown": 0,
         "suppressed": 0,
+        "invalid": 0,
+        "errors": [],
     }
     events = await ciclo.events()
     assert [e.type for e in events] == ["message_delivered", "message_opened", "message_clicked"]
@@ -447,30 +449,101 @@ async def test_unknown_providers_and_workspaces_are_404(ciclo: Ciclo, path: str)
     assert answer.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize(
-    ("events", "status", "field"),
-    [
-        ("not json", 400, "body"),
-        ({"event": "delivered"}, 400, "body"),
-        ([{"event": "delivered"}], 422, "[0].timestamp"),
-        ([{"event": "open", "timestamp": "soon"}], 422, "[0].timestamp"),
-    ],
-)
-async def test_a_malformed_authentic_body_names_the_problem(
-    ciclo: Ciclo, events: Any, status: int, field: str
-) -> None:
+def invalid_count(provider: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "ciclo_provider_webhook_events_total", {"provider": provider, "outcome": "invalid"}
+    )
+    return value or 0
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"event": "delivered"}'])
+async def test_a_body_that_is_not_sendgrids_format_is_400(ciclo: Ciclo, body: bytes) -> None:
+    invalid = invalid_count("sendgrid")
     request = sendgrid_request([])
-    body = events.encode() if isinstance(events, str) else json.dumps(events).encode()
     signature = SENDGRID_PRIVATE.sign(str(TS).encode() + body, ec.ECDSA(hashes.SHA256()))
     request["content"] = body
     request["headers"]["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(
         signature
     ).decode()
     answer = await ciclo.client.post(f"{BASE}/sendgrid/shop", **request)
-    assert answer.status_code == status
-    assert answer.json()["error"]["field"] == field
-    assert field in answer.json()["error"]["message"]
+    assert answer.status_code == 400
+    assert answer.json()["error"]["field"] == "body"
     assert await ciclo.events() == []
+    assert invalid_count("sendgrid") == invalid + 1
+
+
+async def test_a_malformed_event_is_skipped_and_the_rest_of_its_batch_recorded(
+    ciclo: Ciclo, caplog: pytest.LogCaptureFixture
+) -> None:
+    invalid = invalid_count("sendgrid")
+    no_time = sendgrid_event("open", sg_event_id="bad-1")
+    del no_time["timestamp"]
+    batch = [
+        sendgrid_event("delivered"),
+        sendgrid_event("unsubscribe"),
+        sendgrid_event("bounce", type="bounce", email="ana.work@example.com"),
+        no_time,
+        {"timestamp": TS, "email": "ana@example.com"},  # no event
+        "not an event",
+        sendgrid_event("click", url="https://shop.example/p/1"),
+    ]
+    with caplog.at_level("WARNING", logger="services.dispatch.entrypoints.webhooks"):
+        answer = await ciclo.client.post(f"{BASE}/sendgrid/shop", **sendgrid_request(batch))
+    assert answer.status_code == 200, answer.text
+    receipt = answer.json()
+    assert (receipt["received"], receipt["emitted"], receipt["suppressed"]) == (4, 4, 2)
+    assert receipt["invalid"] == 3
+    assert [(e["index"], e["field"]) for e in receipt["errors"]] == [
+        (3, "[3].timestamp"),
+        (4, "[4].event"),
+        (5, "[5]"),
+    ]
+    assert all(e["message"] for e in receipt["errors"])
+    types = [e.type for e in await ciclo.events()]
+    assert types == [
+        "message_delivered",
+        "message_unsubscribed",
+        "consent_updated",
+        "message_bounced",
+        "message_clicked",
+    ]
+    assert {(s.address, s.reason) for s in await ciclo.suppressions()} == {
+        ("ana@example.com", "unsubscribe"),
+        ("ana.work@example.com", "hard_bounce"),
+    }
+    assert ("sendgrid", "bad-1") not in await ciclo.recorded()
+    skipped = [r for r in caplog.records if r.levelname == "WARNING" and "skipped" in r.message]
+    assert [r.getMessage().split(": ")[1] for r in skipped] == ["[3].timestamp", "[4].event", "[5]"]
+    assert invalid_count("sendgrid") == invalid + 3
+    # SendGrid's retry of the same batch: the good events are duplicates now, the bad still bad.
+    again = await ciclo.client.post(
+        f"{BASE}/sendgrid/shop", **sendgrid_request(batch, timestamp=TS + 60)
+    )
+    assert (again.status_code, again.json()["duplicates"], again.json()["invalid"]) == (200, 4, 3)
+
+
+async def test_a_batch_of_only_malformed_events_is_200_so_sendgrid_stops_retrying(
+    ciclo: Ciclo,
+) -> None:
+    answer = await ciclo.client.post(
+        f"{BASE}/sendgrid/shop",
+        **sendgrid_request([{"event": "delivered"}, {"event": "open", "timestamp": "soon"}]),
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["received"], answer.json()["invalid"]) == (0, 2)
+    assert [e["field"] for e in answer.json()["errors"]] == ["[0].timestamp", "[1].timestamp"]
+    assert await ciclo.events() == []
+
+
+async def test_a_malformed_single_event_is_422(ciclo: Ciclo) -> None:
+    invalid = invalid_count("mailgun")
+    event = {"id": "mg-ev-9", "event": "opened", "recipient": "bo@example.com"}  # no timestamp
+    answer = await ciclo.client.post(f"{BASE}/mailgun/shop", **mailgun_request(event))
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "event-data.timestamp"
+    assert "event-data.timestamp" in answer.json()["error"]["message"]
+    assert await ciclo.events() == []
+    assert invalid_count("mailgun") == invalid + 1
 
 
 async def test_twilio_behind_a_proxy_signs_the_public_url(ciclo: Ciclo) -> None:

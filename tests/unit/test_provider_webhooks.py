@@ -182,7 +182,9 @@ def test_sendgrid_maps_every_event_of_a_batch() -> None:
         sendgrid_event("group_unsubscribe", asm_group_id=42),
         sendgrid_event("group_resubscribe", asm_group_id=42),
     ]
-    parsed = sendgrid.parse(json.dumps(events).encode())
+    batch = sendgrid.parse(json.dumps(events).encode())
+    assert batch.invalid == []
+    parsed = batch.engagements
     assert [(e.type, e.properties.get("bounce")) for e in parsed] == [
         ("message_delivered", None),
         ("message_bounced", "hard"),
@@ -212,38 +214,39 @@ def test_sendgrid_gives_an_event_without_an_id_a_stable_one() -> None:
     event = sendgrid_event("open")
     del event["sg_event_id"]
     body = json.dumps([event]).encode()
-    first = only(sendgrid.parse(body)).provider_event_id
+    first = only(sendgrid.parse(body).engagements).provider_event_id
     # The same event again, its keys in another order: the same id.
-    again = only(sendgrid.parse(json.dumps([dict(reversed(event.items()))]).encode()))
+    again = only(sendgrid.parse(json.dumps([dict(reversed(event.items()))]).encode()).engagements)
     assert first == again.provider_event_id
     assert first.startswith("sha256:")
-    other = only(sendgrid.parse(json.dumps([{**event, "timestamp": TS}]).encode()))
+    other = only(sendgrid.parse(json.dumps([{**event, "timestamp": TS}]).encode()).engagements)
     assert other.provider_event_id != first
 
 
+@pytest.mark.parametrize("body", [b"not json", b'{"event":"open"}'])
+def test_sendgrid_refuses_a_body_that_is_not_an_array_of_events(body: bytes) -> None:
+    with pytest.raises(WebhookFormatError) as raised:
+        sendgrid.parse(body)
+    assert raised.value.field == "body"
+
+
 @pytest.mark.parametrize(
-    ("body", "error", "field"),
+    ("event", "field"),
     [
-        (b"not json", WebhookFormatError, "body"),
-        (b'{"event":"open"}', WebhookFormatError, "body"),
-        (b'["open"]', WebhookPayloadError, "[0]"),
-        (
-            b'[{"event":"open","timestamp":1}, {"event":"click"}]',
-            WebhookPayloadError,
-            "[1].timestamp",
-        ),
-        (b'[{"timestamp":1}]', WebhookPayloadError, "[0].event"),
-        (b'[{"event":"open","timestamp":"yesterday"}]', WebhookPayloadError, "[0].timestamp"),
-        (b'[{"event":"open","timestamp":1e300}]', WebhookPayloadError, "[0].timestamp"),
+        ("open", "[1]"),
+        ({"event": "click"}, "[1].timestamp"),
+        ({"timestamp": 1}, "[1].event"),
+        ({"event": "open", "timestamp": "yesterday"}, "[1].timestamp"),
+        ({"event": "open", "timestamp": 1e300}, "[1].timestamp"),
     ],
 )
-def test_sendgrid_names_what_is_wrong_with_a_body(
-    body: bytes, error: type[WebhookPayloadError], field: str
-) -> None:
-    with pytest.raises(error) as raised:
-        sendgrid.parse(body)
-    assert raised.value.field == field
-    assert type(raised.value) is error
+def test_sendgrid_skips_a_malformed_event_and_names_it(event: Any, field: str) -> None:
+    events = [sendgrid_event("delivered"), event, sendgrid_event("open")]
+    batch = sendgrid.parse(json.dumps(events).encode())
+    [invalid] = batch.invalid
+    assert (invalid.index, invalid.field) == (1, field)
+    assert invalid.message
+    assert [e.type for e in batch.engagements] == ["message_delivered", "message_opened"]
 
 
 # ── Mailgun ──────────────────────────────────────────────────────────────────────────────────
@@ -787,7 +790,7 @@ def test_twilio_behind_a_proxy_matches_the_configured_status_callback() -> None:
         registry.authenticate(config, request, now=NOW)
     configured = config.model_copy(update={"status_callback": public})
     assert registry.authenticate(configured, request, now=NOW) is None
-    engagement = only(registry.parse("twilio", request, received_at=NOW))
+    engagement = only(registry.parse("twilio", request, received_at=NOW).engagements)
     assert engagement.message_id == "msg_1"
 
 

@@ -4,12 +4,17 @@ No API key: the provider's signature (Postmark: Basic credentials) is the authen
 against the workspace's configuration of that provider. Answers:
 
 - 200 with counts: every engagement was recorded, or was a duplicate, or is about a message that
-  is not Ciclo's (still 200: the provider has done its part and must not retry);
+  is not Ciclo's (still 200: the provider has done its part and must not retry). A malformed
+  event of a batch (SendGrid) is skipped, logged, and listed in ``errors``; the batch's other
+  events are recorded, as a retry of the whole batch would fail the same way;
 - 401 for a forged, unsigned, stale or replayed request, or a workspace configuration without the
   webhook secret; nothing is written;
 - 404 for a provider Ciclo does not read, or a workspace without that provider configured;
-- 400 for a body that is not the provider's format, 422 for an authentic body missing a field
-  (``error.field`` names it); 503 when the database is unreachable (the provider retries).
+- 400 for a body that is not the provider's format, 422 for the one event of a single-event
+  provider (Mailgun, Postmark, Twilio, Vonage) missing a field (``error.field`` names it): there
+  is nothing else in the request to record, and the provider's retries and its webhook log make
+  the failure visible (a Ciclo fixed meanwhile records the retry); 503 when the database is
+  unreachable (the provider retries).
 
 The URL Twilio signs is the public one. Behind a reverse proxy Ciclo rebuilds it from
 ``X-Forwarded-Proto`` and ``X-Forwarded-Host`` (first value of each) when present, otherwise from
@@ -48,12 +53,21 @@ log = logging.getLogger(__name__)
 PROVIDER_WEBHOOKS = Counter(
     "ciclo_provider_webhook_events_total",
     "Provider webhooks by provider and outcome: received, duplicate and unknown (message not "
-    "Ciclo's) count engagements; refused (401) and invalid (400/422) count requests",
+    "Ciclo's) count engagements; invalid counts events skipped as malformed, and requests "
+    "answered 400/422; refused (401) counts requests",
     ["provider", "outcome"],
 )
 _OUTCOMES = ("received", "duplicate", "unknown", "refused", "invalid")
 
 ConfigLookup = Callable[[str, str], Awaitable[ProviderConfig | None]]
+
+
+class InvalidEventError(BaseModel):
+    """An event of the batch that Ciclo skipped because it could not read it."""
+
+    index: int = Field(description="Position of the event in the batch, from 0.")
+    field: str = Field(description="Path of what is wrong, e.g. `[3].timestamp`.")
+    message: str = Field(description="What is wrong with it.")
 
 
 class WebhookReceipt(BaseModel):
@@ -65,6 +79,8 @@ class WebhookReceipt(BaseModel):
     duplicates: int = Field(description="Engagements already recorded by an earlier request.")
     unknown: int = Field(description="Engagements about messages Ciclo did not send.")
     suppressed: int = Field(description="Addresses newly put on the suppression list.")
+    invalid: int = Field(description="Malformed events of the batch, skipped (not recorded).")
+    errors: list[InvalidEventError] = Field(description="Each skipped event and what is wrong.")
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -72,7 +88,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Forged, unsigned, stale or replayed; or no webhook secret configured"},
     404: {"description": "Unknown provider, or the workspace has not configured it"},
     413: {"description": "Body larger than CICLO_MAX_BODY_BYTES"},
-    422: {"description": "An authentic body without a field Ciclo needs: `error.field` names it"},
+    422: {
+        "description": "The one event of a single-event provider (not SendGrid) without a field "
+        "Ciclo needs: `error.field` names it"
+    },
     503: {"description": "The database is unreachable; the provider retries"},
 }
 _BODY = {
@@ -125,7 +144,9 @@ def provider_webhooks_router(
         now = clock.now()
         try:
             config = (
-                await configs(workspace_id, provider) if WORKSPACE_RE.fullmatch(workspace_id) else None
+                await configs(workspace_id, provider)
+                if WORKSPACE_RE.fullmatch(workspace_id)
+                else None
             )
             if config is None or config.kind != provider:
                 raise NotFound(
@@ -133,11 +154,11 @@ def provider_webhooks_router(
                     field="workspace_id",
                 )
             nonce = authenticate(config, incoming, now=now)
-            engagements = parse(provider, incoming, received_at=now)
+            batch = parse(provider, incoming, received_at=now)
             recorded = await recorder.record(
                 provider=provider,
                 workspace_id=workspace_id,
-                engagements=engagements,
+                engagements=batch.engagements,
                 nonce=nonce,
             )
         except WebhookAuthError as exc:
@@ -150,6 +171,11 @@ def provider_webhooks_router(
             raise Unauthorized(exc.reason, field=exc.field) from exc
         except WebhookPayloadError as exc:
             PROVIDER_WEBHOOKS.labels(provider, "invalid").inc()
+            log.warning(
+                "provider webhook not recorded: %s",
+                exc,
+                extra={"provider": provider, "workspace_id": workspace_id},
+            )
             problem = HTTPProblem if isinstance(exc, WebhookFormatError) else Unprocessable
             raise problem(str(exc), field=exc.field) from exc
         except (OperationalError, InterfaceError, OSError) as exc:
@@ -162,12 +188,25 @@ def provider_webhooks_router(
         PROVIDER_WEBHOOKS.labels(provider, "received").inc(recorded.received)
         PROVIDER_WEBHOOKS.labels(provider, "duplicate").inc(recorded.duplicates)
         PROVIDER_WEBHOOKS.labels(provider, "unknown").inc(recorded.unknown)
+        PROVIDER_WEBHOOKS.labels(provider, "invalid").inc(len(batch.invalid))
+        for skipped in batch.invalid:
+            log.warning(
+                "provider webhook event skipped: %s: %s",
+                skipped.field,
+                skipped.message,
+                extra={"provider": provider, "workspace_id": workspace_id},
+            )
         return WebhookReceipt(
             received=recorded.received,
             emitted=recorded.emitted,
             duplicates=recorded.duplicates,
             unknown=recorded.unknown,
             suppressed=recorded.suppressed,
+            invalid=len(batch.invalid),
+            errors=[
+                InvalidEventError(index=e.index, field=e.field, message=e.message)
+                for e in batch.invalid
+            ],
         )
 
     return router

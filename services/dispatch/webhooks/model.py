@@ -7,6 +7,10 @@ Errors::
         ├── WebhookAuthError      forged, unsigned, stale or replayed: answered 401
         └── WebhookPayloadError   authentic, but a field is missing or wrong: answered 422
             └── WebhookFormatError  the body is not the provider's format at all: answered 400
+
+A ``WebhookPayloadError`` about one event of a batch (SendGrid) is not raised: the event is
+skipped and reported as an ``InvalidEvent`` of the ``Batch``, so the batch's valid events are
+still recorded.
 """
 
 from __future__ import annotations
@@ -120,3 +124,22 @@ class Engagement:
         """An unsubscribe or a spam complaint both mean "no more marketing": the journey service
         learns it through a consent_updated event and stops asking for marketing sends."""
         return self.type in ("message_unsubscribed", "message_complained")
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """An event of a batch that Ciclo could not read, and skipped: ``index`` is its position in
+    the batch, ``field`` the path of what is wrong (``[3].timestamp``)."""
+
+    index: int
+    field: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a verified request holds: the engagements to record, and the events skipped as
+    malformed (only a batch provider has those; a single malformed event raises instead)."""
+
+    engagements: list[Engagement]
+    invalid: list[InvalidEvent] = field(default_factory=list)

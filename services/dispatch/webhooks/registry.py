@@ -16,7 +16,7 @@ from services.dispatch.domain.providers import (
     VonageConfig,
 )
 from services.dispatch.webhooks import mailgun, postmark, sendgrid, twilio, vonage
-from services.dispatch.webhooks.model import Engagement, WebhookAuthError, WebhookRequest
+from services.dispatch.webhooks.model import Batch, WebhookAuthError, WebhookRequest
 from services.dispatch.webhooks.wire import digest, form
 
 KINDS = ("sendgrid", "mailgun", "postmark", "twilio", "vonage")
@@ -79,19 +79,21 @@ def authenticate(config: ProviderConfig, request: WebhookRequest, *, now: dateti
     raise WebhookAuthError(f"{config.kind} sends no webhooks Ciclo reads")
 
 
-def parse(kind: str, request: WebhookRequest, *, received_at: datetime) -> list[Engagement]:
+def parse(kind: str, request: WebhookRequest, *, received_at: datetime) -> Batch:
     """The engagements of a verified request; ``received_at`` stands in for a provider that
-    tells no event time (Twilio)."""
+    tells no event time (Twilio). A batch (SendGrid) skips and lists its malformed events; a
+    provider that sends one event per request raises ``WebhookPayloadError`` for a malformed one,
+    as there is nothing else in the request to record."""
     if kind == "sendgrid":
         return sendgrid.parse(request.body)
     if kind == "mailgun":
-        return mailgun.parse(request.body)
+        return Batch(mailgun.parse(request.body))
     if kind == "postmark":
-        return postmark.parse(request.body)
+        return Batch(postmark.parse(request.body))
     if kind == "twilio":
-        return twilio.parse(request.body, url=request.url, received_at=received_at)
+        return Batch(twilio.parse(request.body, url=request.url, received_at=received_at))
     if kind == "vonage":
-        return vonage.parse(request.body)
+        return Batch(vonage.parse(request.body))
     raise ValueError(f"no webhook parser for {kind!r}")
 
 

@@ -25,8 +25,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.dispatch.webhooks.model import (
+    Batch,
     Engagement,
     EngagementType,
+    InvalidEvent,
     WebhookAuthError,
     WebhookFormatError,
     WebhookPayloadError,
@@ -104,19 +106,27 @@ def verify(
     check_fresh(at, now, field=TIMESTAMP_HEADER)
 
 
-def parse(body: bytes) -> list[Engagement]:
+def parse(body: bytes) -> Batch:
+    """The engagements of a batch. A malformed event is skipped and listed in ``invalid``, never
+    raised: SendGrid retries a failed request as a whole, so one bad event would otherwise keep
+    every good one of its batch from being recorded until SendGrid gives up."""
     events = json_body(body, provider="SendGrid")
     if not isinstance(events, list):
         raise WebhookFormatError("a SendGrid event webhook body must be a JSON array of events")
     engagements = []
+    invalid = []
     for index, event in enumerate(events):
         where = f"[{index}]"
-        if not isinstance(event, dict):
-            raise WebhookPayloadError("must be an event object", field=where)
-        engagement = _engagement(event, where)
+        try:
+            if not isinstance(event, dict):
+                raise WebhookPayloadError("must be an event object", field=where)
+            engagement = _engagement(event, where)
+        except WebhookPayloadError as exc:
+            invalid.append(InvalidEvent(index=index, field=exc.field, message=exc.message))
+            continue
         if engagement is not None:
             engagements.append(engagement)
-    return engagements
+    return Batch(engagements=engagements, invalid=invalid)
 
 
 def _engagement(event: dict[str, Any], where: str) -> Engagement | None:
