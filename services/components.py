@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from shared.db.engine import create_engine
 from shared.db.migrate import Component
 
 ServiceName = Literal["ingest", "journey", "dispatch"]
@@ -23,3 +27,31 @@ COMPONENTS = {
 def components_for(services: Sequence[ServiceName]) -> list[Component]:
     """Tenancy (every HTTP service authenticates) plus the given services' chains."""
     return [COMPONENTS["tenancy"], *(COMPONENTS[s] for s in services)]
+
+
+async def behind(url: str, services: Sequence[ServiceName]) -> list[str]:
+    """The services' chains (tenancy included) whose database is older than this code's head:
+    never migrated, or at a revision this code knows that is not its newest. A revision it does
+    not know is newer (a migration of a later version, during a rolling upgrade or a rollback)
+    and not behind: this code runs against the newer schema."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_behind, components_for(services))
+    finally:
+        await engine.dispose()
+
+
+def _behind(connection: Any, components: Sequence[Component]) -> list[str]:
+    found = []
+    for component in components:
+        context = MigrationContext.configure(
+            connection, opts={"version_table": component.version_table}
+        )
+        current = context.get_current_revision()
+        script = ScriptDirectory.from_config(component.config())
+        if current == script.get_current_head():
+            continue
+        if current is None or current in {r.revision for r in script.walk_revisions()}:
+            found.append(f"{component.name} at {current or 'no revision'}")
+    return found
