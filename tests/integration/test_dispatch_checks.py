@@ -749,3 +749,38 @@ async def test_a_provider_read_back_and_saved_again_keeps_its_secrets(
     refused = await c.put("/v1/providers/email/fallback", headers=auth(keys["admin"]), json=fresh)
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["field"] == "config.postmark.server_token"
+
+
+async def test_a_webhook_provider_read_back_and_saved_again_keeps_its_secret(
+    api: tuple[httpx.AsyncClient, dict[str, str]], engine: AsyncEngine
+) -> None:
+    """The generic webhook's secret needs 16 characters; the ``***`` GET shows in its place is
+    three, and stands for the stored secret all the same."""
+    c, keys = api
+    secret = "whsec-0123456789abcdef"
+    body = {
+        "config": {"kind": "webhook", "url": "https://hooks.shop.example/send", "secret": secret}
+    }
+    put = await c.put("/v1/providers/sms/primary", headers=auth(keys["admin"]), json=body)
+    assert put.status_code == 200, put.text
+    shown = next(
+        p
+        for p in (await c.get("/v1/providers", headers=auth(keys["admin"]))).json()
+        if p["channel"] == "sms"
+    )
+    assert shown["config"]["secret"] == "***"
+    again = {"config": shown["config"], "rate_per_second": 5}
+    put = await c.put("/v1/providers/sms/primary", headers=auth(keys["admin"]), json=again)
+    assert put.status_code == 200, put.text
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(providers.c.config))).scalar_one()
+    assert stored["secret"] == secret
+
+    # A new secret still needs its 16 characters, and "***" with nothing stored is refused.
+    short = {"config": {**shown["config"], "secret": "too-short"}}
+    put = await c.put("/v1/providers/sms/primary", headers=auth(keys["admin"]), json=short)
+    assert put.status_code == 422, put.text
+    fresh = {"config": shown["config"]}
+    put = await c.put("/v1/providers/sms/fallback", headers=auth(keys["admin"]), json=fresh)
+    assert put.status_code == 422, put.text
+    assert put.json()["error"]["field"] == "config.webhook.secret"
