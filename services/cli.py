@@ -31,14 +31,42 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The reason of a settings error (pydantic wraps ours in a ValidationError), on one line."""
+    """The reason of a settings error (pydantic wraps ours in a ValidationError), on one line,
+    naming the environment variable the operator sets (``CICLO_BUS_PARTITIONS``), not the
+    field."""
     if hasattr(exc, "errors"):
         errors = exc.errors()
         if errors:
             first = errors[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
+            loc = [str(p) for p in first.get("loc", ())]
+            where = f"CICLO_{'_'.join(loc).upper()}" if loc else "settings"
             return f"{where}: {first.get('msg')}"
     return str(exc).splitlines()[0]
+
+
+@contextlib.contextmanager
+def _configuration() -> Iterator[None]:
+    """Settings read (and the URLs and log level they name checked) inside this block: a bad
+    value ends the command with one line naming the variable, not a traceback."""
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        yield
+    except ArgumentError as exc:  # the only URL SQLAlchemy parses is the database's
+        raise click.ClickException(
+            f"configuration: CICLO_DATABASE_URL: {_first_line(exc)}"
+        ) from exc
+    except (CicloError, ValueError) as exc:
+        raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
+
+
+def _check_log_level(level: str) -> None:
+    import logging
+
+    if not isinstance(logging.getLevelName(level.upper()), int):
+        raise ValueError(
+            f"CICLO_LOG_LEVEL: {level!r} is not a log level (DEBUG, INFO, WARNING, ERROR)"
+        )
 
 
 class _Server(uvicorn.Server):
@@ -66,16 +94,15 @@ def _serve(services: tuple[str, ...]) -> None:
     from shared.logging import configure_logging
     from shared.settings import ServerSettings
 
-    try:
+    with _configuration():
         server = ServerSettings()
+        _check_log_level(server.log_level)
         runtime = Runtime(
             services=cast(tuple[ServiceName, ...], services),
             server=server,
             # A server process: settle the heap once started (see settle_heap).
             tune_gc=True,
         )
-    except (CicloError, ValueError) as exc:
-        raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
     configure_logging(level=server.log_level, fmt=server.log_format)
     config = uvicorn.Config(
         runtime.app(),
@@ -113,9 +140,20 @@ def migrate() -> None:
     from shared.db.migrate import upgrade
     from shared.settings import CommonSettings
 
-    settings = CommonSettings()
-    _run(upgrade(settings.resolved_database_url(), components_for(ALL)))
+    with _configuration():
+        settings = CommonSettings()
+        url = _database_url(settings)
+    _run(upgrade(url, components_for(ALL)))
     click.echo("database is up to date", err=True)
+
+
+def _database_url(settings: Any) -> str:
+    """The database URL of ``settings``, checked (inside ``_configuration``)."""
+    from sqlalchemy.engine import make_url
+
+    url: str = settings.resolved_database_url()
+    make_url(url)
+    return url
 
 
 @main.command(help="Print the configuration table (every CICLO_* variable) as Markdown.")
@@ -135,10 +173,11 @@ def topics_create() -> None:
     from shared.bus.factory import ensure_standard_topics, open_bus
     from shared.settings import CommonSettings
 
-    settings = CommonSettings()
+    with _configuration():
+        settings = CommonSettings()
+        bus = open_bus(settings)
 
     async def go() -> None:
-        bus = open_bus(settings)
         await bus.start()
         try:
             await ensure_standard_topics(bus, settings)
