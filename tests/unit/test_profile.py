@@ -232,6 +232,22 @@ def test_a_refund_of_an_unknown_order_takes_off_the_totals_but_never_below_zero(
     assert p.refunded == Decimal("30.00")
 
 
+def test_a_refund_in_the_shop_currency_of_a_foreign_order_is_taken_off_that_order() -> None:
+    """A dollar order refunded in euros (the workspace currency): the refund comes off the
+    order, so that cancelling it afterwards takes off only what is left, never more."""
+    p = Profile()
+    feed(p, order("other", "10.00"), order("us", "100.00", currency="USD"))
+    assert p.revenue == Decimal("102.00")  # 10 + 100 x 0.92
+    feed(p, refund("us", "46.00", currency="EUR"))  # half the order, in euros
+    assert p.revenue == Decimal("56.00")
+    assert p.revenue_original == {"EUR": Decimal("10.00"), "USD": Decimal("50.00")}
+    assert p.refunded == Decimal("46.00")
+    feed(p, cancel("us"))
+    assert p.revenue == Decimal("10.00")
+    assert p.revenue_original == {"EUR": Decimal("10.00"), "USD": Decimal(0)}
+    assert (p.order_count, p.refunded) == (1, Decimal("46.00"))
+
+
 def test_a_refund_in_a_currency_without_a_rate_changes_only_the_original() -> None:
     p = Profile()
     feed(p, order("j", "9000", currency="JPY"), refund("j", "1000", currency="JPY"))

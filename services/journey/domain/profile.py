@@ -463,6 +463,16 @@ def _order_refunded(
         if amount is not None and rate is not None:
             p.refunded += _convert(amount, rate)
         return
+    if entry is not None and refund_currency not in (None, entry.currency) and amount is not None:
+        # Paid back in another currency (a multi-currency shop refunding in its own): taken off
+        # the order it names, in the order's currency, so that its cancellation later takes off
+        # only what is left. Without the rates to do that, it is taken off the totals below.
+        refund_rate = _rate(refund_currency, workspace, rates)
+        if refund_rate is not None and entry.rate is not None:
+            paid = _convert(amount, refund_rate)
+            _take_off(p, entry, min(_convert(paid / entry.rate, Decimal(1)), entry.remaining))
+            p.refunded += paid
+            return
     if entry is not None and refund_currency in (None, entry.currency):
         if amount is None:
             amount = entry.remaining  # no amount: the whole order (what is left of it)
