@@ -29,6 +29,7 @@ from services.dispatch.domain.template_errors import (
     TemplateNotFound,
     UndefinedVariable,
 )
+from services.dispatch.domain.templates import default_sample
 from services.dispatch.entrypoints.templates import templates_router
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import VirtualClock
@@ -386,6 +387,42 @@ async def test_the_default_sample_has_what_every_message_has(api: Api) -> None:
     answer = await api.put("/v1/templates/bare", bare)
     assert answer.status_code == 422, answer.text
     assert "lead.band" in answer.json()["error"]["message"]
+
+
+async def test_customer_intelligence_can_be_declared_in_the_sample_and_previewed(
+    api: Api,
+) -> None:
+    body = {
+        "channel": "email",
+        "parts": {
+            "subject": "You are {{ lead.band }}",
+            "text": "{{ stage }} {{ profile.order_count }} {{ rfm.group }} {{ predictions.clv }}",
+        },
+        "sample": {
+            "lead": {"band": "hot", "score": 80},
+            "stage": "active",
+            "profile": {"order_count": 3},
+            "rfm": {"group": "champions"},
+            "predictions": {"clv": "120.00"},
+        },
+    }
+    saved = await api.put("/v1/templates/vip", body)
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["sample"] == body["sample"]
+    answer = await api.post(
+        "/v1/templates/vip/preview",
+        {"stage": "at_risk", "lead": {"band": "cold"}, "rfm": {"group": "lapsing"}},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["subject"], answer.json()["text"]) == (
+        "You are cold",
+        "at_risk 3 lapsing 120.00",
+    )
+    # Every variable of the default sample can be declared: none is refused as unknown.
+    for root, value in default_sample("sms").items():
+        declared = {"channel": "sms", "parts": {"sms": "x"}, "sample": {root: value}}
+        answer = await api.put(f"/v1/templates/vip-{root.replace('_', '-')}", declared)
+        assert answer.status_code == 201, (root, answer.text)
 
 
 async def test_a_syntax_error_is_refused_naming_part_and_line(api: Api) -> None:

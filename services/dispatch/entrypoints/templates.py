@@ -158,7 +158,9 @@ class PartsOut(BaseModel):
 class Sample(BaseModel):
     """Sample variables, merged over the defaults (``customer.id``, ``customer.email`` or
     ``customer.phone``, an event with no properties, ``message``, empty ``scores`` and
-    ``segments``, the two links): objects merge key by key."""
+    ``segments``, customer intelligence's ``stage``, ``lead``, ``profile``, ``rfm`` and
+    ``predictions``, nil or empty, the two links): objects merge key by key. Every variable a
+    message has can be declared, or a template using it could never be saved."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -177,6 +179,13 @@ class Sample(BaseModel):
     message: dict[str, Any] | None = Field(None, description="`id`, `category`.")
     scores: dict[str, Any] | None = Field(None, examples=[{"engagement": 72}])
     segments: list[Any] | None = Field(None, examples=[["vip"]])
+    stage: str | None = Field(
+        None, description="The lifecycle stage (nil when unknown).", examples=["active"]
+    )
+    lead: dict[str, Any] | None = Field(None, examples=[{"score": 64, "band": "warm"}])
+    profile: dict[str, Any] | None = Field(None, examples=[{"order_count": 3}])
+    rfm: dict[str, Any] | None = Field(None, examples=[{"r": 5, "f": 4, "m": 4}])
+    predictions: dict[str, Any] | None = Field(None, examples=[{"p_alive": 0.82}])
     unsubscribe_url: Url | None = None
     preferences_url: Url | None = None
 
