@@ -608,6 +608,48 @@ async def test_a_currency_with_a_trailing_newline_is_refused(api: Api) -> None:
     assert (body["currency"], body["rates"], body["revision"]) == ("USD", {}, 0)
 
 
+async def test_true_is_not_a_number_in_the_lifecycle_or_the_score_rules(api: Api) -> None:
+    # JSON true was read as 1.0: a customer became at risk after one rhythm instead of two,
+    # and a rule gave 1 point, with a 200 that hid the mistake.
+    found = problems(
+        await api.put(
+            "/v1/intelligence-settings",
+            {
+                "lifecycle": {"at_risk_factor": True},
+                "score_rules": {
+                    "bands": [{"name": "cold"}, {"name": "warm", "min": True}],
+                    "rules": [
+                        {
+                            "id": "viewed",
+                            "event": "product_viewed",
+                            "points": True,
+                            "cap": {"points": True, "per": "P1D"},
+                        }
+                    ],
+                },
+            },
+        )
+    )
+    assert found == {
+        "$.lifecycle.at_risk_factor": "a factor is a number such as 2.0, not true",
+        "$.score_rules.bands[1].min": "must be a number such as 5, not true",
+        "$.score_rules.rules[0].points": "must be a number such as 5, not true",
+        "$.score_rules.rules[0].cap.points": "must be a number such as 5, not true",
+    }
+    body = (await api.get("/v1/intelligence-settings")).json()
+    assert (body["lifecycle"]["at_risk_factor"], body["revision"]) == (2.0, 0)
+    checked = await api.post(
+        "/v1/score-rules/validate",
+        {"rules": [{"id": "viewed", "event": "product_viewed", "points": False}]},
+    )
+    assert checked.json()["problems"] == [
+        {"path": "$.rules[0].points", "message": "must be a number such as 5, not false"}
+    ]
+    numbers = await api.put("/v1/intelligence-settings", {"lifecycle": {"at_risk_factor": 3}})
+    assert numbers.status_code == 200, numbers.text
+    assert numbers.json()["lifecycle"]["at_risk_factor"] == 3.0
+
+
 async def test_score_rules_validate_without_saving(api: Api) -> None:
     answer = await api.post(
         "/v1/score-rules/validate",

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from services.journey.domain.durations import Duration
 from services.journey.domain.profile import Profile
@@ -72,6 +73,18 @@ class LifecycleRules(BaseModel):
     at_risk_max: Duration = timedelta(days=365)
     lapsed_min: Duration = timedelta(days=30)
     lapsed_max: Duration = timedelta(days=730)
+
+    @field_validator("at_risk_factor", "lapsed_factor", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: Any) -> Any:
+        # JSON true is not a factor, though pydantic would read it as 1.0.
+        if isinstance(value, bool):
+            raise PydanticCustomError(
+                "float_type",
+                "a factor is a number such as 2.0, not {value}",
+                {"value": "true" if value else "false"},
+            )
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleRules:

@@ -39,6 +39,7 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from services.journey.domain.conditions import (
     All,
@@ -66,9 +67,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _not_a_bool(value: Any) -> Any:
+    """Points and scores are numbers: JSON true is refused, though pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "float_type",
+            "must be a number such as 5, not {value}",
+            {"value": "true" if value else "false"},
+        )
+    return value
+
+
 class Cap(_Strict):
     points: float = Field(gt=0, allow_inf_nan=False, description="Most points per window.")
     per: Duration = Field(description="Length of a window, e.g. P1D.")
+
+    _points_not_a_bool = field_validator("points", mode="before")(_not_a_bool)
 
 
 class Rule(_Strict):
@@ -87,6 +101,8 @@ class Rule(_Strict):
     def matches(self) -> Predicate | None:
         """``where`` compiled (``conditions.compile_condition``): every event is tried."""
         return None if self.where is None else compile_condition(self.where)
+
+    _points_not_a_bool = field_validator("points", mode="before")(_not_a_bool)
 
     @field_validator("points")
     @classmethod
@@ -138,6 +154,8 @@ class Band(_Strict):
         allow_inf_nan=False,
         description="Lowest score in the band; left out for the first band (no lower bound).",
     )
+
+    _min_not_a_bool = field_validator("min", mode="before")(_not_a_bool)
 
 
 DEFAULT_BANDS = (Band(name="cold"), Band(name="warm", min=20), Band(name="hot", min=60))
