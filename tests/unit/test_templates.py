@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 from liquid import Node
 
 from services.dispatch.adapters.templates import TemplateStore
+from services.dispatch.domain.templates import default_sample, merge
 from services.dispatch.errors import TemplateError
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -157,3 +159,33 @@ def _walk(nodes: Sequence[Node]) -> list[Node]:
         pending.extend(node.children(static, include_partials=False))
         pending.extend(getattr(node, "nodes", []))
     return found
+
+
+def _marketing_email_templates() -> list[str]:
+    """The templates the shipped journeys send as marketing email (the default category)."""
+    found: set[str] = set()
+    for path in sorted((REPO_TEMPLATES.parent / "journeys").glob("*.json")):
+        for step in json.loads(path.read_text())["steps"].values():
+            send = step.get("send")
+            if send and send["channel"] == "email" and send.get("category") != "transactional":
+                found.add(send["template"])
+    return sorted(found)
+
+
+@pytest.mark.parametrize("template_id", _marketing_email_templates())
+def test_every_shipped_marketing_email_has_a_visible_unsubscribe_link(template_id: str) -> None:
+    # Gmail and Yahoo want a visible unsubscribe link in the body of bulk mail, besides the
+    # List-Unsubscribe header (docs/dispatch.md, deliverability checklist).
+    links = {
+        "unsubscribe_url": "https://mail.shop.example/u/v1.cGF5bG9hZA.bWFj",
+        "preferences_url": "https://mail.shop.example/preferences/v1.cGF5bG9hZA.bWFj",
+    }
+    # The event the journey started on (cross-sell follows an order): what every run has.
+    order = {"type": "order_completed", "properties": {"order_id": "1001", "total": "59.90"}}
+    variables = merge(default_sample("email"), {**links, "event": order})
+    rendered = TemplateStore(REPO_TEMPLATES).render(template_id, "email", variables)
+    assert rendered.html is not None
+    assert f'href="{links["unsubscribe_url"]}"' in rendered.html
+    assert f'href="{links["preferences_url"]}"' in rendered.html
+    assert links["unsubscribe_url"] in rendered.text
+    assert links["preferences_url"] in rendered.text
