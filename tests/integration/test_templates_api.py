@@ -436,6 +436,8 @@ async def test_a_syntax_error_is_refused_naming_part_and_line(api: Api) -> None:
         "text",
     )
     assert "expected tag endif" in error["message"]
+    # Where the block that was never closed opens: what the author must find.
+    assert (error["line"], error["column"]) == (2, 1)
 
     unknown_filter = {"channel": "sms", "parts": {"sms": "one\ntwo {{ 'a' | shout }}"}}
     answer = await api.put("/v1/templates/broken", unknown_filter)

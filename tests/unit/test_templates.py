@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from liquid import Node
 
-from services.dispatch.adapters.templates import TemplateStore
+from services.dispatch.adapters.templates import TemplateStore, compile_template
+from services.dispatch.domain.template_errors import InvalidTemplate
 from services.dispatch.domain.templates import default_sample, merge
 from services.dispatch.errors import TemplateError
 
@@ -189,3 +190,28 @@ def test_every_shipped_marketing_email_has_a_visible_unsubscribe_link(template_i
     assert f'href="{links["preferences_url"]}"' in rendered.html
     assert links["unsubscribe_url"] in rendered.text
     assert links["preferences_url"] in rendered.text
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "column", "opened"),
+    [
+        ("Hello\n{% if x %}yes", 2, 1, "if"),
+        ("a\n{% for i in x %}\n  {% if i %}b{% endif %}\nc", 2, 1, "for"),
+        ("{% if a %}\n  {%- if b %}{% endif %}", 1, 1, "if"),
+        ("{% comment %}{% unless %}{% endcomment %}\n\n  {%- unless x %}", 3, 3, "unless"),
+        ("x\n{% raw %}{% capture c %}{% endraw %}{% capture c %}y", 2, 37, "capture"),
+    ],
+)
+def test_a_block_never_closed_is_placed_where_it_opens(
+    source: str, line: int, column: int, opened: str
+) -> None:
+    with pytest.raises(InvalidTemplate) as raised:
+        compile_template("t", "sms", {"sms": source}, version=0)
+    assert (raised.value.line, raised.value.column) == (line, column)
+    assert f"{{% {opened} %}} is never closed" in raised.value.problem
+
+
+def test_a_syntax_error_without_a_place_points_at_the_end() -> None:
+    with pytest.raises(InvalidTemplate) as raised:
+        compile_template("t", "sms", {"sms": "x\n{% case x %}{% when 1 %}"}, version=0)
+    assert (raised.value.line, raised.value.column) == (2, 25)

@@ -207,6 +207,45 @@ def _at(span: Span, source: str) -> tuple[int | None, int | None]:
     return line, column + 1
 
 
+_EXPECTED_END = re.compile(r"^expected tag end(?P<name>\w+), found end of ")
+_TAG = re.compile(r"\{%-?\s*(?P<name>\w+)")
+_VERBATIM = {"raw", "comment"}
+"""Blocks whose content is not parsed: a tag inside them is text."""
+
+
+def _unclosed(source: str, message: str) -> tuple[int, int, str]:
+    """Line, column and message for a syntax error python-liquid could not place: it reports a
+    missing ``{% endif %}`` (and every other end tag) at the end of the template, a position
+    its error does not carry. The opening tag is what the author must find, so the error points
+    there; anything else the end of the template, where the parser gave up."""
+    start = len(source)
+    found = _EXPECTED_END.match(message)
+    if found is not None:
+        wanted = found.group("name")
+        open_tags: list[tuple[str, int]] = []
+        verbatim: str | None = None
+        for tag in _TAG.finditer(source):
+            name = tag.group("name")
+            if verbatim is not None:
+                if name == f"end{verbatim}":
+                    verbatim = None
+            elif name in _VERBATIM:
+                verbatim = name
+            elif name.startswith("end"):
+                for i in range(len(open_tags) - 1, -1, -1):
+                    if open_tags[i][0] == name[3:]:
+                        del open_tags[i:]
+                        break
+            else:
+                open_tags.append((name, tag.start()))
+        opened = next((at for name, at in reversed(open_tags) if name == wanted), None)
+        if opened is not None:
+            start = opened
+            message = f"{{% {wanted} %}} is never closed: {message}"
+    line = source.count("\n", 0, start) + 1
+    return line, start - (source.rfind("\n", 0, start) + 1) + 1, message
+
+
 def parse_part(template: str, part: str, source: str) -> BoundTemplate:
     """Parse one part; InvalidTemplate names the line and the problem."""
     env = _environment(html=part == "html")
@@ -215,8 +254,11 @@ def parse_part(template: str, part: str, source: str) -> BoundTemplate:
         analysis = parsed.analyze(include_partials=False)
     except LiquidError as exc:
         line, column = _where(exc)
+        message = str(exc.message)
+        if line is None:
+            line, column, message = _unclosed(source, message)
         raise InvalidTemplate(
-            str(exc.message), template=template, part=part, line=line, column=column
+            message, template=template, part=part, line=line, column=column
         ) from exc
     except RecursionError as exc:
         raise InvalidTemplate("nested too deeply", template=template, part=part) from exc
