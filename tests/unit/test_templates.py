@@ -69,6 +69,8 @@ _OUTPUTS = """\
 [{{ customer.first_name | default: 7 }}][{{ customer.first_name | default: customer.id }}]
 [{{ event.properties.order_id }}][{{ event.properties.total | default: "0" }}]
 [{{ customer.tags.size }}][{{ customer.tags.first }}][{{ customer.size }}]
+[{{ customer.size | default: "s" }}][{{ customer.first | default: 1 }}]
+[{{ customer.last | default: "l" }}]
 {% assign items = event.properties.items | default: nil -%}
 {% if items %}{% for item in items %}<{{ forloop.index }}:{{ item.name | default: item.product_id }}
  x {{ item.quantity | default: 1 }} {{ item.price | default: "?" }}>{% endfor %}{% endif %}

@@ -72,11 +72,16 @@ _OTHER = object()
 """Anything a plain-dict walk does not decide: python-liquid's own lookup must."""
 
 
+_SPECIAL_KEYS = frozenset({"size", "first", "last"})
+
+
 def _plain_lookup(context: RenderContext, path: tuple[str, ...]) -> object:
     """What ``context.get(path)`` finds when the name and every key are found in plain dicts
     (its ``get_item`` reads ``obj[key]`` first, even for ``size``, ``first`` and ``last``);
     ``_ABSENT`` when the name is not in scope or a plain dict lacks the key (python-liquid
-    then returns an undefined); ``_OTHER`` otherwise. Reads dicts only: no side effects."""
+    then returns an undefined), unless the key is ``size``, ``first`` or ``last``, which
+    python-liquid answers from the dict itself; ``_OTHER`` otherwise. Reads dicts only: no
+    side effects."""
     try:
         obj = context.scope[path[0]]
     except KeyError:
@@ -89,7 +94,9 @@ def _plain_lookup(context: RenderContext, path: tuple[str, ...]) -> object:
         try:
             obj = obj[key]
         except KeyError:
-            return _ABSENT
+            # A dict without the key still has a size, a first and a last item to Liquid:
+            # ``event.properties.size`` is the number of properties, not undefined.
+            return _OTHER if key in _SPECIAL_KEYS else _ABSENT
     return obj
 
 
