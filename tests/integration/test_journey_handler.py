@@ -137,3 +137,34 @@ async def test_traits_merge_across_events(engine: AsyncEngine) -> None:
         row = (await conn.execute(select(customers))).one()
     assert row.traits == {"first_name": "Ana"}
     assert row.last_seen_at.replace(tzinfo=UTC) == later
+
+
+async def test_history_imported_after_live_events_keeps_the_newer_traits(
+    engine: AsyncEngine,
+) -> None:
+    consent = {"channel": "email", "category": "marketing"}
+    revoked = {**consent, "status": "revoked"}
+    await apply(engine, [event("e1", type_="consent_updated", properties=revoked)], [WELCOME])
+    # The import arrives later, in another batch: the state comes back from the database.
+    older = NOW - timedelta(days=30)
+    history = [
+        event(
+            "h1",
+            type_="consent_updated",
+            occurred_at=older,
+            historical=True,
+            properties={**consent, "status": "granted"},
+            traits={"email": "old@example.com", "birthday": "1990-04-01"},
+        )
+    ]
+    await apply(engine, history, [WELCOME])
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(customers))).one()
+    assert row.traits == {
+        "email": "c1@example.com",
+        "first_name": "C1",
+        "email_marketing_consent": "revoked",
+        "birthday": "1990-04-01",  # unknown until the import: filled in
+    }
+    assert row.trait_times["email"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row.trait_times["birthday"] == older.strftime("%Y-%m-%dT%H:%M:%SZ")

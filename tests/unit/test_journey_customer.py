@@ -21,6 +21,7 @@ from services.journey.domain.customer import (
     apply_timer,
     archive,
     drop_untracked,
+    merge_into,
     schedule_all,
 )
 from services.journey.domain.definitions import Journey
@@ -177,9 +178,11 @@ def test_traits_merge_and_none_clears() -> None:
     s = state()
     catalog = JourneyCatalog()
     event_in(s, catalog, ev("x", traits={"a": 1, "b": 2}))
-    event_in(s, catalog, ev("x", T0 - DAY, traits={"a": 3, "b": None}))
-    assert s.traits == {"a": 3}
+    event_in(s, catalog, ev("x", T0 - DAY, traits={"a": 3, "c": 4}))  # older: fills c only
+    assert s.traits == {"a": 1, "b": 2, "c": 4}
     assert (s.first_seen_at, s.last_seen_at) == (T0 - DAY, T0)
+    event_in(s, catalog, ev("x", T0 + DAY, traits={"a": 3, "b": None}))
+    assert s.traits == {"a": 3, "c": 4}
 
 
 def test_the_event_that_starts_a_run_is_not_an_input_to_it() -> None:
@@ -647,3 +650,55 @@ def test_runs_finish_on_the_version_they_entered() -> None:
 def test_unknown_timers_do_nothing(timer_name: str) -> None:
     changes = fire(state(), JourneyCatalog([waiting()]), timer_name, T0)
     assert (changes.activity, changes.messages, changes.instances) == ([], [], {})
+
+
+# ── Traits: the value given later wins ────────────────────────────────────────────────────────
+
+
+def test_an_older_event_arriving_late_never_overwrites_a_newer_trait() -> None:
+    s, catalog = state(), JourneyCatalog([])
+    now = T0 + DAY
+    event_in(s, catalog, ev("identify", T0, traits={"email": "new@x.io", "plan": "pro"}), now=now)
+    # History imported after the live event: the address changed since, and the plan too.
+    old = ev("identify", T0 - DAY, traits={"email": "old@x.io", "first_name": "Ana"})
+    event_in(s, catalog, old, now=now, live=False)
+    assert s.traits == {"email": "new@x.io", "plan": "pro", "first_name": "Ana"}
+    # A newer value wins, and so does one given at the same instant (the later processed).
+    event_in(s, catalog, ev("identify", T0, traits={"plan": "team"}), now=now)
+    event_in(s, catalog, ev("identify", T0 + timedelta(seconds=1), traits={"email": "n@x.io"}))
+    assert (s.traits["plan"], s.traits["email"]) == ("team", "n@x.io")
+
+
+def test_a_consent_revoked_is_not_granted_again_by_an_older_event() -> None:
+    s, catalog = state(), JourneyCatalog([])
+    consent = {"channel": "email", "category": "marketing"}
+    event_in(s, catalog, ev("consent_updated", T0, **consent, status="revoked"))
+    event_in(s, catalog, ev("consent_updated", T0 - DAY, **consent, status="granted"), now=T0)
+    assert s.traits["email_marketing_consent"] == "revoked"
+    event_in(s, catalog, ev("consent_updated", T0 + DAY, **consent, status="granted"))
+    assert s.traits["email_marketing_consent"] == "granted"
+
+
+def test_a_trait_removed_stays_removed_against_an_older_value() -> None:
+    s, catalog = state(), JourneyCatalog([])
+    event_in(s, catalog, ev("identify", T0, traits={"phone": "+4930901820"}))
+    event_in(s, catalog, ev("identify", T0 + DAY, traits={"phone": None}))
+    event_in(s, catalog, ev("identify", T0, traits={"phone": "+4930901820"}), now=T0 + DAY)
+    assert "phone" not in s.traits
+    # Fractions of a second are compared as instants, not as text ("…01.5Z" is after "…01Z").
+    t = T0 + 3 * DAY
+    event_in(s, catalog, ev("identify", t + timedelta(seconds=1), traits={"phone": "+1"}))
+    event_in(s, catalog, ev("identify", t + timedelta(seconds=1.5), traits={"phone": "+2"}))
+    event_in(s, catalog, ev("identify", t + timedelta(seconds=1.2), traits={"phone": "+3"}))
+    assert s.traits["phone"] == "+2"
+
+
+def test_a_merge_keeps_each_trait_given_later() -> None:
+    catalog = JourneyCatalog([])
+    known, visitor = state(), CustomerState("w", "anon-1")
+    event_in(known, catalog, ev("identify", T0, traits={"email": "a@x.io", "first_name": "Ana"}))
+    event_in(visitor, catalog, ev("identify", T0 - DAY, traits={"email": "old@x.io"}))
+    event_in(visitor, catalog, ev("identify", T0 + DAY, traits={"first_name": "Anna", "x": 1}))
+    merge_into(known, visitor, catalog=catalog, policy=NO_CAPS, now=T0 + DAY, live=True)
+    assert known.traits == {"email": "a@x.io", "first_name": "Anna", "x": 1}
+    assert known.trait_times["first_name"] == known.trait_times["x"] == "2026-03-03T10:00:00Z"

@@ -232,6 +232,7 @@ class CustomerStates:
                 workspace_id=workspace,
                 customer_id=r.customer_id,
                 traits=dict(r.traits),
+                trait_times=dict(r.trait_times or ()),
                 scores=dict(r.scores),
                 first_seen_at=r.first_seen_at,
                 last_seen_at=r.last_seen_at,
@@ -718,6 +719,7 @@ def profile_row(state: CustomerState) -> dict[str, Any]:
         "w": state.workspace_id,
         "c": state.customer_id,
         "traits": state.traits,
+        "trait_times": state.trait_times,
         "scores": state.scores,
         "first_seen_at": state.first_seen_at,
         "last_seen_at": state.last_seen_at,
@@ -739,6 +741,7 @@ def snapshot(state: CustomerState) -> dict[str, Any]:
 
 _PROFILE_COLUMNS = (
     "traits",
+    "trait_times",
     "scores",
     "first_seen_at",
     "last_seen_at",

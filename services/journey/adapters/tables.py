@@ -30,6 +30,13 @@ customers = Table(
     Column("workspace_id", String(64), primary_key=True),
     Column("customer_id", String(210), primary_key=True),
     Column("traits", JSON, nullable=False),
+    Column(
+        "trait_times",
+        JSON,
+        nullable=True,
+        doc="trait name -> when its value was given (RFC 3339, UTC): an older event never "
+        "overwrites it (j0008; NULL on rows saved before)",
+    ),
     Column("first_seen_at", UtcDateTime(), nullable=False),
     Column("last_seen_at", UtcDateTime(), nullable=False),
     Column("scores", JSON, nullable=False),

@@ -54,6 +54,10 @@ class CustomerState:
     workspace_id: str
     customer_id: str
     traits: dict[str, Any] = field(default_factory=dict)
+    trait_times: dict[str, str] = field(default_factory=dict)
+    """Trait name → when the value held was given (``utc_text`` of its event's occurred_at, or
+    of the instant a run set it), also for a trait a null removed: an event that occurred
+    earlier, arriving late (an import, a delayed delivery), never overwrites it."""
     scores: dict[str, float] = field(default_factory=dict)
     first_seen_at: datetime | None = None
     last_seen_at: datetime | None = None
@@ -525,8 +529,19 @@ def merge_into(
     changes = Changes()
     intel = intel or intelligence.default()
     target.bind(intel, now)
+    for name, given in source.trait_times.items():
+        held = target.trait_times.get(name)
+        if held is None and name in target.traits:
+            continue  # the target's value predates trait times: it stays, as it always did
+        if held is None or _earlier(held, given):
+            target.trait_times[name] = given
+            if name in source.traits:
+                target.traits[name] = source.traits[name]
+            else:
+                target.traits.pop(name, None)
     for name, value in source.traits.items():
-        target.traits.setdefault(name, value)
+        if name not in source.trait_times:
+            target.traits.setdefault(name, value)
     for name, value in source.scores.items():
         target.scores[name] = target.scores.get(name, 0) + value
     target.first_seen_at = identity.earlier(target.first_seen_at, source.first_seen_at)
@@ -591,7 +606,10 @@ def archive(state: CustomerState, journey_id: str, *, now: datetime) -> Changes:
 
 
 def _observe(state: CustomerState, event: EventLike, *, seen: bool = True) -> set[str]:
-    """Merge the event's traits (later wins, None clears); the names that changed.
+    """Merge the event's traits (None clears); the names that changed. Per trait, the value
+    given later wins (``occurred_at``): an event older than a trait's value leaves it as it is,
+    so history imported after live events, or a delayed delivery, cannot bring back an address
+    changed since, a trait a null removed or a consent revoked since.
 
     A consent_updated event also sets ``<channel>_<category>_consent`` to granted or revoked,
     which the engine reads before every marketing send."""
@@ -603,13 +621,20 @@ def _observe(state: CustomerState, event: EventLike, *, seen: bool = True) -> se
         if isinstance(channel, str) and status in ("granted", "revoked"):
             category = props.get("category") or "marketing"
             traits = {**traits, engine.consent_trait(channel, str(category)): status}
-    for key, value in traits.items():
-        if value is None:
-            if state.traits.pop(key, None) is not None:
+    if traits:
+        given = utc_text(event.occurred_at)
+        times = state.trait_times
+        for key, value in traits.items():
+            held = times.get(key)
+            if held is not None and _earlier(given, held):
+                continue  # a newer value (or removal) stands
+            times[key] = given
+            if value is None:
+                if state.traits.pop(key, None) is not None:
+                    changed.add(key)
+            elif state.traits.get(key) != value:
+                state.traits[key] = value
                 changed.add(key)
-        elif state.traits.get(key) != value:
-            state.traits[key] = value
-            changed.add(key)
     touched = state.facts.touched
     touched.update(f"customer.{name}" for name in changed)
     if not seen:
@@ -622,6 +647,14 @@ def _observe(state: CustomerState, event: EventLike, *, seen: bool = True) -> se
         state.last_seen_at = at
         touched.add("profile.last_seen_at")
     return changed
+
+
+def _earlier(given: str, held: str) -> bool:
+    """Whether the instant ``given`` is before ``held`` (both ``utc_text``; compared as text
+    only when the seconds differ: a fraction makes the text longer, not later)."""
+    if given[:19] != held[:19]:
+        return given < held
+    return datetime.fromisoformat(given) < datetime.fromisoformat(held)
 
 
 def _reschedule(
@@ -769,6 +802,8 @@ def _apply(
             changes.messages.append(Outgoing(send=effect, instance=instance))
         elif isinstance(effect, engine.SetTraitEffect):
             state.traits[effect.name] = effect.value
+            if state.now is not None:
+                state.trait_times[effect.name] = utc_text(state.now)
             state.traits_set = True
             state.facts.touched.add(f"customer.{effect.name}")
         elif isinstance(effect, engine.AddScoreEffect):
