@@ -261,6 +261,12 @@ async def test_an_invalid_segment_is_422_naming_every_problem(api: Api) -> None:
     mismatch = problems(await api.put("/v1/segments/pro", pro_plan(id="other")))
     assert mismatch == {"$.id": "must be 'pro' (the segment in the path)"}
 
+    typo = pro_plan(condition={"field": "stage", "op": "in", "value": ["at_risk", "lapsd"]})
+    found = problems(await api.put("/v1/segments/pro", typo))
+    assert list(found) == ["$.condition.value"]
+    assert found["$.condition.value"].startswith("no stage is 'lapsd'")
+    assert (await api.get("/v1/segments/pro")).status_code == 404  # nothing was saved
+
     assert (await api.get("/v1/segments/pro")).status_code == 404  # nothing was saved
     assert await revision(api.engine) is None
 

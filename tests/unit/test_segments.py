@@ -446,6 +446,13 @@ def problems(**doc: Any) -> list[str]:
     return [str(p) for p in validate_segment({"id": "s", "name": "S", **doc})]
 
 
+def test_a_stored_segment_with_no_such_stage_still_loads() -> None:
+    # Refused when saved; one saved before the check keeps running as it did.
+    document = {"id": "s", "name": "S", "condition": {"field": "stage", "op": "ne", "value": "x"}}
+    assert validate_segment(document)
+    assert parse_segment(document).id == "s"
+
+
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
@@ -541,6 +548,21 @@ def problems(**doc: Any) -> list[str]:
         (
             {"condition": {"field": "stage.name", "op": "eq", "value": "active"}},
             ["$.condition.field: stage is a word (subscriber, active, …), it has no parts"],
+        ),
+        (
+            {"condition": {"field": "stage", "op": "in", "value": ["at_risk", "activ"]}},
+            [
+                "$.condition.value: no stage is 'activ' (a condition on it would never hold): "
+                "stages are subscriber, first_time_buyer, active, at_risk, lapsed, reactivated"
+            ],
+        ),
+        (
+            {"condition": {"not": {"field": "stage", "op": "eq", "value": "Lapsed"}}},
+            [
+                "$.condition.not.value: no stage is 'Lapsed' (a condition on it would never "
+                "hold): stages are subscriber, first_time_buyer, active, at_risk, lapsed, "
+                "reactivated"
+            ],
         ),
         (
             {"windows": [{**VIEWS, "min_count": 0}]},

@@ -36,6 +36,7 @@ from services.journey.domain import conditions
 from services.journey.domain.conditions import TIME_OPS, All, AnyOf, Comparison, Condition
 from services.journey.domain.definitions import EventType, Name
 from services.journey.domain.durations import Duration
+from services.journey.domain.lifecycle import STAGES
 from services.journey.domain.validation import Problem, json_path, schema_problems
 
 MAX_COUNT = 100
@@ -577,12 +578,30 @@ def parse_segment(document: Mapping[str, Any]) -> SegmentDefinition:
 
 
 def validate_segment(document: Mapping[str, Any]) -> list[Problem]:
-    """Every problem of a segment document; empty when it is valid."""
+    """Every problem of a segment document; empty when it is valid. Besides what
+    ``parse_segment`` refuses, a value no customer can have (``stage eq 'activ'``) is refused
+    here, when a segment is saved: one stored before this check keeps loading as it was."""
     try:
-        parse_segment(document)
+        definition = parse_segment(document)
     except InvalidSegment as exc:
         return exc.problems
-    return []
+    return _value_problems(definition)
+
+
+def _value_problems(definition: SegmentDefinition) -> list[Problem]:
+    problems = []
+    for path, c in _located(definition.condition, ["condition"]) if definition.condition else ():
+        if c.field != "stage" or c.op not in ("eq", "ne", "in"):
+            continue
+        values = c.value if isinstance(c.value, list) else [c.value]
+        unknown = [v for v in values if v not in STAGES]
+        if unknown:
+            message = (
+                f"no stage is {unknown[0]!r} (a condition on it would never hold): stages are "
+                f"{', '.join(STAGES)}"
+            )
+            problems.append(Problem(json_path([*path, "value"]), message))
+    return problems
 
 
 def validate_segments(documents: Sequence[Mapping[str, Any]]) -> list[Problem]:
