@@ -212,15 +212,36 @@ class ConsumerRunner:
         DEAD_LETTERS.labels(self.group).inc()
 
 
+# SQLSTATE classes of the server or the connection rather than of the record: connection
+# exceptions (08), insufficient resources such as too many connections (53), operator
+# intervention such as a shutdown or a restart (57, but for 57014, a cancelled statement), and
+# system errors (58).
+_OUTAGE_SQLSTATES = ("08", "53", "57", "58")
+# Classes that are about the record (data, integrity) or its transaction (serialization,
+# deadlock): they count towards max_attempts even when the commit raised them.
+_RECORD_SQLSTATES = ("22", "23", "40")
+
+
 def is_outage(exc: BaseException) -> bool:
     """Errors of the infrastructure rather than of the record: retried without limit."""
     if isinstance(exc, BusError | ConnectionError | TimeoutError):
         return True
     # Connection-level database errors (server gone, pool timeout); constraint or data errors
     # are about the record and count towards max_attempts.
-    return isinstance(exc, OperationalError | InterfaceError | SqlTimeoutError) or bool(
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    if isinstance(exc, OperationalError | InterfaceError | SqlTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    # asyncpg's errors reach SQLAlchemy as plain DBAPIErrors: PostgreSQL restarting
+    # ("terminating connection due to administrator command", then "the database system is
+    # starting up") is told by the SQLSTATE.
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    if state[:2] in _OUTAGE_SQLSTATES and state != "57014":
+        return True
+    # Refused while connecting, before any statement: the server, not the record.
+    return exc.statement is None and state[:2] not in _RECORD_SQLSTATES
 
 
 def _where(record: ConsumedRecord) -> dict[str, object]:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.e2e.helpers import post_signups
 from tests.e2e.test_distributed import count, distributed_env, setup_stack
 from tests.e2e.test_journey_waits import CART, cart
 from tests.fakes.sendgrid import FakeSendGrid
@@ -150,3 +151,42 @@ async def test_readyz_answers_503_in_time_while_the_broker_hangs(
         assert checks["bus"].startswith("error: TimeoutError"), checks
     await wait_for(lambda: is_ready(journey), timeout=30, what="journey ready again")
     assert await asyncio.to_thread(journey.stop) == 0, journey.output()
+
+
+async def test_events_met_by_a_database_outage_wait_for_it_not_the_dead_letter_topic(
+    tmp_path: Path,
+    processes: list[CicloProcess],
+    fresh_broker: str,
+    postgres_url: str,
+) -> None:
+    # One event per transaction keeps the consumer busy when the database goes away.
+    env = distributed_env(
+        fresh_broker, postgres_url, "http://127.0.0.1:9", CICLO_JOURNEY_BATCH_SIZE="1"
+    )
+    key = await asyncio.to_thread(setup_stack, env)
+    ingest = CicloProcess(["serve", "ingest"], env=env, log_dir=tmp_path)
+    journey = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
+    processes.extend([ingest, journey])
+    for process in processes:
+        await asyncio.to_thread(process.start)
+    total = 200
+    assert await asyncio.to_thread(post_signups, ingest.url, key, total) == [202] * total
+
+    welcomed = "SELECT count(*) FROM journey_instances WHERE journey_id = 'welcome'"
+    async with database_down(postgres_url):
+        await wait_for(
+            lambda: "outage while handling" in journey.output(),
+            timeout=30,
+            what="the consumer waiting out the outage",
+        )
+        assert await asyncio.to_thread(journey.stop) == 0, journey.output()
+    assert await count(postgres_url, welcomed) < total, "all done before the outage: no proof"
+
+    again = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
+    processes.append(again)
+    await asyncio.to_thread(again.start)
+    await wait_for(
+        lambda: count(postgres_url, f"SELECT ({welcomed}) = {total}"),
+        timeout=60,
+        what="every signup welcomed after the restart",
+    )
