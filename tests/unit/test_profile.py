@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from services.journey.domain.conditions import Comparison, evaluate
+from services.journey.domain.identity import merge_profiles
 from services.journey.domain.profile import RECENT_ORDERS, Profile, observe
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -561,3 +562,24 @@ def test_random_histories_match_a_full_recomputation(seed: int) -> None:
     actual = {name: getattr(p, name) for name in expected}
     assert actual == expected
     assert p.revenue >= 0
+
+
+# ── Merging two records of one person ────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("refunded_by", ["visitor", "customer"])
+def test_a_merge_counts_an_order_both_saw_once_with_its_refund(refunded_by: str) -> None:
+    customer, visitor = Profile(), Profile()
+    feed(customer, order("o1", "50.00"), order("o2", "30.00"))
+    feed(visitor, order("o1", "50.00"))
+    feed(visitor if refunded_by == "visitor" else customer, refund("o1", "20.00"))
+    merged = merge_profiles(customer, visitor)
+    assert merged.order_count == 2
+    assert merged.revenue == Decimal("60.00")  # 80 - the 20 refunded
+    assert merged.refunded == Decimal("20.00")
+    assert merged.revenue_original == {"EUR": Decimal("60.00")}
+    # Cancelled on one side: taken off in full, counted once.
+    feed(visitor if refunded_by == "customer" else customer, cancel("o1"))
+    again = merge_profiles(customer, visitor)
+    assert (again.order_count, again.cancelled_orders) == (1, 1)
+    assert again.revenue == Decimal("30.00")

@@ -63,8 +63,8 @@ def later(a: datetime | None, b: datetime | None) -> datetime | None:
 
 def merge_profiles(target: Profile, source: Profile) -> Profile:
     """The profile of both records: aggregates added, an order both saw counted once."""
-    shared = {e.order_id for e in target.recent_orders} & {e.order_id for e in source.recent_orders}
-    twice = [e for e in source.recent_orders if e.order_id in shared]
+    mine = {e.order_id: e for e in target.recent_orders}
+    twice = [e for e in source.recent_orders if e.order_id in mine]
     merged = Profile(
         first_order_at=earlier(target.first_order_at, source.first_order_at),
         last_order_at=later(target.last_order_at, source.last_order_at),
@@ -84,12 +84,24 @@ def merge_profiles(target: Profile, source: Profile) -> Profile:
         merged.revenue_original[currency] = (
             merged.revenue_original.get(currency, Decimal(0)) + amount
         )
-    for entry in twice:  # seen by both: take the source's copy back out
-        _uncount(merged, entry)
     kept = {e.order_id: e for e in source.recent_orders}
-    kept.update({e.order_id: e for e in target.recent_orders})
+    for entry in twice:
+        # Seen by both: counted once, as the copy that saw more of it (a refund, a cancellation
+        # that only one record saw) tells it; the other copy is taken back out.
+        if _further(entry, mine[entry.order_id]):
+            _uncount(merged, mine[entry.order_id])
+        else:
+            _uncount(merged, entry)
+            kept[entry.order_id] = mine[entry.order_id]
+    kept.update({i: e for i, e in mine.items() if i not in kept})
     merged.recent_orders = sorted(kept.values(), key=lambda e: e.at)[-RECENT_ORDERS:]
     return merged
+
+
+def _further(a: OrderEntry, b: OrderEntry) -> bool:
+    """Whether copy ``a`` of an order has seen more of it than copy ``b``: its cancellation, or
+    more refunded."""
+    return (a.cancelled, a.taken_off) > (b.cancelled, b.taken_off)
 
 
 def _uncount(p: Profile, entry: OrderEntry) -> None:
