@@ -7,9 +7,12 @@ returns — the graceful shutdown every consuming service needs.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from shared.consumer import ConsumerRunner
 from shared.outbox import OutboxRelay
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerWorker:
@@ -32,11 +35,27 @@ class ConsumerWorker:
                 raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit it, publish the outbox, stop."""
+        """Finish the batch in hand, commit it, publish the outbox, stop.
+
+        A part that ends on an error (the database went away under the batch in hand, which is
+        then not committed) does not keep the others from stopping: the batch is redelivered and
+        what stays in the outbox goes out after the restart, so the process still stops cleanly.
+        """
         self.runner.stop()
-        if self._consuming is not None:
-            await self._consuming
+        await self._finish(self._consuming, "its batch in hand will be redelivered")
         self.relay.stop()
-        if self._relaying is not None:
-            await self._relaying
-        await self.relay.drain()
+        await self._finish(self._relaying, "the outbox keeps what it holds")
+        try:
+            await self.relay.drain()
+        except Exception:
+            log.warning(
+                "%s: outbox not drained on stop; it keeps its records", self.name, exc_info=True
+            )
+
+    async def _finish(self, task: asyncio.Task[None] | None, then: str) -> None:
+        if task is None:
+            return
+        try:
+            await task
+        except Exception:
+            log.warning("%s stopped on an error; %s", task.get_name(), then, exc_info=True)
