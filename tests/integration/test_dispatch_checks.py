@@ -344,15 +344,18 @@ async def test_consent_revoked_while_held_refuses_at_release(
     assert (await ledger(engine))["msg_1"] == ("skipped", "suppressed:unsubscribe")
 
 
-async def test_an_open_circuit_hands_over_to_the_fallback_provider(
+async def send_two_with_a_backup(
     engine: AsyncEngine,
     templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
     client: httpx.AsyncClient,
-) -> None:
+    *failures: Injected,
+) -> FakeSendGrid:
+    """Two transactional messages through the SendGrid fake, whose next answers are
+    ``failures``, with a second SendGrid fake as the fallback provider; that fallback."""
     primary_fake, primary_url = sendgrid
     backup = FakeSendGrid(api_key="SG.backup")
-    primary_fake.fail_next(*[Injected(status=503)] * 5)
+    primary_fake.fail_next(*failures)
     with serve(backup.app) as backup_url:
         d = make(
             engine,
@@ -363,6 +366,19 @@ async def test_an_open_circuit_hands_over_to_the_fallback_provider(
         )
         await d.handle([request(1, category="transactional")])
         await d.handle([request(2, category="transactional")])
+    return backup
+
+
+async def test_an_open_circuit_hands_over_to_the_fallback_provider(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    primary_fake = sendgrid[0]
+    backup = await send_two_with_a_backup(
+        engine, templates, sendgrid, client, *[Injected(status=503)] * 5
+    )
     # The first 503 opened the breaker (threshold 1): both messages went out through the backup.
     assert primary_fake.accepted == []
     assert sorted(backup.message_ids()) == ["msg_1", "msg_2"]
@@ -566,19 +582,8 @@ async def test_a_429_without_retry_after_does_not_open_the_breaker(
     """A throttling 429 is the provider working, not failing, with or without a Retry-After
     (Twilio's 20429 and Mailgun's 429 often have none): the message is retried on the primary
     and the fallback provider is not used."""
-    primary_fake, primary_url = sendgrid
-    backup = FakeSendGrid(api_key="SG.backup")
-    primary_fake.fail_next(Injected(status=429))
-    with serve(backup.app) as backup_url:
-        d = make(
-            engine,
-            templates,
-            SendGridProvider(client, api_key=primary_fake.api_key, base_url=primary_url),
-            fallback=SendGridProvider(client, api_key=backup.api_key, base_url=backup_url),
-            policy=DispatchPolicy(quiet_hours={}),
-        )
-        await d.handle([request(1, category="transactional")])
-        await d.handle([request(2, category="transactional")])
+    primary_fake = sendgrid[0]
+    backup = await send_two_with_a_backup(engine, templates, sendgrid, client, Injected(status=429))
     assert backup.accepted == []
     assert sorted(primary_fake.message_ids()) == ["msg_1", "msg_2"]
 

@@ -637,7 +637,7 @@ async def test_true_is_not_a_number_in_the_lifecycle_or_the_score_rules(api: Api
         )
     )
     assert found == {
-        "$.lifecycle.at_risk_factor": "a factor is a number such as 2.0, not true",
+        "$.lifecycle.at_risk_factor": "must be a number such as 5, not true",
         "$.score_rules.bands[1].min": "must be a number such as 5, not true",
         "$.score_rules.rules[0].points": "must be a number such as 5, not true",
         "$.score_rules.rules[0].cap.points": "must be a number such as 5, not true",

@@ -363,3 +363,36 @@ async def test_a_bad_preference_form_is_a_clear_4xx_and_writes_nothing(
     assert response.json()["error"]["field"] == field
     assert await rows(engine) == []
     assert await events(engine) == []
+
+
+# ── Addresses as people write them ───────────────────────────────────────────────────────────
+# The suppression list keys email addresses case-insensitively; the pages must find what it
+# holds for an address with capitals in the part before the @.
+
+CAPITALS = "Ana.Garcia@Example.com"
+
+
+async def test_a_bounced_address_with_capitals_cannot_subscribe_itself_again(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await suppress(engine, "hard_bounce", CAPITALS)
+    link = token(address=CAPITALS)
+    page = await client.get(f"/preferences/{link}")
+    assert page.status_code == 200
+    assert "bounced" in page.text and 'type="checkbox"' not in page.text
+    saved = await client.post(
+        f"/preferences/{link}", content="channels=email&email=subscribed", headers=FORM
+    )
+    assert saved.status_code == 409, saved.text
+
+
+async def test_an_unsubscribed_address_with_capitals_is_shown_unsubscribed(
+    client: httpx.AsyncClient,
+) -> None:
+    link = token(address=CAPITALS)
+    done = await client.post(f"/u/{link}", content="List-Unsubscribe=One-Click", headers=FORM)
+    assert done.status_code == 200
+    confirm = await client.get(f"/u/{link}")
+    assert "already unsubscribed" in confirm.text
+    centre = await client.get(f"/preferences/{link}")
+    assert 'type="checkbox"' in centre.text and " checked" not in centre.text

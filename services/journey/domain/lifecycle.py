@@ -31,10 +31,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from services.journey.domain.durations import Duration
 from services.journey.domain.profile import Profile
+from services.journey.domain.validation import not_a_bool
 
 Stage = Literal["subscriber", "first_time_buyer", "active", "at_risk", "lapsed", "reactivated"]
 STAGES: tuple[Stage, ...] = (
@@ -74,17 +74,9 @@ class LifecycleRules(BaseModel):
     lapsed_min: Duration = timedelta(days=30)
     lapsed_max: Duration = timedelta(days=730)
 
-    @field_validator("at_risk_factor", "lapsed_factor", mode="before")
-    @classmethod
-    def _not_a_bool(cls, value: Any) -> Any:
-        # JSON true is not a factor, though pydantic would read it as 1.0.
-        if isinstance(value, bool):
-            raise PydanticCustomError(
-                "float_type",
-                "a factor is a number such as 2.0, not {value}",
-                {"value": "true" if value else "false"},
-            )
-        return value
+    _factors_not_a_bool = field_validator("at_risk_factor", "lapsed_factor", mode="before")(
+        not_a_bool
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LifecycleRules:

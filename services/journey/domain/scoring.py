@@ -39,7 +39,6 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from services.journey.domain.conditions import (
     All,
@@ -54,7 +53,7 @@ from services.journey.domain.conditions import (
 )
 from services.journey.domain.definitions import EventType, Name
 from services.journey.domain.durations import Duration
-from services.journey.domain.validation import Problem, schema_problems
+from services.journey.domain.validation import Problem, not_a_bool, schema_problems
 
 EVENT_TYPE = "lead_band_changed"
 _VERSION = 1
@@ -67,22 +66,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _not_a_bool(value: Any) -> Any:
-    """Points and scores are numbers: JSON true is refused, though pydantic would read it as 1."""
-    if isinstance(value, bool):
-        raise PydanticCustomError(
-            "float_type",
-            "must be a number such as 5, not {value}",
-            {"value": "true" if value else "false"},
-        )
-    return value
-
-
 class Cap(_Strict):
     points: float = Field(gt=0, allow_inf_nan=False, description="Most points per window.")
     per: Duration = Field(description="Length of a window, e.g. P1D.")
 
-    _points_not_a_bool = field_validator("points", mode="before")(_not_a_bool)
+    _points_not_a_bool = field_validator("points", mode="before")(not_a_bool)
 
 
 class Rule(_Strict):
@@ -102,7 +90,7 @@ class Rule(_Strict):
         """``where`` compiled (``conditions.compile_condition``): every event is tried."""
         return None if self.where is None else compile_condition(self.where)
 
-    _points_not_a_bool = field_validator("points", mode="before")(_not_a_bool)
+    _points_not_a_bool = field_validator("points", mode="before")(not_a_bool)
 
     @field_validator("points")
     @classmethod
@@ -155,7 +143,7 @@ class Band(_Strict):
         description="Lowest score in the band; left out for the first band (no lower bound).",
     )
 
-    _min_not_a_bool = field_validator("min", mode="before")(_not_a_bool)
+    _min_not_a_bool = field_validator("min", mode="before")(not_a_bool)
 
 
 DEFAULT_BANDS = (Band(name="cold"), Band(name="warm", min=20), Band(name="hot", min=60))

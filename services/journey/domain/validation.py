@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from services.journey.domain.definitions import (
     EventTrigger,
@@ -287,3 +288,15 @@ def _cycle_in(start: str, members: set[str], edges: Mapping[str, Sequence[str]])
                 parent[nxt] = node
                 todo.append(nxt)
     return [start]  # pragma: no cover - every member of a component lies on a cycle
+
+
+def not_a_bool(value: Any) -> Any:
+    """A ``mode="before"`` validator of a number: JSON true or false is refused, though pydantic
+    would read it as 1 or 0 (a score of true points, a lifecycle factor of true)."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "float_type",
+            "must be a number such as 5, not {value}",
+            {"value": "true" if value else "false"},
+        )
+    return value
