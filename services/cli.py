@@ -188,21 +188,31 @@ def topics_create() -> None:
     click.echo("topics are in place", err=True)
 
 
-async def _keystore_call(fn: str, *args: Any, **kwargs: Any) -> Any:
-    from services.components import ALL, components_for
+def _keystore_call(fn: str, *args: Any, **kwargs: Any) -> Any:
+    """``KeyStore.fn(*args, **kwargs)`` on the configured database.
+
+    The key store needs the tenancy chain only. With ``CICLO_AUTO_MIGRATE`` (the default, as for
+    ``ciclo run``) a fresh data dir gets it, so the README's quick start works before the server
+    ever started; without it, an older schema ends the command asking for ``ciclo migrate``: a
+    command run from a newer image does not upgrade the database as a side effect."""
+    from services.components import prepare_schema
     from shared.db.engine import create_engine
-    from shared.db.migrate import upgrade
-    from shared.settings import CommonSettings
+    from shared.settings import ServerSettings
     from shared.tenancy.keys import KeyStore
 
-    settings = CommonSettings()
-    url = settings.resolved_database_url()
-    await upgrade(url, components_for(ALL))
-    engine = create_engine(url)
-    try:
-        return await getattr(KeyStore(engine), fn)(*args, **kwargs)
-    finally:
-        await engine.dispose()
+    with _configuration():
+        settings = ServerSettings()
+        url = _database_url(settings)
+
+    async def go() -> Any:
+        await prepare_schema(url, (), auto_migrate=settings.auto_migrate)
+        engine = create_engine(url)
+        try:
+            return await getattr(KeyStore(engine), fn)(*args, **kwargs)
+        finally:
+            await engine.dispose()
+
+    return _run(go())
 
 
 @main.group(help="Workspaces (tenants).")
@@ -217,7 +227,7 @@ def workspaces_create(workspace_id: str, name: str | None) -> None:
     from shared.tenancy.keys import WorkspaceError
 
     try:
-        created = _run(_keystore_call("ensure_workspace", workspace_id, name=name))
+        created = _keystore_call("ensure_workspace", workspace_id, name=name)
     except WorkspaceError as exc:
         raise click.BadParameter(str(exc), param_hint="WORKSPACE_ID") from exc
     click.echo(f"workspace {workspace_id!r} {'created' if created else 'already exists'}", err=True)
@@ -240,7 +250,7 @@ def keys_create(workspace: str, scope: str) -> None:
     from shared.tenancy.keys import Scope, WorkspaceError
 
     try:
-        info, plaintext = _run(_keystore_call("create_key", workspace, Scope(scope)))
+        info, plaintext = _keystore_call("create_key", workspace, Scope(scope))
     except WorkspaceError as exc:
         raise click.BadParameter(str(exc), param_hint="--workspace") from exc
     click.echo(f"created {info.scope.value} key {info.id} for workspace {workspace!r}", err=True)
@@ -250,7 +260,7 @@ def keys_create(workspace: str, scope: str) -> None:
 @keys.command("list", help="List a workspace's keys (never their secrets).")
 @click.option("--workspace", required=True)
 def keys_list(workspace: str) -> None:
-    for k in _run(_keystore_call("list_keys", workspace)):
+    for k in _keystore_call("list_keys", workspace):
         state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
         click.echo(f"{k.id}\t{k.scope.value}\t{k.prefix}…\t{k.created_at:%Y-%m-%d}\t{state}")
 
@@ -258,7 +268,7 @@ def keys_list(workspace: str) -> None:
 @keys.command("revoke", help="Revoke a key by id (key_…).")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    if not _run(_keystore_call("revoke", key_id)):
+    if not _keystore_call("revoke", key_id):
         raise click.ClickException(f"no active key {key_id!r}")
     click.echo(f"revoked {key_id}", err=True)
 
@@ -388,9 +398,11 @@ def predict_fit(workspace: str, as_of: str | None, save: bool) -> None:
     from services.journey import insights
     from services.journey.settings import JourneySettings
     from shared.clock import SystemClock
+    from shared.settings import ServerSettings
 
     try:
         settings = JourneySettings()
+        auto_migrate = ServerSettings().auto_migrate
     except (CicloError, ValueError) as exc:
         raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
     now = SystemClock().now()
@@ -405,16 +417,26 @@ def predict_fit(workspace: str, as_of: str | None, save: bool) -> None:
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--as-of") from exc
     try:
-        report = _run(_predict_fit(settings, workspace, as_of=when, now=now, save=save))
+        report = _run(
+            _predict_fit(
+                settings, workspace, as_of=when, now=now, save=save, auto_migrate=auto_migrate
+            )
+        )
     except insights.InsightsError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(report, indent=2))
 
 
 async def _predict_fit(
-    settings: JourneySettings, workspace: str, *, as_of: datetime | None, now: datetime, save: bool
+    settings: JourneySettings,
+    workspace: str,
+    *,
+    as_of: datetime | None,
+    now: datetime,
+    save: bool,
+    auto_migrate: bool,
 ) -> dict[str, Any]:
-    from services.components import components_for
+    from services.components import prepare_schema
     from services.journey import insights
     from services.journey.adapters.definitions import DatabaseCatalogs
     from services.journey.adapters.files import load_catalog
@@ -422,10 +444,9 @@ async def _predict_fit(
     from services.journey.adapters.workspace_settings import DatabasePolicies
     from shared.clock import SystemClock
     from shared.db.engine import create_engine
-    from shared.db.migrate import upgrade
 
     url = settings.resolved_database_url()
-    await upgrade(url, components_for(("journey",)))
+    await prepare_schema(url, ("journey",), auto_migrate=auto_migrate)
     engine = create_engine(url)
     try:
         intel = DatabaseIntel(engine)

@@ -10,7 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from shared.db.engine import create_engine
-from shared.db.migrate import Component
+from shared.db.migrate import Component, upgrade
+from shared.errors import ConfigurationError
 
 ServiceName = Literal["ingest", "journey", "dispatch"]
 ALL: tuple[ServiceName, ...] = ("ingest", "journey", "dispatch")
@@ -27,6 +28,22 @@ COMPONENTS = {
 def components_for(services: Sequence[ServiceName]) -> list[Component]:
     """Tenancy (every HTTP service authenticates) plus the given services' chains."""
     return [COMPONENTS["tenancy"], *(COMPONENTS[s] for s in services)]
+
+
+async def prepare_schema(url: str, services: Sequence[ServiceName], *, auto_migrate: bool) -> None:
+    """Bring the services' chains (tenancy included) to this code's schema, or check they are.
+
+    With ``auto_migrate`` (``CICLO_AUTO_MIGRATE``, on by default) they are upgraded. Without it
+    nothing is written: a schema older than the code raises a ConfigurationError naming the chains
+    behind and asking for ``ciclo migrate``, so that neither a server nor a one-shot command run
+    from a newer image upgrades a production database as a side effect."""
+    if auto_migrate:
+        await upgrade(url, components_for(services))
+    elif old := await behind(url, services):
+        raise ConfigurationError(
+            f"the database schema is older than this version of Ciclo ({', '.join(old)}): "
+            "run `ciclo migrate` first (CICLO_AUTO_MIGRATE is false)"
+        )
 
 
 async def behind(url: str, services: Sequence[ServiceName]) -> list[str]:

@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.components import ServiceName, behind, components_for
+from services.components import ServiceName, prepare_schema
 from services.dispatch.adapters.template_repository import TemplateRenderer
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.adapters.workspace_config import WorkspaceConfig
@@ -50,8 +50,6 @@ from shared.bus.factory import ensure_standard_topics, open_bus
 from shared.bus.ports import Bus
 from shared.clock import Clock, SystemClock
 from shared.db.engine import create_engine, session_factory
-from shared.db.migrate import upgrade
-from shared.errors import ConfigurationError
 from shared.http import (
     BodyLimitMiddleware,
     CicloApp,
@@ -150,16 +148,13 @@ class Runtime:
             self.dispatch_renderer = TemplateRenderer(TemplateStore(self.dispatch.templates_dir))
 
     async def start(self) -> None:
-        url = self.server.resolved_database_url()
-        if self.server.auto_migrate:
-            await upgrade(url, components_for(self.services))
-        elif old := await behind(url, self.services):
-            # Serving on an older schema fails every write that needs a newer column: each
-            # event would go to the dead-letter topic. Refuse to start instead.
-            raise ConfigurationError(
-                f"the database schema is older than this version of Ciclo ({', '.join(old)}): "
-                "run `ciclo migrate` first (CICLO_AUTO_MIGRATE is false)"
-            )
+        # Serving on an older schema fails every write that needs a newer column: each event
+        # would go to the dead-letter topic. Without auto-migrate, refuse to start instead.
+        await prepare_schema(
+            self.server.resolved_database_url(),
+            self.services,
+            auto_migrate=self.server.auto_migrate,
+        )
         await self.bus.start()
         await ensure_standard_topics(self.bus, self.server)
         if self.ingest is not None:

@@ -4,11 +4,14 @@ rather than a traceback an operator has to read from the bottom."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.fixtures.processes import CICLO, REPO, ciclo_env
+from tests.fixtures.processes import CICLO, REPO, ciclo, ciclo_env
 
 pytestmark = pytest.mark.slow
 
@@ -47,3 +50,55 @@ def test_a_bad_value_is_named_at_start(command: list[str], variable: str, value:
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert f"Error: configuration: {variable}" in done.stderr, done.stderr
+
+
+def run_ciclo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CICLO, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def tables_in(database: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["workspaces", "create", "shop"],
+        ["keys", "create", "--workspace", "shop", "--scope", "ingest"],
+        ["keys", "list", "--workspace", "shop"],
+    ],
+)
+def test_a_key_command_does_not_migrate_when_auto_migrate_is_off(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Run from a newer image against production (CICLO_AUTO_MIGRATE=false, as in compose and
+    Helm), a key command must not upgrade the schema as a side effect: it stops, naming the chain
+    behind and asking for ``ciclo migrate``, as ``ciclo serve`` does."""
+    data = tmp_path / "data"
+    manual = ciclo_env(CICLO_DATA_DIR=str(data), CICLO_AUTO_MIGRATE="false")
+    done = run_ciclo(*command, env=manual)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "tenancy at no revision" in done.stderr, done.stderr
+    assert "run `ciclo migrate`" in done.stderr, done.stderr
+    assert tables_in(data / "ciclo.db") == set()
+
+    # Once migrated, the same command runs without migrating anything.
+    ciclo("migrate", env=manual)
+    ciclo("workspaces", "create", "shop", env=manual)
+    done = run_ciclo(*command, env=manual)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_quick_start_creates_keys_before_the_server_ever_ran(tmp_path: Path) -> None:
+    """README: ``ciclo keys create`` with the defaults (auto-migrate on) on a fresh data dir."""
+    env = ciclo_env(CICLO_DATA_DIR=str(tmp_path / "data"))
+    ciclo("workspaces", "create", "demo", env=env)
+    key = ciclo("keys", "create", "--workspace", "demo", "--scope", "ingest", env=env).strip()
+    assert key.startswith("ciclo_ingest_"), key
+    assert "tenancy_api_keys" in tables_in(tmp_path / "data" / "ciclo.db")
