@@ -146,10 +146,13 @@ class JourneyWorker(ConsumerWorker):
                 raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
 
     async def stop(self) -> None:
-        """Stop firing timers, then finish the batch in hand and drain the outbox."""
+        """Stop firing timers, then finish the batch in hand and drain the outbox.
+
+        A part that ended on an error is logged and does not keep the others from stopping (see
+        ``ConsumerWorker.stop``): a timer it leased fires again once its lease runs out, and an
+        insight run it claimed is run again next round."""
         self.timers.stop()
         self.insights.stop()
-        for task in (self._timing, self._insighting):
-            if task is not None:
-                await task
+        await self._finish(self._timing, "its leased timers fire again after their lease")
+        await self._finish(self._insighting, "a run it claimed is retried next round")
         await super().stop()

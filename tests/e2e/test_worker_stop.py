@@ -1,0 +1,64 @@
+"""A worker's graceful stop stops every part even when one of them has died on an error: the
+shutdown must not end half-way (outbox relay left running, bus and engine never closed, uvicorn's
+'Application shutdown failed')."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from services.components import components_for
+from services.journey.bootstrap import JourneyWorker
+from services.journey.settings import JourneySettings
+from shared.bus.embedded import EmbeddedBus
+from shared.clock import SystemClock
+from shared.db.engine import create_engine
+from shared.db.migrate import upgrade
+from tests.fixtures.processes import REPO
+from tests.fixtures.waiting import wait_for
+
+
+class Broken(RuntimeError):
+    pass
+
+
+async def broken() -> None:
+    raise Broken("the part died")
+
+
+@pytest.mark.parametrize("part", ["timers", "insights"])
+async def test_journey_stop_goes_on_past_a_part_that_died(
+    tmp_path: Path, embedded_bus: EmbeddedBus, part: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    await upgrade(url, components_for(("journey",)))
+    engine = create_engine(url)
+    try:
+        settings = JourneySettings(
+            journeys_dir=REPO / "journeys",
+            templates_dir=REPO / "templates",
+            journey_poll_timeout=0.1,
+        )
+        worker = JourneyWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
+        getattr(worker, part).run = broken
+        await worker.start()
+        task = worker._timing if part == "timers" else worker._insighting
+        assert task is not None
+        await wait_for(task.done, timeout=10, what=f"{part} dying")
+        with pytest.raises(RuntimeError, match="stopped"):
+            await worker.check()  # /readyz says so
+
+        with caplog.at_level(logging.WARNING):
+            await worker.stop()
+
+        # Every other part was stopped all the same: the timers or insights, the consumer loop
+        # and the outbox relay.
+        for task in (worker._timing, worker._insighting, worker._consuming, worker._relaying):
+            assert task is not None and task.done(), task
+        failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
+        assert len(failed) == 1, caplog.text
+        assert f"journey-{part}" in failed[0].getMessage(), caplog.text
+    finally:
+        await engine.dispose()
