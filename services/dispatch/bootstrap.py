@@ -203,12 +203,15 @@ class DispatchWorker(ConsumerWorker):
 
     async def stop(self) -> None:
         """Stop releasing held messages, finish the erasures and the sends in hand and record
-        them (ConsumerWorker.stop), then close HTTP."""
+        them (ConsumerWorker.stop), then close HTTP.
+
+        A part that ends on an error (the erasure consumer gives up its batch when the database is
+        away) is logged and does not keep the others from stopping: that batch is redelivered."""
         self._stopping.set()
         self.erasures.stop()
-        if self._held is not None:
-            await self._held
-        if self._erasing is not None:
-            await self._erasing
-        await super().stop()
-        await self.client.aclose()
+        await self._finish(self._held, "held messages are released after the restart")
+        await self._finish(self._erasing, "its batch in hand will be redelivered")
+        try:
+            await super().stop()
+        finally:
+            await self.client.aclose()

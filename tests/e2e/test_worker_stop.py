@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from services.components import components_for
+from services.dispatch.bootstrap import DispatchWorker
+from services.dispatch.settings import DispatchSettings
 from services.journey.bootstrap import JourneyWorker
 from services.journey.settings import JourneySettings
 from shared.bus.embedded import EmbeddedBus
@@ -40,6 +42,9 @@ async def test_journey_stop_goes_on_past_a_part_that_died(
             journeys_dir=REPO / "journeys",
             templates_dir=REPO / "templates",
             journey_poll_timeout=0.1,
+            # Insights off: the scheduler then waits for stop() only. Running, a stop() that comes
+            # while it queries the database is lost to its next pause (up to 300 s).
+            journey_insights_interval=0,
         )
         worker = JourneyWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
         getattr(worker, part).run = broken
@@ -60,5 +65,44 @@ async def test_journey_stop_goes_on_past_a_part_that_died(
         failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
         assert len(failed) == 1, caplog.text
         assert f"journey-{part}" in failed[0].getMessage(), caplog.text
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("part", ["held", "erasures"])
+async def test_dispatch_stop_goes_on_past_a_part_that_died(
+    tmp_path: Path,
+    embedded_bus: EmbeddedBus,
+    part: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The erasure consumer gives up its batch by raising when SIGTERM meets a database outage."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    await upgrade(url, components_for(("dispatch",)))
+    engine = create_engine(url)
+    try:
+        settings = DispatchSettings(templates_dir=REPO / "templates", dispatch_poll_timeout=0.1)
+        worker = DispatchWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
+        if part == "held":
+            monkeypatch.setattr(worker, "_release_loop", broken)
+        else:
+            monkeypatch.setattr(worker.erasures, "run", broken)
+        await worker.start()
+        task = worker._held if part == "held" else worker._erasing
+        assert task is not None
+        await wait_for(task.done, timeout=10, what=f"{part} dying")
+        with pytest.raises(RuntimeError, match="stopped"):
+            await worker.check()
+
+        with caplog.at_level(logging.WARNING):
+            await worker.stop()
+
+        for other in (worker._held, worker._erasing, worker._consuming, worker._relaying):
+            assert other is not None and other.done(), other
+        assert worker.client.is_closed
+        failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
+        assert len(failed) == 1, caplog.text
+        assert task.get_name() in failed[0].getMessage(), caplog.text
     finally:
         await engine.dispose()
