@@ -695,6 +695,8 @@ class InsightScheduler:
         if seconds <= 0:
             return
         self._wake.clear()
+        if self._stopping.is_set():
+            return  # stop() came during the round: its wake-up was just cleared
         waiter: Awaitable[bool] = self._wake.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter, timeout=seconds)

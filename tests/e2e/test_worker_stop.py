@@ -4,6 +4,7 @@ shutdown must not end half-way (outbox relay left running, bus and engine never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -42,9 +43,7 @@ async def test_journey_stop_goes_on_past_a_part_that_died(
             journeys_dir=REPO / "journeys",
             templates_dir=REPO / "templates",
             journey_poll_timeout=0.1,
-            # Insights off: the scheduler then waits for stop() only. Running, a stop() that comes
-            # while it queries the database is lost to its next pause (up to 300 s).
-            journey_insights_interval=0,
+            journey_insights_interval=0,  # the scheduler then waits for stop() only
         )
         worker = JourneyWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
         getattr(worker, part).run = broken
@@ -104,5 +103,37 @@ async def test_dispatch_stop_goes_on_past_a_part_that_died(
         failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
         assert len(failed) == 1, caplog.text
         assert task.get_name() in failed[0].getMessage(), caplog.text
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("part", ["timers", "insights"])
+async def test_a_stop_that_comes_during_a_round_is_not_lost(
+    tmp_path: Path, embedded_bus: EmbeddedBus, part: str
+) -> None:
+    """stop() while the poller or the scheduler queries the database: its wake-up must not be
+    cleared by the pause that follows the round (which would sleep a minute, or five)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    await upgrade(url, components_for(("journey",)))
+    engine = create_engine(url)
+    try:
+        settings = JourneySettings(
+            journeys_dir=REPO / "journeys",
+            templates_dir=REPO / "templates",
+            journey_timer_poll_interval=60,  # the timer poller's pause (at most 60 s)
+            journey_insights_interval=3600,  # the scheduler's pause: 300 s (its check)
+        )
+        worker = JourneyWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
+        component = worker.timers if part == "timers" else worker.insights
+
+        async def round_during_which_stop_comes() -> bool | int:
+            component.stop()
+            return False if part == "timers" else 1  # no rules changed / a workspace failed
+
+        if part == "timers":  # the last query of a round with nothing due
+            worker.timers.rules_step = round_during_which_stop_comes  # type: ignore[method-assign,assignment]
+        else:
+            worker.insights.run_due = round_during_which_stop_comes  # type: ignore[method-assign]
+        await asyncio.wait_for(component.run(), timeout=5)
     finally:
         await engine.dispose()
