@@ -205,14 +205,15 @@ async def require_workspace(settings: CommonSettings, workspace_id: str) -> None
     """Raise a ClickException naming the fix when the workspace does not exist."""
     from sqlalchemy import select
 
-    from services.components import ALL, components_for
+    from services.components import prepare_schema
     from shared.db.engine import create_engine
-    from shared.db.migrate import upgrade
+    from shared.settings import ServerSettings
     from shared.tenancy.tables import workspaces
 
     url = settings.resolved_database_url()
-    # As the other commands do: a fresh data dir gets its schema, then simply has no workspace.
-    await upgrade(url, components_for(ALL))
+    # As the other commands do: a fresh data dir gets its schema (CICLO_AUTO_MIGRATE, on by
+    # default), then simply has no workspace; with it off, an older schema stops the import.
+    await prepare_schema(url, (), auto_migrate=ServerSettings().auto_migrate)
     engine = create_engine(url)
     try:
         async with engine.connect() as conn:

@@ -22,16 +22,18 @@ _SOURCE = click.Choice(["shopify", "woocommerce"])
 
 
 def _with_store(work: Callable[[WebhookStore], Awaitable[T]]) -> T:
-    from services.components import ALL, components_for
+    from services.components import prepare_schema
     from services.ingest.webhooks.store import SecretError, WebhookStore
     from shared.db.engine import create_engine
-    from shared.db.migrate import upgrade
     from shared.errors import CicloError
-    from shared.settings import CommonSettings
+    from shared.settings import ServerSettings
 
     async def go() -> T:
-        url = CommonSettings().resolved_database_url()
-        await upgrade(url, components_for(ALL))
+        settings = ServerSettings()
+        url = settings.resolved_database_url()
+        # The ingest chain holds the secrets: upgraded with CICLO_AUTO_MIGRATE (on by default),
+        # else an older schema stops the command asking for `ciclo migrate`.
+        await prepare_schema(url, ("ingest",), auto_migrate=settings.auto_migrate)
         engine = create_engine(url)
         try:
             return await work(WebhookStore(engine))
