@@ -99,7 +99,17 @@ class IngestErasures:
             raise RuntimeError(f"{self._task.get_name()} stopped: {error!r}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, commit it, stop."""
+        """Finish the batch in hand, commit it, stop. A consumer that ended on an error is
+        logged, not raised: the process's shutdown goes on to close the bus and the database
+        (an erasure it did not commit is consumed again)."""
         self.runner.stop()
-        if self._task is not None:
+        if self._task is None:
+            return
+        try:
             await self._task
+        except Exception:
+            log.warning(
+                "%s stopped on an error; its erasures are consumed again",
+                self._task.get_name(),
+                exc_info=True,
+            )

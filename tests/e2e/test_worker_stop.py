@@ -13,6 +13,7 @@ import pytest
 from services.components import components_for
 from services.dispatch.bootstrap import DispatchWorker
 from services.dispatch.settings import DispatchSettings
+from services.ingest.erasure import IngestErasures
 from services.journey.bootstrap import JourneyWorker
 from services.journey.settings import JourneySettings
 from shared.bus.embedded import EmbeddedBus
@@ -135,5 +136,31 @@ async def test_a_stop_that_comes_during_a_round_is_not_lost(
         else:
             worker.insights.run_due = round_during_which_stop_comes  # type: ignore[method-assign]
         await asyncio.wait_for(component.run(), timeout=5)
+    finally:
+        await engine.dispose()
+
+
+async def test_ingest_erasures_stop_goes_on_past_a_consumer_that_died(
+    tmp_path: Path, embedded_bus: EmbeddedBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    await upgrade(url, components_for(("ingest",)))
+    engine = create_engine(url)
+    try:
+        erasures = IngestErasures(engine=engine, bus=embedded_bus)
+        erasures.runner.run = broken  # type: ignore[method-assign]
+        await erasures.start()
+
+        async def dead() -> bool:
+            try:
+                await erasures.check()
+            except RuntimeError:
+                return True
+            return False
+
+        await wait_for(dead, timeout=10, what="the erasure consumer dying")
+        with caplog.at_level(logging.WARNING):
+            await erasures.stop()  # no Broken: the runtime goes on to close the bus
+        assert "stopped on an error" in caplog.text
     finally:
         await engine.dispose()
