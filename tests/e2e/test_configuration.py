@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.processes import CICLO, REPO, ciclo, ciclo_env
+from tests.fixtures.processes import ciclo, ciclo_env, run_ciclo
 
 pytestmark = pytest.mark.slow
 
@@ -37,25 +36,10 @@ DISTRIBUTED = {
     ],
 )
 def test_a_bad_value_is_named_at_start(command: list[str], variable: str, value: str) -> None:
-    env = ciclo_env(**{**DISTRIBUTED, variable: value})
-    done = subprocess.run(
-        [*CICLO, *command],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_ciclo(*command, env=ciclo_env(**{**DISTRIBUTED, variable: value}))
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert f"Error: configuration: {variable}" in done.stderr, done.stderr
-
-
-def run_ciclo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CICLO, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def tables_in(database: Path) -> set[str]:

@@ -5,12 +5,15 @@ shutdown must not end half-way (outbox relay left running, bus and engine never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.components import components_for
+from services.components import ServiceName, components_for
 from services.dispatch.bootstrap import DispatchWorker
 from services.dispatch.settings import DispatchSettings
 from services.ingest.erasure import IngestErasures
@@ -22,6 +25,18 @@ from shared.db.engine import create_engine
 from shared.db.migrate import upgrade
 from tests.fixtures.processes import REPO
 from tests.fixtures.waiting import wait_for
+
+
+@contextlib.asynccontextmanager
+async def migrated(tmp_path: Path, service: ServiceName) -> AsyncIterator[AsyncEngine]:
+    """An engine on a SQLite database at the service's schema."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
+    await upgrade(url, components_for((service,)))
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 class Broken(RuntimeError):
@@ -36,10 +51,7 @@ async def broken() -> None:
 async def test_journey_stop_goes_on_past_a_part_that_died(
     tmp_path: Path, embedded_bus: EmbeddedBus, part: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
-    await upgrade(url, components_for(("journey",)))
-    engine = create_engine(url)
-    try:
+    async with migrated(tmp_path, "journey") as engine:
         settings = JourneySettings(
             journeys_dir=REPO / "journeys",
             templates_dir=REPO / "templates",
@@ -65,8 +77,6 @@ async def test_journey_stop_goes_on_past_a_part_that_died(
         failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
         assert len(failed) == 1, caplog.text
         assert f"journey-{part}" in failed[0].getMessage(), caplog.text
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("part", ["held", "erasures"])
@@ -78,10 +88,7 @@ async def test_dispatch_stop_goes_on_past_a_part_that_died(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The erasure consumer gives up its batch by raising when SIGTERM meets a database outage."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
-    await upgrade(url, components_for(("dispatch",)))
-    engine = create_engine(url)
-    try:
+    async with migrated(tmp_path, "dispatch") as engine:
         settings = DispatchSettings(templates_dir=REPO / "templates", dispatch_poll_timeout=0.1)
         worker = DispatchWorker(settings, engine=engine, bus=embedded_bus, clock=SystemClock())
         if part == "held":
@@ -104,8 +111,6 @@ async def test_dispatch_stop_goes_on_past_a_part_that_died(
         failed = [r for r in caplog.records if r.exc_info and r.exc_info[0] is Broken]
         assert len(failed) == 1, caplog.text
         assert task.get_name() in failed[0].getMessage(), caplog.text
-    finally:
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("part", ["timers", "insights"])
@@ -114,10 +119,7 @@ async def test_a_stop_that_comes_during_a_round_is_not_lost(
 ) -> None:
     """stop() while the poller or the scheduler queries the database: its wake-up must not be
     cleared by the pause that follows the round (which would sleep a minute, or five)."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
-    await upgrade(url, components_for(("journey",)))
-    engine = create_engine(url)
-    try:
+    async with migrated(tmp_path, "journey") as engine:
         settings = JourneySettings(
             journeys_dir=REPO / "journeys",
             templates_dir=REPO / "templates",
@@ -136,17 +138,12 @@ async def test_a_stop_that_comes_during_a_round_is_not_lost(
         else:
             worker.insights.run_due = round_during_which_stop_comes  # type: ignore[method-assign]
         await asyncio.wait_for(component.run(), timeout=5)
-    finally:
-        await engine.dispose()
 
 
 async def test_ingest_erasures_stop_goes_on_past_a_consumer_that_died(
     tmp_path: Path, embedded_bus: EmbeddedBus, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ciclo.db'}"
-    await upgrade(url, components_for(("ingest",)))
-    engine = create_engine(url)
-    try:
+    async with migrated(tmp_path, "ingest") as engine:
         erasures = IngestErasures(engine=engine, bus=embedded_bus)
         erasures.runner.run = broken  # type: ignore[method-assign]
         await erasures.start()
@@ -162,5 +159,3 @@ async def test_ingest_erasures_stop_goes_on_past_a_consumer_that_died(
         with caplog.at_level(logging.WARNING):
             await erasures.stop()  # no Broken: the runtime goes on to close the bus
         assert "stopped on an error" in caplog.text
-    finally:
-        await engine.dispose()
