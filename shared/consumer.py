@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
-from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, Publisher
+from shared.bus.ports import STOP_TIMEOUT, ConsumedRecord, Consumer, OutgoingRecord, Publisher
 from shared.contracts.topics import dead_letter
 from shared.errors import BusError, PoisonRecordError
 
@@ -71,8 +71,11 @@ class ConsumerRunner:
         poll_timeout: float = 0.5,
         max_attempts: int = 5,
         retry_base_delay: float = 0.2,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.group = group
+        self._stop_timeout = stop_timeout
+        self._stop_deadline = 0.0  # time.monotonic() when stop() has been called
         self._consumer = consumer
         self._handler = handler
         self._dead_letters = dead_letters
@@ -90,7 +93,13 @@ class ConsumerRunner:
             RECORDS.labels(group, outcome)
 
     def stop(self) -> None:
-        """Ask the loop to finish the batch in hand, commit it and return."""
+        """Ask the loop to finish the batch in hand, commit it and return.
+
+        The bus gets ``stop_timeout`` seconds from now for the commit in flight and leaving the
+        group together; what is still waiting on it then is abandoned (the batch is redelivered
+        after the restart). The handler of the batch in hand is never interrupted."""
+        if not self._stopping.is_set():
+            self._stop_deadline = time.monotonic() + self._stop_timeout
         self._stopping.set()
 
     async def run(self) -> None:
@@ -117,7 +126,9 @@ class ConsumerRunner:
                 started = time.perf_counter()
                 await self._handle(records)
                 try:
-                    await self._consumer.commit(records)
+                    await self._before_stop_deadline(
+                        self._consumer.commit(records), "the commit of the batch in hand"
+                    )
                 except BusError:
                     # A rebalance moved a partition, or a lost lease: the new owner gets these
                     # records again and the handlers are idempotent. Not a reason to stop.
@@ -125,7 +136,43 @@ class ConsumerRunner:
                 self.processed += len(records)
                 BATCH_SECONDS.labels(self.group).observe(time.perf_counter() - started)
         finally:
-            await self._consumer.stop()
+            # At least half a second: enough for a bus that answers (the embedded one frees its
+            # lease) even when the commit above used up the deadline.
+            await self._before_stop_deadline(
+                self._consumer.stop(), "leaving the group", at_least=min(0.5, self._stop_timeout)
+            )
+
+    async def _before_stop_deadline(
+        self, work: Awaitable[None], what: str, *, at_least: float = 0.0
+    ) -> None:
+        """``work`` (a wait on the bus), abandoned once stop() was called and its deadline has
+        passed: a broker that does not answer would hold it for the client's request timeout
+        (aiokafka: 40 s)."""
+        task = asyncio.ensure_future(work)
+        try:
+            if not self._stopping.is_set():
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                try:
+                    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopping.cancel()
+            if not task.done():
+                remaining = max(at_least, self._stop_deadline - time.monotonic())
+                await asyncio.wait({task}, timeout=remaining)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if task.cancelled():
+            log.warning(
+                "%s abandoned: the bus did not answer within the stop deadline (%g s); "
+                "records not committed are delivered again after the restart",
+                what,
+                self._stop_timeout,
+                extra={"group": self.group},
+            )
+            return
+        task.result()
 
     async def _pause(self, attempt: int) -> None:
         """Back off during an outage (capped at 30 s), waking early when asked to stop."""

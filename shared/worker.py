@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from shared.bus.ports import STOP_TIMEOUT
 from shared.consumer import ConsumerRunner
 from shared.outbox import OutboxRelay
 
@@ -16,8 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class ConsumerWorker:
-    def __init__(self, *, name: str, runner: ConsumerRunner, relay: OutboxRelay) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        runner: ConsumerRunner,
+        relay: OutboxRelay,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
         self.name = name
+        self.stop_timeout = stop_timeout
         self.runner = runner
         self.relay = relay
         self._consuming: asyncio.Task[None] | None = None
@@ -40,13 +50,42 @@ class ConsumerWorker:
         A part that ends on an error (the database went away under the batch in hand, which is
         then not committed) does not keep the others from stopping: the batch is redelivered and
         what stays in the outbox goes out after the restart, so the process still stops cleanly.
+
+        A bus that does not answer holds the stop for at most twice ``stop_timeout`` seconds: the
+        consumer loop's commit and leave and the relay's publish in flight share the first
+        ``stop_timeout`` (the runner and the relay stop together), the drain has the second. What
+        is still waiting then is abandoned: the batch is redelivered and the outbox keeps its
+        records for the next start. Only a handler still working on its batch (it is never
+        interrupted: a send in hand must be recorded) can take longer.
         """
+        deadline = time.monotonic() + self.stop_timeout
         self.runner.stop()
-        await self._finish(self._consuming, "its batch in hand will be redelivered")
         self.relay.stop()
-        await self._finish(self._relaying, "the outbox keeps what it holds")
+        await self._finish(self._consuming, "its batch in hand will be redelivered")
+        relaying = self._relaying
+        if relaying is not None and not relaying.done():
+            await asyncio.wait({relaying}, timeout=max(0.0, deadline - time.monotonic()))
+            if not relaying.done():
+                log.warning(
+                    "%s: the outbox relay's publish was abandoned after %g s (the bus does not "
+                    "answer); the outbox keeps its records",
+                    self.name,
+                    self.stop_timeout,
+                )
+                relaying.cancel()
+                await asyncio.wait({relaying})
+        if relaying is None or not relaying.cancelled():
+            await self._finish(relaying, "the outbox keeps what it holds")
         try:
-            await self.relay.drain()
+            async with asyncio.timeout(self.stop_timeout):
+                await self.relay.drain()
+        except TimeoutError:
+            log.warning(
+                "%s: outbox not drained within %g s (the bus does not answer); it keeps its "
+                "records for the next start",
+                self.name,
+                self.stop_timeout,
+            )
         except Exception:
             log.warning(
                 "%s: outbox not drained on stop; it keeps its records", self.name, exc_info=True

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -32,7 +32,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from shared.bus.partitioning import partition_for
-from shared.bus.ports import ConsumedRecord, OutgoingRecord, TopicSpec
+from shared.bus.ports import STOP_TIMEOUT, ConsumedRecord, OutgoingRecord, TopicSpec
 from shared.errors import BusClosedError, BusError
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,44 @@ def _translated(action: str) -> Iterator[None]:
         yield
     except (KafkaError, OSError) as exc:
         raise BusError(f"kafka: {action} failed: {exc!r}") from exc
+
+
+_CLEANUP_SECONDS = 0.5
+"""How long the local clean-up of an abandoned client may take (cancelling its tasks, closing its
+sockets): nothing in it waits on the broker."""
+
+
+async def _within(
+    seconds: float,
+    work: Awaitable[None],
+    *,
+    action: str,
+    abandon: Callable[[], Awaitable[None]],
+) -> None:
+    """``work`` (a client's stop) given ``seconds``; past that, or when the caller is cancelled,
+    it is abandoned: logged, and ``abandon`` closes what it left open without waiting on the
+    broker. aiokafka's own waits are its request timeout (40 s) per request, several in a row."""
+    try:
+        async with asyncio.timeout(seconds):
+            await work
+        return
+    except TimeoutError:
+        logger.warning(
+            "kafka: %s took more than %g s; abandoned (the broker does not answer)",
+            action,
+            seconds,
+        )
+    except asyncio.CancelledError:
+        logger.warning("kafka: %s was cancelled; abandoned", action)
+        with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
+            async with asyncio.timeout(_CLEANUP_SECONDS):
+                await abandon()
+        raise
+    try:
+        async with asyncio.timeout(_CLEANUP_SECONDS):
+            await abandon()
+    except Exception:  # the process is stopping: a leftover socket must not stop it failing
+        logger.debug("kafka: cleaning up after %s failed", action, exc_info=True)
 
 
 class KafkaBus:
@@ -60,7 +98,9 @@ class KafkaBus:
         fetch_max_wait_ms: int = 500,
         max_partition_fetch_bytes: int = 1_048_576,
         connection: Mapping[str, Any] | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
+        self._stop_timeout = stop_timeout
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._max_partition_fetch_bytes = max_partition_fetch_bytes
         # TLS/SASL options (security_protocol, ssl_context, sasl_*) shared by every client.
@@ -97,14 +137,38 @@ class KafkaBus:
         self._producer = producer
 
     async def close(self) -> None:
+        """Stop the consumers still running and the producer, all at once: each is given
+        ``stop_timeout`` seconds and then abandoned, so a broker that does not answer holds the
+        close that long, not aiokafka's 40 s per request one client after another."""
         if self._closed:
             return
         self._closed = True
-        for consumer in list(self._consumers):
-            await consumer.stop()
+        stops = [consumer.stop() for consumer in list(self._consumers)]
         if self._producer is not None:
+            stops.append(self._stop_producer(self._producer))
+        for result in await asyncio.gather(*stops, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("kafka: closing the bus", exc_info=result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _stop_producer(self, producer: Any) -> None:
+        """The producer sends what it holds and closes; records not acknowledged by then were
+        never acknowledged to anyone (publish had not returned), so abandoning them loses
+        nothing."""
+
+        async def stop() -> None:
             with _translated("stopping the producer"):
-                await self._producer.stop()
+                await producer.stop()
+
+        async def abandon() -> None:
+            sending = producer._sender.sender_task if producer._sender is not None else None
+            if sending is not None and not sending.done():
+                sending.cancel()
+                await asyncio.wait([sending])
+            await producer.client.close()
+
+        await _within(self._stop_timeout, stop(), action="stopping the producer", abandon=abandon)
 
     async def ensure_topics(self, topics: Sequence[TopicSpec]) -> None:
         self._live_producer()
@@ -166,10 +230,18 @@ class KafkaBus:
                 for batches in _batches(producer, large):
                     for (topic, partition), batch in batches:
                         pending.append(await producer.send_batch(batch, topic, partition=partition))
-        finally:
+        except asyncio.CancelledError:
+            # Abandoned (a stop's deadline): waiting for the queued sends could take the client's
+            # request timeout. Their outcomes are retrieved whenever they come.
+            for future in pending:
+                future.add_done_callback(_retrieve)
+            raise
+        except BaseException:
             # Even when a send failed, wait for the ones already queued so no future is left
             # with an unretrieved exception.
-            results = await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise
+        results = await asyncio.gather(*pending, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 with _translated("publish"):
@@ -188,6 +260,7 @@ class KafkaBus:
             max_partition_fetch_bytes=self._max_partition_fetch_bytes,
             on_stop=self._consumers.discard,
             connection=self._connection,
+            stop_timeout=self._stop_timeout,
         )
         self._consumers.add(consumer)
         return consumer
@@ -206,6 +279,13 @@ class KafkaBus:
 
 
 TP = tuple[str, int]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned send's outcome as seen, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
 
 _OWN_BATCH_FROM = 16
 """Records for one partition in one publish from which they go in batches of their own."""
@@ -299,7 +379,9 @@ class KafkaConsumer:
         max_partition_fetch_bytes: int = 1_048_576,
         on_stop: Callable[[KafkaConsumer], None] | None = None,
         connection: Mapping[str, Any] | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
+        self._stop_timeout = stop_timeout
         self._group = group
         self._topics = list(topics)
         self._consumer = AIOKafkaConsumer(
@@ -395,18 +477,47 @@ class KafkaConsumer:
         return behind
 
     async def stop(self) -> None:
+        """Commit what is pending, leave the group and close, within ``stop_timeout`` seconds
+        all together; past that the rest is abandoned (see :func:`_within`). Skipping the last
+        commit redelivers those records and skipping LeaveGroup makes the next member wait for
+        the session timeout: both safe, as delivery is at-least-once and handling idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        try:
-            if self._started and self._pending:
-                with contextlib.suppress(BusError):
-                    await self._flush(None)
-        finally:
-            if self._on_stop is not None:
-                self._on_stop(self)
-            with _translated(f"stopping consumer of group {self._group!r}"):
-                await self._consumer.stop()
+        if self._on_stop is not None:
+            self._on_stop(self)
+        await _within(
+            self._stop_timeout,
+            self._commit_and_stop(),
+            action=f"stopping consumer of group {self._group!r}",
+            abandon=self._abandon,
+        )
+
+    async def _commit_and_stop(self) -> None:
+        if self._started and self._pending:
+            with contextlib.suppress(BusError):
+                await self._flush(None)
+        with _translated(f"stopping consumer of group {self._group!r}"):
+            await self._consumer.stop()
+
+    async def _abandon(self) -> None:
+        """Close what an interrupted aiokafka stop left open, without a request to the broker:
+        the group's background tasks, the fetcher and the sockets."""
+        consumer = self._consumer
+        consumer._closed = True  # the deadline may have come before aiokafka's stop began
+        coordinator = consumer._coordinator
+        tasks = [
+            task
+            for name in ("_coordination_task", "_heartbeat_task", "_commit_refresh_task")
+            if (task := getattr(coordinator, name, None)) is not None and not task.done()
+        ]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if consumer._fetcher is not None:
+            await consumer._fetcher.close()
+        await consumer._client.close()
 
     def _check_live(self) -> None:
         if self._stopped:

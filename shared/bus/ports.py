@@ -6,6 +6,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+STOP_TIMEOUT = 2.0
+"""Seconds each step of a stop may wait on a bus that does not answer before it is abandoned:
+a consumer loop's last commit and its leaving the group (together), the outbox relay's last
+publish and then its drain (each), closing the bus (its consumers together, then its producer).
+aiokafka would wait up to its request timeout (40 s) per request. Abandoning is safe: delivery is
+at-least-once and handling idempotent, so what was not committed or published comes again after
+the restart. docs/operations.md adds these up against Helm's grace period."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutgoingRecord:
