@@ -53,6 +53,19 @@ def setup_stack(env: dict[str, str]) -> str:
     return ciclo("keys", "create", "--workspace", "shop", "--scope", "ingest", env=env).strip()
 
 
+async def start_services(
+    env: dict[str, str], tmp_path: Path, processes: list[CicloProcess], *names: str
+) -> list[CicloProcess]:
+    """``ciclo serve NAME`` for each name (by default ingest, journey and dispatch), each ready;
+    every one is in ``processes`` before it starts, so the fixture stops it whatever happens."""
+    started = []
+    for name in names or ("ingest", "journey", "dispatch"):
+        process = CicloProcess(["serve", name], env=env, log_dir=tmp_path)
+        processes.append(process)
+        started.append(await asyncio.to_thread(process.start))
+    return started
+
+
 async def test_signup_to_sendgrid_across_three_processes(
     tmp_path: Path,
     processes: list[CicloProcess],
@@ -63,10 +76,7 @@ async def test_signup_to_sendgrid_across_three_processes(
     fake, sendgrid_url = sendgrid
     env = distributed_env(fresh_broker, postgres_url, sendgrid_url)
     write_key = await asyncio.to_thread(setup_stack, env)
-    for name in ("ingest", "journey", "dispatch"):
-        process = CicloProcess(["serve", name], env=env, log_dir=tmp_path)
-        processes.append(await asyncio.to_thread(process.start))
-    ingest = processes[0]
+    ingest, _, _ = await start_services(env, tmp_path, processes)
 
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -104,13 +114,7 @@ async def test_journey_killed_mid_stream_loses_nothing_and_sends_nothing_twice(
     # One event per transaction keeps the journey slower than ingest, so the kill lands mid-way.
     env = distributed_env(fresh_broker, postgres_url, sendgrid_url, CICLO_JOURNEY_BATCH_SIZE="1")
     write_key = await asyncio.to_thread(setup_stack, env)
-    ingest, journey, dispatch = (
-        CicloProcess(["serve", name], env=env, log_dir=tmp_path)
-        for name in ("ingest", "journey", "dispatch")
-    )
-    processes.extend([ingest, journey, dispatch])
-    for process in processes:
-        await asyncio.to_thread(process.start)
+    ingest, journey, _ = await start_services(env, tmp_path, processes)
     total = 300
 
     assert await asyncio.to_thread(post_signups, ingest.url, write_key, total) == [202] * total

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.e2e.helpers import post_signups
-from tests.e2e.test_distributed import count, distributed_env, setup_stack
+from tests.e2e.test_distributed import count, distributed_env, setup_stack, start_services
 from tests.e2e.test_journey_waits import CART, cart
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.broker import paused
@@ -86,13 +86,7 @@ async def test_timers_due_during_a_database_outage_fire_once_it_is_back(
     fake, sendgrid_url = sendgrid
     env = distributed_env(fresh_broker, postgres_url, sendgrid_url, **journey_files(tmp_path))
     key = await asyncio.to_thread(setup_stack, env)
-    ingest, journey, dispatch = (
-        CicloProcess(["serve", name], env=env, log_dir=tmp_path)
-        for name in ("ingest", "journey", "dispatch")
-    )
-    processes.extend([ingest, journey, dispatch])
-    for process in processes:
-        await asyncio.to_thread(process.start)
+    ingest, journey, dispatch = await start_services(env, tmp_path, processes)
 
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -137,9 +131,7 @@ async def test_readyz_answers_503_in_time_while_the_broker_hangs(
     _, sendgrid_url = sendgrid
     env = distributed_env(fresh_broker, postgres_url, sendgrid_url)
     await asyncio.to_thread(setup_stack, env)
-    journey = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
-    processes.append(journey)
-    await asyncio.to_thread(journey.start)
+    [journey] = await start_services(env, tmp_path, processes, "journey")
 
     with paused(fresh_broker):
         # What the chart's and compose's probes allow: 3 s for an answer.

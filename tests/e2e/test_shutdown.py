@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.helpers import assert_each_signup_sent_once, signup
-from tests.e2e.test_distributed import distributed_env, setup_stack
+from tests.e2e.test_distributed import distributed_env, setup_stack, start_services
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.processes import CicloProcess
 from tests.fixtures.waiting import wait_for
@@ -68,13 +68,8 @@ async def test_sigterm_to_each_service_under_load(
     fake, sendgrid_url = sendgrid
     env = distributed_env(fresh_broker, postgres_url, sendgrid_url, CICLO_JOURNEY_BATCH_SIZE="20")
     key = await asyncio.to_thread(setup_stack, env)
-    services = {
-        name: CicloProcess(["serve", name], env=env, log_dir=tmp_path)
-        for name in ("ingest", "journey", "dispatch")
-    }
-    processes.extend(services.values())
-    for process in services.values():
-        await asyncio.to_thread(process.start)
+    names = ("ingest", "journey", "dispatch")
+    services = dict(zip(names, await start_services(env, tmp_path, processes), strict=True))
 
     load = Load(services["ingest"].url, key)
     running = asyncio.create_task(asyncio.to_thread(load.run))
