@@ -137,7 +137,12 @@ async def test_a_stop_that_comes_during_a_round_is_not_lost(
             worker.timers.rules_step = round_during_which_stop_comes  # type: ignore[method-assign,assignment]
         else:
             worker.insights.run_due = round_during_which_stop_comes  # type: ignore[method-assign]
-        await asyncio.wait_for(component.run(), timeout=5)
+        running = asyncio.create_task(component.run())
+        done, _ = await asyncio.wait({running}, timeout=5)
+        if not done:
+            running.cancel()
+        assert done == {running}, f"the {part} kept pausing after stop()"
+        running.result()  # and it ended without an error
 
 
 async def test_ingest_erasures_stop_goes_on_past_a_consumer_that_died(
