@@ -16,7 +16,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.convertors import Convertor, register_url_convertor
@@ -44,7 +43,7 @@ from services.journey.domain.validation import (
 )
 from services.journey.settings import JourneySettings
 from shared.clock import Clock
-from shared.http import HTTPProblem, Unprocessable, problem, require_json
+from shared.http import HTTPProblem, Unprocessable, require_json
 from shared.tenancy.http import AdminPrincipal
 
 JOURNEY_ID = r"^[a-z0-9][a-z0-9_-]{0,99}$"
@@ -623,12 +622,6 @@ class InvalidDocument(Unprocessable):
             field=first.path,
             extra={"problems": [{"path": p.path, "message": p.message} for p in problems]},
         )
-
-
-def invalid(problems: list[Problem]) -> JSONResponse:
-    """The answer ``InvalidDocument`` gives, for an endpoint that returns it."""
-    exc = InvalidDocument(problems)
-    return problem(exc.status, exc.code, exc.message, field=exc.field, extra=exc.extra)
 
 
 def _version_out(version: VersionRow, current: int | None) -> VersionOut:

@@ -25,7 +25,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,7 +34,7 @@ from services.journey.domain.lifecycle import LifecycleRules
 from services.journey.domain.scoring import validate_score_rules
 from services.journey.domain.segments import InvalidSegment, parse_segment, validate_segment
 from services.journey.domain.validation import Problem, schema_problems
-from services.journey.entrypoints.http import InvalidDocumentBody, ProblemOut, invalid
+from services.journey.entrypoints.http import InvalidDocument, InvalidDocumentBody, ProblemOut
 from shared.clock import Clock
 from shared.http import Conflict, NotFound, require_json
 from shared.tenancy.http import AdminPrincipal
@@ -256,14 +255,16 @@ def intelligence_router(*, engine: AsyncEngine, clock: Clock) -> APIRouter:
         document: Annotated[dict[str, Any], Body(openapi_examples=SEGMENT_EXAMPLES)],
         principal: AdminPrincipal,
         response: Response,
-    ) -> SegmentOut | JSONResponse:
+    ) -> SegmentOut:
         given = document.get("id")
         if given is not None and given != segment_id:
-            return invalid([Problem("$.id", f"must be {segment_id!r} (the segment in the path)")])
+            raise InvalidDocument(
+                [Problem("$.id", f"must be {segment_id!r} (the segment in the path)")]
+            )
         document = {"id": segment_id, **{k: v for k, v in document.items() if k != "id"}}
         problems = segment_problems(document)
         if problems:
-            return invalid(problems)
+            raise InvalidDocument(problems)
         workspace = principal.workspace_id
         async with engine.begin() as conn:
             existed = await store.own_segment(conn, workspace, segment_id) is not None
@@ -389,10 +390,10 @@ def intelligence_router(*, engine: AsyncEngine, clock: Clock) -> APIRouter:
     async def put_settings(
         body: Annotated[dict[str, Any], Body(openapi_examples=SETTINGS_EXAMPLES)],
         principal: AdminPrincipal,
-    ) -> IntelligenceSettingsOut | JSONResponse:
+    ) -> IntelligenceSettingsOut:
         changes, problems = settings_changes(body)
         if problems:
-            return invalid(problems)
+            raise InvalidDocument(problems)
         async with engine.begin() as conn:
             await store.save_settings(conn, principal.workspace_id, changes, now=clock.now())
             row = await store.settings_row(conn, principal.workspace_id)
