@@ -22,7 +22,8 @@ MASK = "***"
 _WEBHOOK_SECRET_MIN = 16
 
 _URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+"""An E.164 phone number: ``+`` and 7 to 15 digits (senders here, recipients at send time)."""
 _VONAGE_DIGITS = re.compile(r"^[1-9][0-9]{6,14}$")  # E.164 as Vonage writes it, without the +
 # An alphanumeric sender id: up to 11 characters, at least one letter (all digits is a number).
 _ALPHANUMERIC = re.compile(r"^(?=.*[A-Za-z])[A-Za-z0-9 ]{1,11}$")
@@ -112,7 +113,7 @@ class TwilioConfig(_Config):
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems()
-        if self.from_number is not None and not _E164.fullmatch(self.from_number):
+        if self.from_number is not None and not E164.fullmatch(self.from_number):
             found.append(("from_number", "must be an E.164 number, like +14155550100"))
         if self.status_callback is not None and not _URL.fullmatch(self.status_callback):
             found.append(("status_callback", "must be an absolute https:// (or http://) URL"))
@@ -141,7 +142,7 @@ class VonageConfig(_Config):
         found = super().problems()
         sender = self.from_number
         if not (
-            _E164.fullmatch(sender)
+            E164.fullmatch(sender)
             or _VONAGE_DIGITS.fullmatch(sender)
             or _ALPHANUMERIC.fullmatch(sender)
         ):

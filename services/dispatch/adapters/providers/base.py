@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.domain.messages import Outbound, Receipt
+from services.dispatch.domain.providers import E164
 from services.dispatch.errors import AmbiguousSendError, PermanentSendError, TransientSendError
 
 
@@ -200,13 +201,10 @@ def ensure_channel(provider: str, channels: tuple[str, ...], message: Outbound) 
         )
 
 
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-
-
 def e164(number: str, *, provider: str, field: str = "recipient") -> str:
     """Check that ``number`` is E.164 (``+`` and 7 to 15 digits); SMS providers refuse anything
     else, so this fails early with a message that names the number."""
-    if not _E164.fullmatch(number):
+    if not E164.fullmatch(number):
         raise PermanentSendError(
             f"{provider}: {field} {number!r} is not an E.164 phone number (like +14155552671)"
         )
