@@ -61,7 +61,7 @@ class ConsumerWorker:
         deadline = time.monotonic() + self.stop_timeout
         self.runner.stop()
         self.relay.stop()
-        await self._finish(self._consuming, "its batch in hand will be redelivered")
+        await finish(self._consuming, "its batch in hand will be redelivered")
         relaying = self._relaying
         if relaying is not None and not relaying.done():
             await asyncio.wait({relaying}, timeout=max(0.0, deadline - time.monotonic()))
@@ -75,7 +75,7 @@ class ConsumerWorker:
                 relaying.cancel()
                 await asyncio.wait({relaying})
         if relaying is None or not relaying.cancelled():
-            await self._finish(relaying, "the outbox keeps what it holds")
+            await finish(relaying, "the outbox keeps what it holds")
         try:
             async with asyncio.timeout(self.stop_timeout):
                 await self.relay.drain()
@@ -91,10 +91,13 @@ class ConsumerWorker:
                 "%s: outbox not drained on stop; it keeps its records", self.name, exc_info=True
             )
 
-    async def _finish(self, task: asyncio.Task[None] | None, then: str) -> None:
-        if task is None:
-            return
-        try:
-            await task
-        except Exception:
-            log.warning("%s stopped on an error; %s", task.get_name(), then, exc_info=True)
+
+async def finish(task: asyncio.Task[None] | None, then: str) -> None:
+    """Wait for a part of a stopping process; one that ended on an error is logged (``then``
+    says what becomes of its work), not raised, so the rest of the shutdown still runs."""
+    if task is None:
+        return
+    try:
+        await task
+    except Exception:
+        log.warning("%s stopped on an error; %s", task.get_name(), then, exc_info=True)

@@ -38,7 +38,7 @@ from shared.contracts.topics import ERASURES, MESSAGES
 from shared.db.engine import session_factory
 from shared.outbox import OutboxRelay
 from shared.retry import RetryPolicy
-from shared.worker import ConsumerWorker
+from shared.worker import ConsumerWorker, finish
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,8 @@ class DispatchWorker(ConsumerWorker):
         away) is logged and does not keep the others from stopping: that batch is redelivered."""
         self._stopping.set()
         self.erasures.stop()
-        await self._finish(self._held, "held messages are released after the restart")
-        await self._finish(self._erasing, "its batch in hand will be redelivered")
+        await finish(self._held, "held messages are released after the restart")
+        await finish(self._erasing, "its batch in hand will be redelivered")
         try:
             await super().stop()
         finally:

@@ -28,6 +28,7 @@ from shared.bus.ports import Bus, ConsumedRecord
 from shared.consumer import ConsumerRunner, decode_records
 from shared.contracts.erasure import ErasureRequest
 from shared.contracts.topics import ERASURES
+from shared.worker import finish
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,4 @@ class IngestErasures:
         logged, not raised: the process's shutdown goes on to close the bus and the database
         (an erasure it did not commit is consumed again)."""
         self.runner.stop()
-        if self._task is None:
-            return
-        try:
-            await self._task
-        except Exception:
-            log.warning(
-                "%s stopped on an error; its erasures are consumed again",
-                self._task.get_name(),
-                exc_info=True,
-            )
+        await finish(self._task, "its erasures are consumed again")

@@ -28,7 +28,7 @@ from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
 from shared.outbox import OutboxRelay
-from shared.worker import ConsumerWorker
+from shared.worker import ConsumerWorker, finish
 
 GROUP = "journey"
 
@@ -153,6 +153,6 @@ class JourneyWorker(ConsumerWorker):
         insight run it claimed is run again next round."""
         self.timers.stop()
         self.insights.stop()
-        await self._finish(self._timing, "its leased timers fire again after their lease")
-        await self._finish(self._insighting, "a run it claimed is retried next round")
+        await finish(self._timing, "its leased timers fire again after their lease")
+        await finish(self._insighting, "a run it claimed is retried next round")
         await super().stop()
