@@ -400,11 +400,9 @@ def predict_fit(workspace: str, as_of: str | None, save: bool) -> None:
     from shared.clock import SystemClock
     from shared.settings import ServerSettings
 
-    try:
+    with _configuration():
         settings = JourneySettings()
         auto_migrate = ServerSettings().auto_migrate
-    except (CicloError, ValueError) as exc:
-        raise click.ClickException(f"configuration: {_first_line(exc)}") from exc
     now = SystemClock().now()
     when = None
     if as_of is not None:
