@@ -13,6 +13,7 @@ import zoneinfo
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from typing import Any
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -56,3 +57,22 @@ def window_opens(now: datetime, start: time, end: time, tz: zoneinfo.ZoneInfo) -
     if inside:
         return None
     return next_time_of_day(now, start, tz)
+
+
+def parse_date_trait(value: Any) -> tuple[int | None, int, int] | None:
+    """(year or None, month, day) of a date trait such as a birthday: ``1990-05-17``, an RFC 3339
+    timestamp (its date part), ``--05-17`` (ISO 8601 without a year) or ``05-17``. None when it
+    is not a date. The journeys read date traits with it, and ingest refuses a birthday it
+    cannot read."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    try:
+        if (text.startswith("--") and len(text) == 7) or (len(text) == 5 and text[2] == "-"):
+            month, day = int(text[-5:-3]), int(text[-2:])
+            date(2000, month, day)  # a leap year accepts 02-29
+            return None, month, day
+        parsed = date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+    return parsed.year, parsed.month, parsed.day

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Literal
@@ -34,6 +34,7 @@ from services.ingest.countries import ISO_3166
 from services.ingest.currencies import ISO_4217
 from shared.contracts.addresses import normalise_email, normalise_phone
 from shared.contracts.events import EARLIEST, LATEST
+from shared.localtime import parse_date_trait
 
 
 def _currency(value: str) -> str:
@@ -94,17 +95,8 @@ class Traits(_Open):
     def _birthday(cls, value: str | None) -> str | None:
         # The pattern checks the shape; this, that it is a day of the calendar (2020-13-45 is
         # not, and a birthday journey would silently never fire for it).
-        if value is None:
-            return None
-        try:
-            if len(value) == 10:
-                date.fromisoformat(value)
-            else:
-                date(2000, int(value[-5:-3]), int(value[-2:]))  # a leap year: --02-29 is fine
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not a date: give YYYY-MM-DD, or --MM-DD without a year"
-            ) from None
+        if value is not None and parse_date_trait(value) is None:  # as the journeys read it
+            raise ValueError(f"{value!r} is not a date: give YYYY-MM-DD, or --MM-DD without a year")
         return value
 
     @field_validator("country")

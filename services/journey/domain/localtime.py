@@ -12,7 +12,14 @@ import zoneinfo
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from shared.localtime import WEEKDAYS, at_local, next_time_of_day, window_opens, zone
+from shared.localtime import (
+    WEEKDAYS,
+    at_local,
+    next_time_of_day,
+    parse_date_trait,
+    window_opens,
+    zone,
+)
 
 
 def resolve_zone(wanted: str, customer_zone: Any, default: str = "UTC") -> zoneinfo.ZoneInfo:
@@ -26,24 +33,6 @@ def resolve_zone(wanted: str, customer_zone: Any, default: str = "UTC") -> zonei
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             pass
     return zone(default)
-
-
-def parse_date_trait(value: Any) -> tuple[int | None, int, int] | None:
-    """(year or None, month, day) of a date trait: ``1990-05-17``, an RFC 3339 timestamp (its
-    date part), ``--05-17`` (ISO 8601 without a year) or ``05-17``. None when it is not a
-    date."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    try:
-        if (text.startswith("--") and len(text) == 7) or (len(text) == 5 and text[2] == "-"):
-            month, day = int(text[-5:-3]), int(text[-2:])
-            date(2000, month, day)  # a leap year accepts 02-29
-            return None, month, day
-        parsed = date.fromisoformat(text[:10])
-    except ValueError:
-        return None
-    return parsed.year, parsed.month, parsed.day
 
 
 def _on(year: int, month: int, day: int) -> date:
@@ -103,6 +92,7 @@ __all__ = [
     "at_local",
     "next_date_trait",
     "next_time_of_day",
+    "parse_date_trait",
     "resolve_zone",
     "window_opens",
     "zone",
