@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from shared.consumer import ConsumerRunner
 from shared.db.engine import create_engine
 from shared.outbox import OutboxRelay, add_to_outbox, outbox_table
 from shared.worker import ConsumerWorker
-from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS, paused
+from tests.fixtures.broker import broker_bus, paused
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -42,14 +41,7 @@ async def outbox_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 async def test_a_worker_and_its_bus_stop_within_the_bound_while_the_broker_hangs(
     fresh_broker: str, outbox_engine: AsyncEngine
 ) -> None:
-    bus = KafkaBus(
-        fresh_broker,
-        client_id=f"test-{uuid.uuid4().hex[:8]}",
-        idempotence=False,  # Tansu refuses InitProducerId
-        session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
-        stop_timeout=STOP_TIMEOUT,
-    )
+    bus = broker_bus(fresh_broker, stop_timeout=STOP_TIMEOUT)
     await bus.start()
     topic, out = "test.in", "test.out"
     await bus.ensure_topics([TopicSpec(topic, partitions=2), TopicSpec(out, partitions=2)])

@@ -52,7 +52,6 @@ from services.journey.service_layer.uow import JourneyUnitOfWork
 from services.journey.settings import JourneySettings
 from services.runtime import Runtime
 from shared.bus.factory import ensure_standard_topics
-from shared.bus.kafka import KafkaBus
 from shared.bus.ports import OutgoingRecord
 from shared.clock import VirtualClock
 from shared.contracts.erasure import ErasureRequest
@@ -64,7 +63,7 @@ from shared.db.migrate import upgrade
 from shared.outbox import OutboxRelay
 from shared.settings import CommonSettings, ServerSettings
 from shared.tenancy.keys import Scope
-from tests.fixtures.broker import TEST_HEARTBEAT_INTERVAL_MS, TEST_SESSION_TIMEOUT_MS
+from tests.fixtures.broker import broker_bus
 from tests.integration.test_customers_api import ANA, NOW, event, journeys_folder, merge
 
 ERASED = ("cust-ana", "anon:v-1")
@@ -544,13 +543,7 @@ async def test_dispatch_erases_on_a_request_from_kafka(
     group on it."""
     await upgrade(sqlite_url, components_for(("dispatch",)))
     engine = create_engine(sqlite_url)
-    bus = KafkaBus(
-        fresh_broker,
-        client_id="test-erasure",
-        idempotence=False,  # Tansu refuses InitProducerId
-        session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
-        heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
-    )
+    bus = broker_bus(fresh_broker, client_id="test-erasure")
     await bus.start()
     worker = DispatchWorker(DispatchSettings(), engine=engine, bus=bus, clock=VirtualClock(NOW))
     try:
