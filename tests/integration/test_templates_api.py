@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 from fastapi import FastAPI
-from sqlalchemy import event, select
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.components import ALL, components_for
+from services.components import ALL, COMPONENTS, components_for
 from services.dispatch.adapters.codes import DiscountCodes
 from services.dispatch.adapters.tables import discount_codes
 from services.dispatch.adapters.template_repository import SavedTemplates, TemplateRenderer
@@ -603,6 +605,81 @@ async def test_codes_are_added_with_duplicates_reported(api: Api) -> None:
     assert empty == {"pool": "never-used", "total": 0, "claimed": 0, "free": 0, "expired": 0}
     listed = (await api.get("/v1/discount-pools")).json()["pools"]
     assert [p["pool"] for p in listed] == ["welcome10"]
+
+
+async def test_a_code_in_another_pool_refuses_the_upload_naming_it(api: Api) -> None:
+    """The same code in two pools would go to two customers: the upload naming it is a 409
+    listing each such code with the pool that holds it, and nothing of it is added; the codes
+    the workspace had stay as they were."""
+    await add_codes(api, "welcome10", ["A", "B", "Z"])
+    refused = await api.post("/v1/discount-pools/winback/codes", {"codes": ["C", "B", "D", "Z"]})
+    assert refused.status_code == 409, refused.text
+    error = refused.json()["error"]
+    assert (error["code"], error["field"]) == ("code_in_another_pool", "codes")
+    assert error["conflicts"] == [
+        {"code": "B", "pool": "welcome10"},
+        {"code": "Z", "pool": "welcome10"},
+    ]
+    assert "'B' (in 'welcome10')" in error["message"]
+    assert (await api.get("/v1/discount-pools/winback")).json()["total"] == 0
+    assert (await api.get("/v1/discount-pools/welcome10")).json()["total"] == 3
+
+    accepted = await add_codes(api, "winback", ["C", "D"])
+    assert accepted.json()["added"] == 2
+    # Another workspace may hold the same code in any pool: codes are unique per workspace.
+    theirs = await api.post("/v1/discount-pools/other-pool/codes", {"codes": ["B"]}, who="other")
+    assert theirs.status_code == 200, theirs.text
+
+
+async def test_the_database_holds_a_code_in_one_pool_of_a_workspace(api: Api) -> None:
+    """The unique index, not only the route: a second pool's row for a code is refused."""
+    await add_codes(api, "welcome10", ["A"])
+    row = {"workspace_id": "shop", "pool": "winback", "code": "A"}
+    with pytest.raises(IntegrityError):
+        async with api.engine.begin() as conn:
+            await conn.execute(insert(discount_codes).values(row))
+
+
+async def test_the_migration_keeps_one_pool_per_code(engine: AsyncEngine) -> None:
+    """``d0004``: a code already in several pools keeps the row a message drew (the earliest
+    draw), else the first pool's; the index then holds."""
+    dispatch = COMPONENTS["dispatch"]
+
+    def code(pool: str, value: str, message: str | None = None, at: int = 0) -> dict[str, Any]:
+        claimed = NOW + timedelta(minutes=at) if message else None
+        return {
+            "workspace_id": "shop",
+            "pool": pool,
+            "code": value,
+            "message_id": message,
+            "claimed_at": claimed,
+        }
+
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(dispatch.config(c), "d0003"))
+        await conn.execute(
+            insert(discount_codes),
+            [
+                code("b", "FREE"),
+                code("a", "FREE"),
+                code("a", "DRAWN"),
+                code("b", "DRAWN", "m1"),
+                code("a", "TWICE", "m3", at=2),
+                code("c", "TWICE", "m2", at=1),
+                code("c", "ALONE"),
+            ],
+        )
+        await conn.run_sync(lambda c: command.upgrade(dispatch.config(c), "head"))
+        rows = await conn.execute(
+            select(discount_codes.c.code, discount_codes.c.pool, discount_codes.c.message_id)
+        )
+        kept = sorted(tuple(r) for r in rows)
+    assert kept == [
+        ("ALONE", "c", None),
+        ("DRAWN", "b", "m1"),
+        ("FREE", "a", None),
+        ("TWICE", "c", "m2"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,10 @@ row locks and needs none, as its writers take turns (``BEGIN IMMEDIATE``). Codes
 particular order: ordering by expiry would sort every free code of the pool for each message.
 A code locked by a transaction still in flight is skipped, so a pool whose last free codes are all
 being drawn at that instant reads as empty.
+
+A code sits in one pool of its workspace (a unique index on ``(workspace_id, code)``): the same
+code in two pools would go to two customers. An upload naming a code another pool holds is
+refused whole (:class:`CodesInOtherPools`), whatever else it carried.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.tables import discount_codes as codes_table
 from services.dispatch.domain.template_errors import NoCodeLeft
+from services.dispatch.errors import DispatchError
 from shared.db.upsert import insert_for
 
 _CHUNK = 1000  # rows per INSERT: 6,000 parameters, well within SQLite's and asyncpg's limits
@@ -52,6 +57,22 @@ class Added:
     added: int
     duplicates: list[str]
     """Codes given more than once in the request or already in the pool, in request order."""
+
+
+class CodesInOtherPools(DispatchError):
+    """Codes of an upload that another pool of the workspace already holds: nothing of the
+    upload may be kept (the caller rolls back)."""
+
+    def __init__(self, pool: str, taken: dict[str, str]) -> None:
+        shown = ", ".join(f"{code!r} (in {held!r})" for code, held in list(taken.items())[:10])
+        more = f" and {len(taken) - 10} more" if len(taken) > 10 else ""
+        super().__init__(
+            f"{len(taken)} code(s) already sit in another pool of this workspace, and a code "
+            f"goes to one customer only: {shown}{more}; nothing was added to {pool!r}"
+        )
+        self.pool = pool
+        self.taken = taken
+        """Code → the pool that holds it, in request order."""
 
 
 class DiscountCodes:
@@ -144,7 +165,8 @@ class DiscountCodes:
         expires_at: datetime | None,
     ) -> Added:
         """Insert the codes the pool does not have yet; a code already there keeps its state
-        (claimed or not, its expiry)."""
+        (claimed or not, its expiry). CodesInOtherPools when another pool holds any of them:
+        what this call inserted must then be rolled back by the caller."""
         unique = list(dict.fromkeys(codes))
         repeated = len(codes) != len(unique)
         insert = insert_for(self._session.get_bind().dialect.name)
@@ -168,6 +190,12 @@ class DiscountCodes:
                 .returning(codes_table.c.code)
             )
             inserted.update(result.scalars())
+        if len(inserted) != len(unique):
+            taken = await self._held_elsewhere(
+                workspace_id, pool, [code for code in unique if code not in inserted]
+            )
+            if taken:
+                raise CodesInOtherPools(pool, taken)
         duplicates: list[str] = []
         if repeated or len(inserted) != len(unique):
             seen: set[str] = set()
@@ -178,6 +206,24 @@ class DiscountCodes:
                     reported.add(code)
                 seen.add(code)
         return Added(added=len(inserted), duplicates=duplicates)
+
+    async def _held_elsewhere(
+        self, workspace_id: str, pool: str, codes: Sequence[str]
+    ) -> dict[str, str]:
+        """Code → pool, for those of ``codes`` (not inserted: held already) another pool holds.
+        Read after the insert, so a code another upload committed meanwhile is found too."""
+        c = codes_table.c
+        held: dict[str, str] = {}
+        for start in range(0, len(codes), _CHUNK):
+            rows = await self._session.execute(
+                select(c.code, c.pool).where(
+                    c.workspace_id == workspace_id,
+                    c.code.in_(codes[start : start + _CHUNK]),
+                    c.pool != pool,
+                )
+            )
+            held.update((r.code, r.pool) for r in rows)
+        return {code: held[code] for code in codes if code in held}
 
     async def stats(
         self, workspace_id: str, *, now: datetime, pool: str | None = None

@@ -106,7 +106,7 @@ templates = Table(
 )
 
 # Single-use discount codes, a pool per campaign: a code is drawn once, for one message (the same
-# message rendered again gets the same code).
+# message rendered again gets the same code), and sits in one pool of its workspace (d0004).
 discount_codes = Table(
     "dispatch_discount_codes",
     metadata,
@@ -117,6 +117,7 @@ discount_codes = Table(
     Column("claimed_at", UtcDateTime(), nullable=True),
     Column("expires_at", UtcDateTime(), nullable=True),
     Index("ix_dispatch_discount_codes_free", "workspace_id", "pool", "message_id"),
+    Index("uq_dispatch_discount_codes_code", "workspace_id", "code", unique=True),
 )
 
 # Per-workspace dispatch settings: quiet hours per channel, the default time zone.

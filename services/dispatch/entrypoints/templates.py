@@ -32,7 +32,7 @@ from pydantic import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from services.dispatch.adapters.codes import DiscountCodes, PoolStats
+from services.dispatch.adapters.codes import CodesInOtherPools, DiscountCodes, PoolStats
 from services.dispatch.adapters.template_repository import (
     SavedTemplates,
     SavedVersion,
@@ -405,6 +405,10 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+class CodeInAnotherPool(Conflict):
+    code = "code_in_another_pool"
+
+
 # ── The router ────────────────────────────────────────────────────────────────────────────────
 
 
@@ -723,10 +727,16 @@ def templates_router(
         summary="Add single-use codes to a pool",
         description="Each code goes to one message (`{{ codes.<pool> }}` in a template). "
         "Codes already in the pool, or given twice, are listed in `duplicates` and left as "
-        "they are. Codes with an `expires_at` are not drawn after it.",
+        "they are. A code sits in one pool of the workspace: a request naming a code another "
+        "pool holds is refused whole (409, `error.conflicts` lists each code and its pool). "
+        "Codes with an `expires_at` are not drawn after it.",
         responses={
             **_AUTH,
             **_BODY,
+            409: {
+                "description": "Codes another pool of the workspace holds "
+                "(`code_in_another_pool`); nothing of the request was added"
+            },
             422: {"description": "Invalid body: `error.field` names the field"},
         },
         dependencies=[Depends(require_json)],
@@ -739,9 +749,18 @@ def templates_router(
             )
         async with uow() as u:
             codes = DiscountCodes(u.session)
-            added = await codes.add(
-                principal.workspace_id, pool, body.codes, expires_at=body.expires_at
-            )
+            try:
+                added = await codes.add(
+                    principal.workspace_id, pool, body.codes, expires_at=body.expires_at
+                )
+            except CodesInOtherPools as exc:
+                raise CodeInAnotherPool(
+                    str(exc),
+                    field="codes",
+                    extra={
+                        "conflicts": [{"code": c, "pool": held} for c, held in exc.taken.items()]
+                    },
+                ) from exc  # leaving the unit of work uncommitted rolls the request back
             await u.commit()
             stats = await current_pool(codes, principal.workspace_id, pool)
         return CodesAdded(added=added.added, duplicates=added.duplicates, pool=stats)
