@@ -21,6 +21,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -45,7 +46,33 @@ def _currency(value: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
-Amount = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
+
+_DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+"""Money written as text, as shops send it ("59.90"): ASCII digits and one point."""
+
+
+def is_decimal_text(value: str) -> bool:
+    """Whether a string writes money the way every way in and the journeys read it: ``59.90``,
+    ``60``, ``-5`` (spaces around it aside), never ``1_000``, ``1e5``, ``NaN``, ``+5`` or digits of
+    another script, which Python's Decimal would all take."""
+    return _DECIMAL_TEXT.fullmatch(value.strip(" \t\r\n")) is not None
+
+
+def _decimal_text(value: Any) -> Any:
+    # Decimal reads "1_000" as 1000 and "1e5" as 1E+5, which travels on as "1E+5": a journey
+    # condition (total gte 50) does not read that as a number, and a template shows it as is.
+    if isinstance(value, str) and not is_decimal_text(value):
+        shown = value[:64]
+        raise ValueError(
+            f"{shown!r} is not a decimal amount: send a JSON number or a string such as "
+            f"\"59.90\" (ASCII digits and one point; no underscores, exponents or '+')"
+        )
+    return value
+
+
+Amount = Annotated[
+    Decimal, BeforeValidator(_decimal_text), Field(ge=0, max_digits=18, decimal_places=6)
+]
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -426,6 +426,66 @@ async def test_typed_properties_are_checked_and_normalised(api) -> None:  # type
     assert event.traits == {"email": "Ana@example.com", "phone": "+49301234567"}
 
 
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "1_000",
+        "1e5",
+        "1E2",
+        "NaN",
+        "Infinity",
+        "+5",
+        "\u0661\u0662",
+        "\uff11\uff12",
+        "",
+        ".",
+        "12 50",
+    ],
+)
+async def test_money_text_python_would_read_but_json_does_not_write_is_422(api, amount) -> None:  # type: ignore[no-untyped-def]
+    # Decimal reads "1_000" as 1000 and "1e5" as 1E+5 (which travels on as "1E+5" and no
+    # journey condition reads as a number): refused, on the total and on an item's price.
+    client, runtime, keys = api
+    for field, properties in [
+        ("properties.total", {"total": amount, "items": []}),
+        (
+            "properties.items.0.price",
+            {"total": "1", "items": [{"product_id": "p", "price": amount}]},
+        ),
+    ]:
+        answer = await client.post(
+            "/v1/events",
+            headers=auth(keys["ingest"]),
+            json={
+                "type": "order_completed",
+                "customer_id": "c1",
+                "properties": {"order_id": "o1", "currency": "EUR", **properties},
+            },
+        )
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["error"]
+        assert error["field"] == field
+        assert "is not a decimal amount" in error["message"]
+    await published(runtime, 0)
+
+
+async def test_money_text_as_shops_write_it_is_kept_as_a_decimal_string(api) -> None:  # type: ignore[no-untyped-def]
+    client, runtime, keys = api
+    for total in ["59.90", " 12.50 ", ".5", "7.", "0"]:
+        answer = await client.post(
+            "/v1/events",
+            headers=auth(keys["ingest"]),
+            json={
+                "type": "order_completed",
+                "customer_id": "c1",
+                "properties": {"order_id": "o1", "total": total, "currency": "EUR"},
+            },
+        )
+        assert answer.status_code == 202, answer.text
+    events = await published(runtime, 5)
+    assert [e.properties["total"] for e in events] == ["59.90", "12.50", "0.5", "7", "0"]
+
+
 async def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     settings = ServerSettings(data_dir=tmp_path, rate_limit=1, rate_limit_burst=2)
     runtime = Runtime(services=("ingest",), server=settings)

@@ -373,6 +373,19 @@ async def test_an_order_without_currency_is_400_naming_the_field(api: Api) -> No
     await published(api.runtime, 0)
 
 
+async def test_money_text_that_is_no_decimal_is_400_naming_the_segment_field(api: Api) -> None:
+    products = [{"product_id": "p1", "price": "1e5"}]
+    body = {**TRACK, "properties": {"order_id": "1", "total": "1_000", "currency": "EUR"}}
+    answer = await api.post(
+        "/v1/track", {**body, "properties": {**body["properties"], "products": products}}
+    )
+    assert answer.status_code == 400
+    errors = answer.json()["error"]["errors"]
+    assert [e["field"] for e in errors] == ["properties.total", "properties.products.0.price"]
+    assert all("is not a decimal amount" in e["message"] for e in errors)
+    await published(api.runtime, 0)
+
+
 async def test_batch_accepts_good_items_and_reports_bad_ones(api: Api) -> None:
     answer = await api.post(
         "/v1/batch",

@@ -315,6 +315,19 @@ def test_woocommerce_refunded_order_is_order_refunded_with_the_refunds_total() -
     assert (props(event)["total"], props(event)["currency"]) == (Decimal("51.29"), "EUR")
 
 
+def test_a_refund_total_python_would_misread_is_refused_naming_it() -> None:
+    # Summing the refunds must not read "1_000" as 1000 where the catalogue would refuse it.
+    payload = load("woocommerce/order_created.json") | {
+        "status": "refunded",
+        "refunds": [{"id": 4130, "total": "-1_000"}, {"id": 4133, "total": "-11.29"}],
+    }
+    with pytest.raises(MappingError) as caught:
+        events(WOOCOMMERCE, "order.updated", payload)
+    [error] = caught.value.errors
+    assert error.field == "refunds.total"  # named in the platform's terms
+    assert "'1_000' is not a decimal amount" in error.message
+
+
 def test_woocommerce_other_order_update_is_a_custom_order_updated() -> None:
     payload = load("woocommerce/order_created.json") | {"status": "completed"}
     [event] = events(WOOCOMMERCE, "order.updated", payload)

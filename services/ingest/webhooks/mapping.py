@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from services.ingest.catalogue import (
     EventBase,
     error_field,
+    is_decimal_text,
     parse_event,
 )
 from services.ingest.countries import ISO_3166
@@ -202,6 +203,8 @@ def sum_amounts(values: list[Any]) -> Any:
     total = Decimal(0)
     for value in values:
         amount = money_abs(value)
+        if isinstance(amount, str) and not is_decimal_text(amount):
+            return amount  # Decimal would read "1_000" as 1000: the catalogue refuses it instead
         try:
             total += Decimal(str(amount))
         except InvalidOperation:
