@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ def make(
     policy: DispatchPolicy | None = None,
     hold_over: float = 60,
     threshold: int = 1,
+    retry: RetryPolicy | None = None,
 ) -> Dispatcher:
     sessions = session_factory(engine)
     return Dispatcher(
@@ -107,7 +109,7 @@ def make(
             policy or DispatchPolicy(),
         ),
         sender=Sender(email="shop@example.com", name="Shop"),
-        retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05),
+        retry=retry or RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05),
         ambiguous_policy="skip",
         clock=clock or VirtualClock(NIGHT),
         hold_over=hold_over,
@@ -412,6 +414,67 @@ async def test_a_long_retry_after_holds_the_message_instead_of_waiting(
     await d.handle([MessageRequest.model_validate(r) for r in due])
     assert fake.message_ids() == ["msg_1"]
     assert (await ledger(engine))["msg_1"][0] == "sent"
+
+
+async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    """A Retry-After date 30 s after the (virtual) now is a 30 s wait of that clock, not of the
+    wall clock, which is days away from it."""
+    fake, url = sendgrid
+    again_at = NIGHT + timedelta(seconds=30)
+    fake.fail_next(Injected(status=503, headers={"Retry-After": format_datetime(again_at, True)}))
+    clock = VirtualClock(NIGHT)
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        clock=clock,
+        policy=DispatchPolicy(quiet_hours={}),
+        threshold=5,
+        retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=60, jitter=0),
+    )
+    await d.handle([request(1)])
+    assert fake.message_ids() == ["msg_1"]
+    assert (await ledger(engine))["msg_1"] == ("sent", None)
+    assert clock.now() == again_at
+
+
+async def test_a_retry_after_date_past_the_hold_over_holds_until_that_date(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    fake, url = sendgrid
+    again_at = NIGHT + timedelta(minutes=10)
+    fake.fail_next(Injected(status=429, headers={"Retry-After": format_datetime(again_at, True)}))
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        clock=VirtualClock(NIGHT),
+        policy=DispatchPolicy(quiet_hours={}),
+    )
+    await d.handle([request(1)])
+    assert fake.message_ids() == []
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(messages.c.status, messages.c.not_before))).one()
+    assert (row.status, row.not_before) == ("held", again_at)
+
+
+async def test_the_sink_dates_a_message_by_the_dispatchers_clock(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    await make(engine, templates, SinkProvider(), clock=VirtualClock(NIGHT)).handle(
+        [request(1, category="transactional")]
+    )
+    async with engine.connect() as conn:
+        stored = (await conn.execute(select(sink.c.message_id, sink.c.created_at))).all()
+    assert [(r.message_id, r.created_at) for r in stored] == [("msg_1", NIGHT)]
 
 
 # ── Admin API ─────────────────────────────────────────────────────────────────────────────────

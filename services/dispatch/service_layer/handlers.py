@@ -394,7 +394,7 @@ class Dispatcher:
         for claim in claims:
             provider = claim.route.primary.provider
             if is_transactional(provider):
-                receipt = await provider.send_within(uow.session, claim.outbound)
+                receipt = await provider.send_within(uow.session, claim.outbound, at=now)
                 outcomes.append(
                     Outcome(
                         claim.outbound.message_id,
@@ -578,7 +578,8 @@ class Dispatcher:
                     )
                 retry_after = None
             except TransientSendError as exc:
-                retry_after = exc.retry_after
+                # A time to come back at becomes a wait on this dispatcher's clock.
+                retry_after = exc.wait(self._clock.now())
                 if not exc.throttled:
                     current.breaker.failure()
                 # else: the provider is throttling us (a 429, or a Retry-After), not failing:
@@ -602,7 +603,9 @@ class Dispatcher:
                     receipt.provider_message_id,
                     provider=provider.name,
                 )
-            await asyncio.sleep(self._retry.delay(attempts, retry_after=retry_after))
+            # On the injected clock, like the wait it was computed from: a simulation or a test
+            # on a virtual clock moves it instead of sleeping.
+            await self._clock.sleep(self._retry.delay(attempts, retry_after=retry_after))
 
     def _pick(self, route: ResolvedRoute) -> Lane | None:
         if route.primary.breaker.allow():

@@ -6,9 +6,8 @@ from __future__ import annotations
 import email.utils
 import math
 import re
-import time
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -17,7 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import E164
-from services.dispatch.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from services.dispatch.errors import (
+    MAX_RETRY_AFTER,
+    AmbiguousSendError,
+    PermanentSendError,
+    TransientSendError,
+)
 
 
 class Provider(Protocol):
@@ -34,20 +38,21 @@ class TransactionalProvider(Protocol):
 
     name: str
 
-    async def send_within(self, session: AsyncSession, message: Outbound) -> Receipt: ...
+    async def send_within(
+        self, session: AsyncSession, message: Outbound, *, at: datetime
+    ) -> Receipt:
+        """Deliver within the dispatch transaction; ``at`` is the dispatcher's clock."""
+        ...
 
 
-# The longest wait a provider's answer is taken to ask for (a day): a larger value still holds
-# the message, for a day, rather than overflow the date it is held until.
-MAX_RETRY_AFTER = 86_400.0
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """How long the provider asks us to wait: ``Retry-After`` (seconds or an HTTP date), else
-    ``X-RateLimit-Reset`` (epoch seconds). A value that is neither (``1.5``, ``soon``, a garbled
-    date, sent by some gateways and proxies) asks nothing: the usual backoff applies, and the
-    answer stays a transient failure instead of an error escaping the send. A wait beyond
-    ``MAX_RETRY_AFTER`` is cut to it: the message is held, not parked past the calendar."""
+def retry_after(response: httpx.Response) -> float | datetime | None:
+    """What the provider asks: ``Retry-After`` in seconds, or the time to come back at
+    (``Retry-After`` as an HTTP date, else ``X-RateLimit-Reset`` in epoch seconds). The time is
+    turned into a wait by :meth:`TransientSendError.wait` on the dispatcher's clock, not here on
+    the wall clock. A value that is none of these (``1.5``, ``soon``, a garbled date, sent by
+    some gateways and proxies) asks nothing: the usual backoff applies, and the answer stays a
+    transient failure instead of an error escaping the send. A wait beyond ``MAX_RETRY_AFTER``
+    is cut to it: the message is held, not parked past the calendar."""
     value = (response.headers.get("retry-after") or "").strip()
     if value:
         seconds = _seconds(value)
@@ -59,10 +64,13 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
             return None
         if parsed.tzinfo is None:  # an HTTP date is always GMT
             parsed = parsed.replace(tzinfo=UTC)
-        return min(MAX_RETRY_AFTER, max(0.0, parsed.timestamp() - time.time()))
+        return parsed
     reset = _seconds((response.headers.get("x-ratelimit-reset") or "").strip())
     if reset is not None:
-        return min(MAX_RETRY_AFTER, max(0.0, reset - time.time()))
+        try:
+            return datetime.fromtimestamp(reset, UTC)
+        except (OverflowError, OSError, ValueError):
+            return datetime.max.replace(tzinfo=UTC)  # beyond the calendar: the longest wait
     return None
 
 
@@ -82,7 +90,7 @@ def raise_for_response(response: httpx.Response, *, provider: str, detail: str) 
     message = f"{provider} answered {status}: {detail}"[:1000]
     if status in (408, 429) or status >= 500:
         raise TransientSendError(
-            message, retry_after=retry_after_seconds(response), throttled=status == 429
+            message, retry_after=retry_after(response), throttled=status == 429
         )
     raise PermanentSendError(message)
 

@@ -28,7 +28,7 @@ from services.dispatch.adapters.providers.base import (
     mailbox,
     post,
     raise_for_answer,
-    retry_after_seconds,
+    retry_after,
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, PostmarkConfig
@@ -118,7 +118,7 @@ class PostmarkProvider:
         if code in TRANSIENT_CODES:
             raise TransientSendError(
                 f"postmark answered {response.status_code}: {detail}"[:1000],
-                retry_after=retry_after_seconds(response),
+                retry_after=retry_after(response),
                 throttled=code == RATE_LIMITED or response.status_code == 429,
             )
         if code == INACTIVE_RECIPIENT:

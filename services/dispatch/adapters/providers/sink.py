@@ -3,7 +3,7 @@ same transaction that marks them sent (so the sink sees each message exactly onc
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,9 @@ class SinkProvider:
     name = "sink"
     channels: tuple[Channel, ...] = SinkConfig.channels
 
-    async def send_within(self, session: AsyncSession, message: Outbound) -> Receipt:
+    async def send_within(
+        self, session: AsyncSession, message: Outbound, *, at: datetime
+    ) -> Receipt:
         await session.execute(
             insert(sink).values(
                 workspace_id=message.workspace_id,
@@ -28,7 +30,7 @@ class SinkProvider:
                 html=message.content.html,
                 text=message.content.text,
                 headers=message.headers,
-                created_at=datetime.now(UTC),
+                created_at=at,
             )
         )
         return Receipt(provider=self.name, provider_message_id=message.message_id)
