@@ -23,7 +23,7 @@ from sqlalchemy.exc import TimeoutError as SqlTimeoutError
 
 from shared.bus.ports import STOP_TIMEOUT, ConsumedRecord, Consumer, OutgoingRecord, Publisher
 from shared.contracts.topics import dead_letter
-from shared.errors import BusError, PoisonRecordError
+from shared.errors import BusClosedError, BusError, PoisonRecordError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class ConsumerRunner:
         self._retry_base_delay = retry_base_delay
         self._stopping = asyncio.Event()
         self.processed = 0
+        self.start_error: BusError | None = None  # the last failed start, until one succeeds
         self._lag_topics: set[str] = set()
         # Create the labelled series at 0 now: increase() cannot see a counter's first increment
         # when the series only appears with it, and the first dead letter must alert.
@@ -103,10 +104,11 @@ class ConsumerRunner:
         self._stopping.set()
 
     async def run(self) -> None:
-        await self._consumer.start()
         measured = 0.0
         outage = 0
         try:
+            if not await self._joined():
+                return
             while not self._stopping.is_set():
                 if time.monotonic() - measured > _LAG_EVERY:
                     measured = time.monotonic()
@@ -140,6 +142,38 @@ class ConsumerRunner:
             # lease) even when the commit above used up the deadline.
             await self._before_stop_deadline(
                 self._consumer.stop(), "leaving the group", at_least=min(0.5, self._stop_timeout)
+            )
+
+    async def _joined(self) -> bool:
+        """Start the consumer, trying again with a back-off while the bus cannot be reached (a
+        broker that drops just after the process came up must not leave it consuming nothing
+        until a restart); False when asked to stop first."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await self._consumer.start()
+            except BusClosedError:
+                raise
+            except BusError as exc:
+                attempt += 1
+                self.start_error = exc
+                log.warning(
+                    "could not join the group; retrying",
+                    exc_info=True,
+                    extra={"group": self.group, "attempt": attempt},
+                )
+                await self._pause(attempt)
+                continue
+            self.start_error = None
+            return True
+        return False
+
+    def check(self) -> None:
+        """For /readyz: raise while the consumer has not joined its group because the bus
+        refused (it keeps trying)."""
+        if self.start_error is not None:
+            raise RuntimeError(
+                f"consumer of group {self.group!r} has not joined yet: {self.start_error}"
             )
 
     async def _before_stop_deadline(

@@ -38,11 +38,10 @@ class ConsumerWorker:
         self._relaying = asyncio.create_task(self.relay.run(), name=f"{self.name}-outbox")
 
     async def check(self) -> None:
-        """For /readyz: raise when the consumer loop or the relay has died."""
-        for task in (self._consuming, self._relaying):
-            if task is not None and task.done():
-                error = None if task.cancelled() else task.exception()
-                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
+        """For /readyz: raise when the consumer loop or the relay has died, or while the
+        consumer cannot join its group."""
+        check_running(self._consuming, self._relaying)
+        self.runner.check()
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, publish the outbox, stop.
@@ -101,3 +100,11 @@ async def finish(task: asyncio.Task[None] | None, then: str) -> None:
         await task
     except Exception:
         log.warning("%s stopped on an error; %s", task.get_name(), then, exc_info=True)
+
+
+def check_running(*tasks: asyncio.Task[None] | None) -> None:
+    """For /readyz: raise when one of a process's long-running parts has ended."""
+    for task in tasks:
+        if task is not None and task.done():
+            error = None if task.cancelled() else task.exception()
+            raise RuntimeError(f"{task.get_name()} stopped: {error!r}")

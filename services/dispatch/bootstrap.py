@@ -38,7 +38,7 @@ from shared.contracts.topics import ERASURES, MESSAGES
 from shared.db.engine import session_factory
 from shared.outbox import OutboxRelay
 from shared.retry import RetryPolicy
-from shared.worker import ConsumerWorker, finish
+from shared.worker import ConsumerWorker, check_running, finish
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,8 @@ class DispatchWorker(ConsumerWorker):
 
     async def check(self) -> None:
         await super().check()
-        for task in (self._held, self._erasing):
-            if task is not None and task.done():
-                error = None if task.cancelled() else task.exception()
-                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
+        check_running(self._held, self._erasing)
+        self.erasures.check()
 
     async def stop(self) -> None:
         """Stop releasing held messages, finish the erasures and the sends in hand and record

@@ -28,7 +28,7 @@ from shared.bus.ports import Bus, ConsumedRecord
 from shared.consumer import ConsumerRunner, decode_records
 from shared.contracts.erasure import ErasureRequest
 from shared.contracts.topics import ERASURES
-from shared.worker import finish
+from shared.worker import check_running, finish
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,9 @@ class IngestErasures:
         self._task = asyncio.create_task(self.runner.run(), name=f"{ERASURE_GROUP}-consumer")
 
     async def check(self) -> None:
-        """For /readyz: raise when the consumer loop has died."""
-        if self._task is not None and self._task.done():
-            error = None if self._task.cancelled() else self._task.exception()
-            raise RuntimeError(f"{self._task.get_name()} stopped: {error!r}")
+        """For /readyz: raise when the consumer loop has died or cannot join its group."""
+        check_running(self._task)
+        self.runner.check()
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, stop. A consumer that ended on an error is

@@ -28,7 +28,7 @@ from shared.contracts.events import EventEnvelope
 from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
 from shared.outbox import OutboxRelay
-from shared.worker import ConsumerWorker, finish
+from shared.worker import ConsumerWorker, check_running, finish
 
 GROUP = "journey"
 
@@ -140,10 +140,7 @@ class JourneyWorker(ConsumerWorker):
 
     async def check(self) -> None:
         await super().check()
-        for task in (self._timing, self._insighting):
-            if task is not None and task.done():
-                error = None if task.cancelled() else task.exception()
-                raise RuntimeError(f"{task.get_name()} stopped: {error!r}")
+        check_running(self._timing, self._insighting)
 
     async def stop(self) -> None:
         """Stop firing timers, then finish the batch in hand and drain the outbox.

@@ -384,19 +384,20 @@ class KafkaConsumer:
         self._stop_timeout = stop_timeout
         self._group = group
         self._topics = list(topics)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=heartbeat_interval_ms,
-            fetch_max_wait_ms=fetch_max_wait_ms,
+        self._options: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "client_id": client_id,
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "fetch_max_wait_ms": fetch_max_wait_ms,
             # A poll takes at most one fetch per partition: this bounds a batch's bytes.
-            max_partition_fetch_bytes=max_partition_fetch_bytes,
+            "max_partition_fetch_bytes": max_partition_fetch_bytes,
             **(connection or {}),
-        )
+        }
+        self._consumer = AIOKafkaConsumer(**self._options)
         # Offsets handed to commit() that Kafka has not accepted yet (see the module docstring).
         self._pending: dict[TopicPartition, int] = {}
         self._on_stop = on_stop
@@ -408,6 +409,11 @@ class KafkaConsumer:
         return self._group
 
     async def start(self) -> None:
+        """Join the group. When the broker cannot be reached this raises BusError and leaves the
+        member as if never started, on a fresh aiokafka client (one that failed to start cannot
+        start again), so the caller may try again once the broker is back."""
+        if self._stopped:
+            raise BusClosedError(f"consumer of group {self._group!r} is stopped")
         if self._started:
             return
         self._started = True
@@ -415,6 +421,16 @@ class KafkaConsumer:
         try:
             with _translated(f"starting consumer of group {self._group!r}"):
                 await self._consumer.start()
+        except BusError:
+            await _within(
+                self._stop_timeout,
+                self._consumer.stop(),
+                action=f"closing the consumer of group {self._group!r} that failed to start",
+                abandon=self._abandon,
+            )
+            self._consumer = AIOKafkaConsumer(**self._options)
+            self._started = False
+            raise
         except BaseException:
             await self.stop()
             raise

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from shared.bus.factory import open_bus
-from shared.bus.kafka import KafkaBus
+from shared.bus.kafka import KafkaBus, KafkaConsumer
 from shared.bus.ports import ConsumedRecord, Consumer, OutgoingRecord, TopicSpec
+from shared.consumer import ConsumerRunner
 from shared.errors import BusError
 from shared.settings import CommonSettings
-from tests.fixtures.broker import tansu_settings
+from tests.fakes.server import free_port
+from tests.fixtures.broker import (
+    TEST_HEARTBEAT_INTERVAL_MS,
+    TEST_SESSION_TIMEOUT_MS,
+    forwarding,
+    tansu_settings,
+)
 from tests.fixtures.waiting import wait_for
 
 pytestmark = pytest.mark.kafka
@@ -102,3 +110,47 @@ async def test_the_fetch_size_setting_reaches_the_consumer_that_polls(
         await consumer.stop()
     finally:
         await bus.close()
+
+
+async def test_a_consumer_started_while_the_broker_is_down_joins_once_it_is_back(
+    kafka_bus: KafkaBus, tansu_bootstrap: str, topic_name: str
+) -> None:
+    """The broker drops just as a replica comes up: its consumer loop keeps trying to join, is
+    reported unready meanwhile, and consumes once the broker answers — no restart needed."""
+    await kafka_bus.ensure_topics([TopicSpec(topic_name, partitions=1)])
+    port = free_port()
+    consumer = KafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{port}",  # nothing listens there yet
+        client_id="test-late-broker",
+        group=f"g-{topic_name}",
+        topics=[topic_name],
+        session_timeout_ms=TEST_SESSION_TIMEOUT_MS,
+        heartbeat_interval_ms=TEST_HEARTBEAT_INTERVAL_MS,
+    )
+    handled: list[bytes] = []
+
+    async def handle(records: Sequence[ConsumedRecord]) -> None:
+        handled.extend(r.value for r in records)
+
+    runner = ConsumerRunner(
+        group=f"g-{topic_name}",
+        consumer=consumer,
+        handler=handle,
+        dead_letters=kafka_bus.publisher(),
+        poll_timeout=0.2,
+        retry_base_delay=0.05,
+    )
+    running = asyncio.create_task(runner.run())
+    try:
+        await wait_for(lambda: runner.start_error is not None, timeout=10, what="a failed start")
+        with pytest.raises(RuntimeError, match="has not joined yet"):
+            runner.check()
+        await kafka_bus.publish([OutgoingRecord(topic_name, "k", b"after the outage")])
+        async with forwarding(port, tansu_bootstrap):
+            await wait_for(lambda: handled, timeout=30, what="the record consumed")
+            assert handled == [b"after the outage"]
+            runner.check()  # joined: ready
+    finally:
+        runner.stop()
+        await running
+    assert running.exception() is None

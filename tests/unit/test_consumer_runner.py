@@ -7,6 +7,7 @@ from shared.bus.ports import ConsumedRecord
 from shared.consumer import ConsumerRunner
 from shared.errors import PoisonRecordError
 from tests.fakes.bus import ListConsumer, MemoryPublisher, record
+from tests.fixtures.waiting import wait_for
 
 
 async def run(records: list[ConsumedRecord], handler, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -142,6 +143,66 @@ async def test_a_failing_poll_is_retried() -> None:
     consumer.on_drained = runner.stop
     await runner.run()
     assert runner.processed == 1
+
+
+async def test_a_consumer_that_cannot_join_is_started_again_and_reported_meanwhile() -> None:
+    import pytest
+
+    from shared.errors import BusError
+
+    class Unreachable(ListConsumer):
+        """The broker refuses the first two starts, then the third is let through."""
+
+        attempts = 0
+        let_in = asyncio.Event()
+
+        async def start(self) -> None:
+            self.attempts += 1
+            if self.attempts <= 2:
+                raise BusError("broker unreachable")
+            await self.let_in.wait()
+            await super().start()
+
+    consumer = Unreachable([record(0), record(1)])
+    runner = ConsumerRunner(
+        group="g",
+        consumer=consumer,
+        handler=_ok,
+        dead_letters=MemoryPublisher(),
+        retry_base_delay=0.0,
+    )
+    consumer.on_drained = runner.stop
+    running = asyncio.create_task(runner.run())
+    await wait_for(lambda: consumer.attempts == 3, timeout=5, what="the third start")
+    with pytest.raises(RuntimeError, match="group 'g' has not joined yet: broker unreachable"):
+        runner.check()
+    consumer.let_in.set()
+    await running
+    assert runner.processed == 2
+    assert [r.offset for r in consumer.committed] == [0, 1]
+    runner.check()  # joined: ready again
+
+
+async def test_a_stop_while_the_consumer_cannot_join_ends_the_loop() -> None:
+    from shared.errors import BusError
+
+    class Unreachable(ListConsumer):
+        attempts = 0
+
+        async def start(self) -> None:
+            self.attempts += 1
+            raise BusError("broker unreachable")
+
+    consumer = Unreachable([record(0)])
+    runner = ConsumerRunner(
+        group="g", consumer=consumer, handler=_ok, dead_letters=MemoryPublisher()
+    )
+    running = asyncio.create_task(runner.run())
+    await wait_for(lambda: consumer.attempts >= 1, timeout=5, what="a first start")
+    runner.stop()  # wakes the back-off at once
+    await asyncio.wait_for(running, timeout=2)
+    assert runner.processed == 0
+    assert consumer.stopped
 
 
 async def test_worker_check_reports_a_dead_loop() -> None:
