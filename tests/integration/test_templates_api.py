@@ -834,3 +834,32 @@ async def test_codes_repository_counts(api: Api) -> None:
         assert (again.codes, again.new) == (claimed.codes, ())
         [stats] = await codes.stats("shop", now=NOW)
         assert (stats.total, stats.claimed, stats.free, stats.expired) == (2, 1, 1, 0)
+
+
+# ── Concurrent saves ──────────────────────────────────────────────────────────────────────────
+
+
+async def test_identical_saves_at_the_same_instant_make_one_version(api: Api) -> None:
+    """Twelve clients saving the same content at once (a double-clicked button, a deploy
+    script on every replica): one version, one 201, the others 200 with that version."""
+    answers = await asyncio.gather(*(api.put("/v1/templates/welcome", WELCOME) for _ in range(12)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 11 + [201], [
+        (a.status_code, a.json().get("version"), a.headers.get("location")) for a in answers
+    ]
+    assert {a.json()["version"] for a in answers} == {1}
+    detail = (await api.get("/v1/templates/welcome")).json()
+    assert [v["version"] for v in detail["versions"]] == [1]
+
+
+async def test_different_saves_at_the_same_instant_each_make_a_version(api: Api) -> None:
+    """Eight different contents saved at once: eight versions, numbered 1 to 8, none refused."""
+
+    def body(n: int) -> dict[str, Any]:
+        return {**WELCOME, "parts": {**WELCOME["parts"], "subject": f"Subject {n}"}}
+
+    answers = await asyncio.gather(*(api.put("/v1/templates/welcome", body(n)) for n in range(8)))
+    assert [a.status_code for a in answers] == [201] * 8, [a.text for a in answers]
+    assert sorted(a.json()["version"] for a in answers) == list(range(1, 9))
+    detail = (await api.get("/v1/templates/welcome")).json()
+    assert [v["version"] for v in detail["versions"]] == list(range(1, 9))

@@ -16,6 +16,13 @@ template would not be found at all re-reads its workspace's versions first, so a
 moment ago elsewhere never fails a send. The interval is measured on the ``now`` each render is
 given (the dispatcher's clock), so tests move it without sleeping.
 
+Saving is serialised per template: :meth:`SavedTemplates.latest_for_update` takes a
+transaction-scoped lock on (workspace, template) before it reads the latest version (on
+PostgreSQL an advisory lock, as the template may have no row yet to lock; SQLite's writers take
+turns already, ``BEGIN IMMEDIATE``). Comparing with the latest and numbering the next version then
+see the same latest, so two identical saves at one instant make one version, and different ones
+each get the next number instead of a conflict.
+
 A version never changes once saved, so parsed templates are cached by (workspace, id, version)
 without expiry, in a bounded LRU; file templates are parsed once per process by
 :class:`~services.dispatch.adapters.templates.TemplateStore`.
@@ -29,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.adapters.codes import DiscountCodes
@@ -39,6 +46,10 @@ from services.dispatch.domain.messages import Rendered
 from services.dispatch.domain.template_errors import TemplateNotFound
 from services.dispatch.domain.templates import PARTS, Channel, is_template_id
 from services.dispatch.errors import TemplateError
+
+_SAVE_LOCK = 0x43544D50
+"""The first key of the two-key advisory locks saves take on PostgreSQL ("CTMP"); the second
+is a hash of workspace and template. Two-key locks never meet the one-key lock of migrations."""
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -110,6 +121,17 @@ class SavedTemplates:
         row = (await self._session.execute(query)).first()
         return _version(row._mapping) if row is not None else None
 
+    async def latest_for_update(self, workspace_id: str, template_id: str) -> SavedVersion | None:
+        """The latest version, read after taking the template's save lock: a save that reads
+        it through this and then calls :meth:`add` in the same transaction is the only save
+        of the template in flight until it commits or rolls back."""
+        if self._session.get_bind().dialect.name == "postgresql":
+            await self._session.execute(
+                text("SELECT pg_advisory_xact_lock(:kind, hashtext(:key))"),
+                {"kind": _SAVE_LOCK, "key": f"{workspace_id}\x1f{template_id}"},
+            )
+        return await self.get(workspace_id, template_id)
+
     async def versions(self, workspace_id: str, template_id: str) -> list[tuple[int, datetime]]:
         """(version, created_at) of every version, oldest first."""
         c = templates_table.c
@@ -130,8 +152,10 @@ class SavedTemplates:
         sample: dict[str, Any] | None,
         now: datetime,
     ) -> SavedVersion:
-        """Save the next version. Two saves racing for the same number: the second fails on the
-        primary key (IntegrityError) and the caller tries again in a new transaction."""
+        """Save the next version (after :meth:`latest_for_update`, which keeps other saves of
+        the template out). A writer that did not take the lock and raced for the same number
+        fails on the primary key (IntegrityError): the caller tries again in a new
+        transaction."""
         c = templates_table.c
         latest = await self._session.execute(
             select(func.max(c.version)).where(

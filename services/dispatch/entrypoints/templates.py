@@ -617,7 +617,9 @@ def templates_router(
         """The new version, or the latest when it has this content already (False)."""
         async with uow() as u:
             templates = SavedTemplates(u.session)
-            latest = await templates.get(workspace, template_id)
+            # Locked until commit: a save of the same content at the same instant waits, then
+            # finds this one's version as the latest (200), not a version of its own.
+            latest = await templates.latest_for_update(workspace, template_id)
             if latest is not None and latest.channel != channel:
                 raise Conflict(
                     f"template {template_id!r} is an {latest.channel} template; a template "
