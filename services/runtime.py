@@ -158,7 +158,9 @@ class Runtime:
         await self.bus.start()
         await ensure_standard_topics(self.bus, self.server)
         if self.ingest is not None:
-            self.ingest_erasures = IngestErasures(engine=self.engine, bus=self.bus)
+            self.ingest_erasures = IngestErasures(
+                engine=self.engine, bus=self.bus, stop_timeout=self.server.bus_stop_timeout
+            )
             await self.ingest_erasures.start()
         if self.journey is not None:
             self.journey_worker = JourneyWorker(

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.bus.ports import STOP_TIMEOUT
 from shared.errors import ConfigurationError
 
 
@@ -50,6 +51,16 @@ class CommonSettings(BaseSettings):
     bus_sync: Literal["normal", "full"] = Field(
         "normal",
         description="Embedded log fsync: `normal` survives a crash; `full` also power loss.",
+    )
+    bus_stop_timeout: float = Field(
+        STOP_TIMEOUT,
+        gt=0,
+        le=30,
+        description="Seconds each step of a stop may wait on a bus that does not answer before "
+        "it is given up (a consumer's last commit and leaving its group, the outbox's last "
+        "publish, its drain, closing the bus); what was given up comes again after the restart. "
+        "A stop then waits at most about 4 times this plus 2 s after the requests: keep the "
+        "grace period above that (docs/operations.md).",
     )
     kafka_idempotence: bool = Field(
         True, description="Idempotent Kafka producer (needs Apache Kafka; off for the test broker)."

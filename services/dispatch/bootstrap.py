@@ -125,6 +125,7 @@ class DispatchWorker(ConsumerWorker):
             dead_letters=publisher,
             max_records=settings.dispatch_batch_size,
             poll_timeout=settings.dispatch_poll_timeout,
+            stop_timeout=settings.bus_stop_timeout,
         )
         super().__init__(
             name=GROUP,
@@ -136,7 +137,9 @@ class DispatchWorker(ConsumerWorker):
                 dead_letters=publisher,
                 max_records=settings.dispatch_batch_size,
                 poll_timeout=settings.dispatch_poll_timeout,
+                stop_timeout=settings.bus_stop_timeout,
             ),
+            stop_timeout=settings.bus_stop_timeout,
         )
 
     def uow(self) -> DispatchUnitOfWork:

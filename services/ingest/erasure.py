@@ -24,7 +24,7 @@ from sqlalchemy import delete, or_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.tables import webhook_orders
-from shared.bus.ports import Bus, ConsumedRecord
+from shared.bus.ports import STOP_TIMEOUT, Bus, ConsumedRecord
 from shared.consumer import ConsumerRunner, decode_records
 from shared.contracts.erasure import ErasureRequest
 from shared.contracts.topics import ERASURES
@@ -72,7 +72,13 @@ class IngestErasures:
     """The consumer of ``ciclo.erasures`` in an ingest process."""
 
     def __init__(
-        self, *, engine: AsyncEngine, bus: Bus, max_records: int = 200, poll_timeout: float = 0.5
+        self,
+        *,
+        engine: AsyncEngine,
+        bus: Bus,
+        max_records: int = 200,
+        poll_timeout: float = 0.5,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self._engine = engine
         self.runner = ConsumerRunner(
@@ -82,6 +88,7 @@ class IngestErasures:
             dead_letters=bus.publisher(),
             max_records=max_records,
             poll_timeout=poll_timeout,
+            stop_timeout=stop_timeout,
         )
         self._task: asyncio.Task[None] | None = None
 

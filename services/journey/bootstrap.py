@@ -90,7 +90,9 @@ class JourneyWorker(ConsumerWorker):
                 max_records=settings.journey_batch_size,
                 poll_timeout=settings.journey_poll_timeout,
                 max_attempts=settings.journey_max_attempts,
+                stop_timeout=settings.bus_stop_timeout,
             ),
+            stop_timeout=settings.bus_stop_timeout,
         )
         self.timers = TimerPoller(
             engine=engine,

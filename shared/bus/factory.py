@@ -45,6 +45,7 @@ def open_bus(settings: CommonSettings) -> Bus:
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
             connection=kafka_connection(settings),
+            stop_timeout=settings.bus_stop_timeout,
         )
     raise ConfigurationError(f"CICLO_BUS_URL must start with sqlite:// or kafka://: {url!r}")
 

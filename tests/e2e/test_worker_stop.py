@@ -164,3 +164,39 @@ async def test_ingest_erasures_stop_goes_on_past_a_consumer_that_died(
         with caplog.at_level(logging.WARNING):
             await erasures.stop()  # no Broken: the runtime goes on to close the bus
         assert "stopped on an error" in caplog.text
+
+
+async def test_the_stop_deadline_setting_reaches_every_wait_on_the_bus(
+    tmp_path: Path, embedded_bus: EmbeddedBus
+) -> None:
+    """CICLO_BUS_STOP_TIMEOUT bounds each wait of a stop on a bus that does not answer: the
+    consumer loops (commit and leave), the workers (relay publish, drain) and the Kafka bus."""
+    from shared.bus.factory import open_bus
+    from shared.bus.kafka import KafkaBus
+    from shared.settings import CommonSettings
+
+    async with migrated(tmp_path, "journey") as engine:
+        journey = JourneyWorker(
+            JourneySettings(journeys_dir=REPO / "journeys", bus_stop_timeout=0.7),
+            engine=engine,
+            bus=embedded_bus,
+            clock=SystemClock(),
+        )
+        dispatch = DispatchWorker(
+            DispatchSettings(templates_dir=REPO / "templates", bus_stop_timeout=0.7),
+            engine=engine,
+            bus=embedded_bus,
+            clock=SystemClock(),
+        )
+        try:
+            waits = [journey.stop_timeout, journey.runner._stop_timeout]
+            waits += [dispatch.stop_timeout, dispatch.runner._stop_timeout]
+            waits.append(dispatch.erasures._stop_timeout)
+            assert waits == [0.7] * 5
+        finally:
+            await dispatch.client.aclose()
+    bus = open_bus(
+        CommonSettings(bus_url="kafka://127.0.0.1:9092", bus_stop_timeout=0.7, data_dir=tmp_path)
+    )
+    assert isinstance(bus, KafkaBus)
+    assert bus._stop_timeout == 0.7
