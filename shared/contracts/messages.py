@@ -16,6 +16,28 @@ from shared.contracts.events import cloudevent_headers
 
 MESSAGE_TYPE = "ciclo.message.requested"
 
+TEMPLATE_ROOTS = frozenset(
+    {
+        "customer",
+        "event",
+        "message",
+        "scores",
+        "profile",
+        "lead",
+        "rfm",
+        "predictions",
+        "stage",
+        "segments",
+        "unsubscribe_url",
+        "preferences_url",
+        "codes",
+    }
+)
+"""The template variables dispatch builds for every message (docs/dispatch.md, Variables): from
+the request's ids and ``recipient``, ``data["event"]``, the message's links and discount codes.
+Any other key of ``data`` is a variable of its own; a key named here never replaces what
+dispatch builds, so a producer cannot make a message show someone else's name or links."""
+
 Channel = Literal["email", "sms"]
 Category = Literal["marketing", "transactional"]
 
@@ -47,7 +69,9 @@ class MessageRequest(BaseModel):
         default_factory=dict, description="Profile snapshot: email, phone, name, traits."
     )
     data: dict[str, Any] = Field(
-        default_factory=dict, description="Template variables: the triggering event and more."
+        default_factory=dict,
+        description="Template variables: the triggering event (`event`) and more; a key of "
+        "TEMPLATE_ROOTS other than `event` is ignored.",
     )
 
     @property

@@ -477,6 +477,18 @@ async def test_the_sink_dates_a_message_by_the_dispatchers_clock(
     assert [(r.message_id, r.created_at) for r in stored] == [("msg_1", NIGHT)]
 
 
+async def test_a_requests_data_cannot_rename_the_customer_of_a_rendered_message(
+    engine: AsyncEngine, templates: Path
+) -> None:
+    forged = request(1, category="transactional").model_copy(
+        update={"data": {"customer": {"first_name": "Mallory"}, "message": {"id": "x"}}}
+    )
+    await make(engine, templates, SinkProvider()).handle([forged])
+    async with engine.connect() as conn:
+        subjects = (await conn.execute(select(sink.c.subject))).scalars().all()
+    assert subjects == ["Welcome, Ana!"]
+
+
 # ── Admin API ─────────────────────────────────────────────────────────────────────────────────
 
 

@@ -320,3 +320,27 @@ def test_a_number_json_reads_as_infinity_is_refused_where_it_is() -> None:
     assert messages(validate_journey(doc)) == ["$.trigger.where.value: not a finite number"]
     text = json.dumps(journey({"a": send()})).replace('"version": 1', '"version": 1e999')
     assert messages(validate_journey(loads_document(text))) == ["$.version: not a finite number"]
+
+
+def test_a_send_step_takes_no_data_so_none_can_shadow_a_template_variable() -> None:
+    """The variables a send renders with are dispatch's (``TEMPLATE_ROOTS``): a step has no
+    ``data`` to replace ``customer`` or the unsubscribe link with."""
+    document = {
+        "id": "j",
+        "version": 1,
+        "name": "J",
+        "trigger": {"event": "signed_up"},
+        "start": "hello",
+        "steps": {
+            "hello": {
+                "send": {
+                    "channel": "email",
+                    "template": "welcome-1",
+                    "data": {"customer": {"first_name": "Mallory"}},
+                }
+            }
+        },
+    }
+    assert [str(p) for p in validate_journey(document)] == [
+        "$.steps.hello.send.data: Extra inputs are not permitted"
+    ]

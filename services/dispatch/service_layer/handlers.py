@@ -53,7 +53,7 @@ from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.bus.ports import OutgoingRecord
 from shared.clock import Clock
-from shared.contracts.messages import MessageRequest
+from shared.contracts.messages import TEMPLATE_ROOTS, MessageRequest
 from shared.contracts.topics import dead_letter
 from shared.retry import RetryPolicy
 
@@ -205,9 +205,19 @@ def lane(
 
 def message_variables(request: MessageRequest, links: dict[str, str]) -> dict[str, Any]:
     """What a message's template reads (docs/dispatch.md, Variables): the recipient snapshot,
-    the triggering event, the request's own data and the message's unsubscribe links."""
+    the triggering event, the request's own data and the message's unsubscribe links. The
+    variables built here (``TEMPLATE_ROOTS``) win over keys of ``data`` with the same names:
+    a request's data adds variables, it never replaces the customer, the message or its links."""
     recipient = request.recipient
+    extra = {k: v for k, v in request.data.items() if k not in TEMPLATE_ROOTS}
+    if len(extra) + ("event" in request.data) < len(request.data):
+        log.warning(
+            "message %s: data keys %s are template variables dispatch builds; ignored",
+            request.message_id,
+            sorted(k for k in request.data if k in TEMPLATE_ROOTS and k != "event"),
+        )
     return {
+        **extra,
         "customer": {**(recipient.get("traits") or {}), "id": request.customer_id},
         "event": request.data.get("event", {}),
         "message": {"id": request.message_id, "category": request.category},
@@ -217,7 +227,6 @@ def message_variables(request: MessageRequest, links: dict[str, str]) -> dict[st
         **{root: recipient.get(root) or {} for root in INTELLIGENCE_OBJECTS},
         "stage": recipient.get("stage"),
         "segments": recipient.get("segments") or [],
-        **{k: v for k, v in request.data.items() if k != "event"},
         **links,
     }
 
