@@ -69,10 +69,35 @@ class Native:
 Builder = Callable[[dict[str, Any], "Native"], None]
 
 
+# Latin letters Unicode does not decompose into an ASCII letter and an accent.
+_LATIN = str.maketrans(
+    {
+        **{"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O"},
+        **{"đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "ł": "l", "Ł": "L", "þ": "th", "Þ": "Th"},
+        "\u0131": "i",  # dotless i
+    }
+)
+
+
+def _ascii(name: str) -> str:
+    return unicodedata.normalize("NFKD", name.translate(_LATIN)).encode("ascii", "ignore").decode()
+
+
+def foreign_letters(name: str) -> str:
+    """The letters and digits of ``name`` with no ASCII form (``注文完了``, ``Покупка``), which
+    :func:`snake_case` would drop: ``Покупка 2`` would become ``2``, as would ``Возврат 2``."""
+    return "".join(
+        char
+        for char in name.translate(_LATIN)
+        if unicodedata.category(char)[0] in "LN" and not _ascii(char).isalnum()
+    )
+
+
 def snake_case(name: str) -> str:
     """``Coupon Applied`` → ``coupon_applied``, ``addToCart`` → ``add_to_cart``, ``Café`` →
-    ``cafe``; empty when the name holds no ASCII letter or digit."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ``cafe``, ``Größe`` → ``grosse``. Letters and digits with no ASCII form are dropped (see
+    :func:`foreign_letters`); empty when nothing is left."""
+    ascii_name = _ascii(name)
     words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", ascii_name)
     words = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", words)
     return re.sub(r"[^A-Za-z0-9]+", "_", words).strip("_").lower()

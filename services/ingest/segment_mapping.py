@@ -28,7 +28,14 @@ from pydantic import ValidationError
 
 from services.ingest.catalogue import TYPED, EventBase, error_field, parse_event
 from services.ingest.segment_commerce import _COMMERCE, _products_to_items
-from services.ingest.segment_common import Builder, Native, _identifier, _object, _reject
+from services.ingest.segment_common import (
+    Builder,
+    Native,
+    _identifier,
+    _object,
+    _reject,
+    foreign_letters,
+)
 from services.ingest.segment_common import Problem as Problem  # re-exported
 from services.ingest.segment_common import Rejected as Rejected  # re-exported
 from services.ingest.segment_common import snake_case as snake_case  # re-exported
@@ -228,6 +235,16 @@ def _track(rest: dict[str, Any], native: Native) -> None:
     name = rest.get("event")
     if not isinstance(name, str) or not name.strip():
         raise _reject("event", "event is required: the name of what the user did")
+    foreign = foreign_letters(name)
+    if foreign:
+        # Event types are ASCII (the native catalogue's rule); dropping these letters would
+        # misname the event, and "Покупка 2" and "Возврат 2" would both become "2".
+        raise _reject(
+            "event",
+            f"{name[:64]!r}: event names must be written in Latin letters and ASCII digits, "
+            f"as event types are ASCII (an accent is dropped: 'Café' becomes cafe), and "
+            f"{foreign[:16]!r} cannot be; send the name in Latin script, e.g. 'Order Completed'",
+        )
     snake = snake_case(name)
     if not snake:
         raise _reject("event", f"{name[:64]!r} has no letter or digit to name an event type by")

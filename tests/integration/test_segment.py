@@ -386,6 +386,19 @@ async def test_money_text_that_is_no_decimal_is_400_naming_the_segment_field(api
     await published(api.runtime, 0)
 
 
+@pytest.mark.parametrize("name", ["注文完了", "Покупка", "Покупка 2"])
+async def test_an_event_name_in_another_script_is_400_saying_names_are_latin(
+    api: Api, name: str
+) -> None:
+    answer = await api.post("/v1/track", {"userId": "c1", "event": name})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["field"] == "event"
+    assert "event names must be written in Latin letters and ASCII digits" in error["message"]
+    assert "no letter or digit" not in error["message"]
+    await published(api.runtime, 0)
+
+
 async def test_batch_accepts_good_items_and_reports_bad_ones(api: Api) -> None:
     answer = await api.post(
         "/v1/batch",

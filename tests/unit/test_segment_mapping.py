@@ -51,6 +51,8 @@ def order(**properties: Any) -> dict[str, Any]:
         ("  Checkout Step 2 -- Viewed! ", "checkout_step_2_viewed"),
         ("order_completed", "order_completed"),
         ("Café Visited", "cafe_visited"),
+        ("Größe geändert", "grosse_geandert"),
+        ("Łódź Ærø", "lodz_aero"),
         ("Заказ", ""),
     ],
 )
@@ -257,6 +259,35 @@ def test_other_names_are_custom_events_that_keep_their_name_and_properties() -> 
         "products": [{"no_id": True}],  # a custom event is not reshaped
         "event_name": "Coupon Applied",
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "foreign"),
+    [
+        ("注文完了", "注文完了"),
+        ("Покупка", "Покупка"),
+        ("Покупка 2", "Покупка"),
+        ("Order \u0661", "\u0661"),
+    ],
+)
+def test_a_name_in_another_script_is_rejected_saying_names_are_latin(
+    name: str, foreign: str
+) -> None:
+    # Dropping the letters snake_case cannot write would misname the event: "Покупка 2" and
+    # "Возврат 2" would both have become the type "2".
+    message = rejected({"userId": "c1", "event": name})["event"]
+    assert "event names must be written in Latin letters and ASCII digits" in message
+    assert f"{foreign!r} cannot be" in message
+
+
+@pytest.mark.parametrize("name", ["!!!", "🎉", " -- "])
+def test_a_name_without_a_letter_or_digit_is_rejected(name: str) -> None:
+    assert "has no letter or digit" in rejected({"userId": "c1", "event": name})["event"]
+
+
+def test_latin_letters_with_accents_or_no_decomposition_name_a_custom_type() -> None:
+    event = envelope({"userId": "c1", "event": "Größe Geändert"})
+    assert (event.type, event.properties["event_name"]) == ("grosse_geandert", "Größe Geändert")
 
 
 def test_a_snake_name_of_a_catalogue_type_is_that_type() -> None:
