@@ -266,6 +266,60 @@ async def test_the_file_is_the_fallback_until_the_workspace_saves_one(api: Api) 
     assert sms.text == "Order 1001 is on its way"
 
 
+async def test_the_list_comes_a_page_at_a_time(api: Api, tmp_path: Path) -> None:
+    """Saved templates and files interleaved, a file with both channels, a saved one replacing
+    its file: every page size walks the same list, each entry once, in (id, channel) order."""
+    write(tmp_path / "templates", "both", subject="S", text="T", sms="M")
+    write(tmp_path / "templates", "zz-file", sms="Z")
+    for template_id in ("a-1", "b-2", "both-saved", "c-3", "welcome", "x-9"):
+        assert (await api.put(f"/v1/templates/{template_id}", WELCOME)).status_code == 201
+    everything = await api.get("/v1/templates")
+    assert everything.json()["next"] is None
+    expected = [(t["id"], t["channel"], t["source"]) for t in everything.json()["templates"]]
+    assert expected == [
+        ("a-1", "email", "saved"),
+        ("b-2", "email", "saved"),
+        ("both", "email", "file"),
+        ("both", "sms", "file"),
+        ("both-saved", "email", "saved"),
+        ("c-3", "email", "saved"),
+        ("order-sms", "sms", "file"),
+        ("welcome", "email", "saved"),
+        ("x-9", "email", "saved"),
+        ("zz-file", "sms", "file"),
+    ]
+    for size in (1, 2, 3, 4, 9, 10):
+        walked: list[tuple[str, str, str]] = []
+        query = f"/v1/templates?limit={size}"
+        for _ in range(len(expected) + 1):
+            page = (await api.get(query)).json()
+            assert len(page["templates"]) <= size
+            walked += [(t["id"], t["channel"], t["source"]) for t in page["templates"]]
+            if page["next"] is None:
+                break
+            query = f"/v1/templates?limit={size}&after={page['next']}"
+        assert walked == expected, size
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "query.limit"),
+        ("limit=1001", "query.limit"),
+        ("limit=ten", "query.limit"),
+        ("after=welcome", "query.after"),
+        ("after=Welcome:email", "query.after"),
+        ("after=welcome:fax", "query.after"),
+    ],
+)
+async def test_a_bad_page_is_422_naming_the_parameter(
+    sqlite_api: Api, query: str, field: str
+) -> None:
+    answer = await sqlite_api.get(f"/v1/templates?{query}")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == field
+
+
 async def test_a_template_keeps_its_channel(api: Api) -> None:
     assert (await api.put("/v1/templates/promo", PROMO)).status_code == 201
     answer = await api.put("/v1/templates/promo", {"channel": "sms", "parts": {"sms": "x"}})

@@ -80,11 +80,14 @@ class SavedTemplates:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def summaries(self, workspace_id: str) -> dict[str, SavedSummary]:
-        """Every saved template of the workspace, by id. A template keeps its channel (the
-        routes refuse a change), so the channel of any version is the channel of all."""
+    async def summaries(
+        self, workspace_id: str, *, from_id: str | None = None, limit: int | None = None
+    ) -> dict[str, SavedSummary]:
+        """Saved templates of the workspace, by id: every one, or the first ``limit`` in id
+        order whose id is ``from_id`` or after. A template keeps its channel (the routes refuse
+        a change), so the channel of any version is the channel of all."""
         c = templates_table.c
-        rows = await self._session.execute(
+        query = (
             select(
                 c.template_id,
                 func.max(c.channel).label("channel"),
@@ -94,7 +97,13 @@ class SavedTemplates:
             )
             .where(c.workspace_id == workspace_id)
             .group_by(c.template_id)
+            .order_by(c.template_id)
         )
+        if from_id is not None:
+            query = query.where(c.template_id >= from_id)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self._session.execute(query)
         return {
             r.template_id: SavedSummary(
                 template_id=r.template_id,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Response, status
+from fastapi import APIRouter, Body, Depends, Query, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 from pydantic import (
@@ -78,6 +78,15 @@ TemplateId = Annotated[
 ]
 VersionNumber = Annotated[
     int, PathParam(ge=0, le=MAX_VERSION, description="A saved version, or 0 for the file.")
+]
+PageSize = Annotated[int, Query(ge=1, le=1000, description="Templates per page")]
+TemplateCursor = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,99}:(email|sms)$",
+        description="`next` of the previous page (`<id>:<channel>`)",
+        examples=["welcome-1:email"],
+    ),
 ]
 PoolName = Annotated[
     str,
@@ -294,7 +303,11 @@ class TemplateSummary(BaseModel):
 
 
 class TemplateList(BaseModel):
-    templates: list[TemplateSummary]
+    templates: list[TemplateSummary] = Field(description="By id, then channel.")
+    next: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page.",
+        examples=["welcome-1:email"],
+    )
 
 
 class PreviewOut(BaseModel):
@@ -453,11 +466,29 @@ def templates_router(
         response_model=TemplateList,
         tags=["templates"],
         summary="Templates of the workspace, and the files in templates/ it has not replaced",
-        responses=_AUTH,
+        description="A page at a time, by id then channel. Pass the answer's `next` as `after` "
+        "for the next page; `next` is null on the last page.",
+        responses={
+            **_AUTH,
+            422: {"description": "A bad `limit` or `after`: `error.field` names it"},
+        },
     )
-    async def list_templates(principal: AdminPrincipal) -> TemplateList:
+    async def list_templates(
+        principal: AdminPrincipal, limit: PageSize = 100, after: TemplateCursor = None
+    ) -> TemplateList:
+        cursor: tuple[str, str] | None = None
+        if after is not None:
+            after_id, after_channel = after.split(":")
+            cursor = (after_id, after_channel)
         async with uow() as u:
-            saved = await SavedTemplates(u.session).summaries(principal.workspace_id)
+            # One more than a page: the page's saved templates, and the files between them,
+            # are then all known (a saved id holds one channel, so ids up to the last one read
+            # are complete).
+            saved = await SavedTemplates(u.session).summaries(
+                principal.workspace_id,
+                from_id=cursor[0] if cursor else None,
+                limit=limit + 1,
+            )
         from_files = store.templates()
         items = [
             TemplateSummary(
@@ -483,8 +514,19 @@ def templates_router(
             )
             for template_id, channel in from_files
             if not (template_id in saved and saved[template_id].channel == channel)
+            # A file past the last saved id read may be replaced by one not read: next page.
+            and (len(saved) <= limit or template_id <= max(saved))
         ]
-        return TemplateList(templates=sorted(items, key=lambda t: (t.id, t.channel)))
+        ordered = sorted(
+            (t for t in items if cursor is None or (t.id, t.channel) > cursor),
+            key=lambda t: (t.id, t.channel),
+        )
+        page = ordered[:limit]
+        # Saved templates beyond the ones read may follow even when nothing read is left over.
+        more = len(ordered) > limit or len(saved) > limit
+        return TemplateList(
+            templates=page, next=f"{page[-1].id}:{page[-1].channel}" if more else None
+        )
 
     @router.get(
         "/templates/{template_id}",
