@@ -97,6 +97,7 @@ def make(
     policy: DispatchPolicy | None = None,
     hold_over: float = 60,
     threshold: int = 1,
+    cooldown: float = 60,
     retry: RetryPolicy | None = None,
 ) -> Dispatcher:
     sessions = session_factory(engine)
@@ -104,7 +105,7 @@ def make(
         uow=lambda: DispatchUnitOfWork(sessions),
         renderer=FileRenderer(TemplateStore(templates)),
         routes=FixedRoutes(
-            lane(primary, threshold=threshold, cooldown=60),  # type: ignore[arg-type]
+            lane(primary, threshold=threshold, cooldown=cooldown),  # type: ignore[arg-type]
             lane(fallback) if fallback is not None else None,  # type: ignore[arg-type]
             policy or DispatchPolicy(),
         ),
@@ -487,6 +488,30 @@ async def test_a_requests_data_cannot_rename_the_customer_of_a_rendered_message(
     async with engine.connect() as conn:
         subjects = (await conn.execute(select(sink.c.subject))).scalars().all()
     assert subjects == ["Welcome, Ana!"]
+
+
+async def test_a_throttled_trial_send_does_not_shut_the_provider_for_good(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+) -> None:
+    """A 503 opens the breaker; after the cooldown the trial send gets a 429. The provider is
+    throttling, not down: the next send is a trial again and goes, rather than every send of
+    the provider waiting for a trial slot that is never given back."""
+    fake, url = sendgrid
+    fake.fail_next(Injected(status=503), Injected(status=429))
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        policy=DispatchPolicy(quiet_hours={}),
+        cooldown=0.1,
+    )
+    async with asyncio.timeout(10):
+        await d.handle([request(1)])
+    assert fake.message_ids() == ["msg_1"]
+    assert (await ledger(engine))["msg_1"] == ("sent", None)
 
 
 # ── Admin API ─────────────────────────────────────────────────────────────────────────────────

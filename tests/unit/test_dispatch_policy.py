@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ from services.dispatch.domain.policy import (
     decide,
     quiet_until,
 )
-from services.dispatch.service_layer.resilience import CircuitBreaker
+from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 
 MADRID = ZoneInfo("Europe/Madrid")
 NIGHT = QuietHours(start="21:00", end="08:00")
@@ -137,3 +138,36 @@ def test_breaker_opens_after_failures_and_lets_one_trial_through() -> None:
     assert breaker.allow()
     breaker.success()
     assert str(breaker.state) == "closed" and breaker.allow()
+
+
+def test_a_throttled_trial_frees_the_half_open_slot() -> None:
+    """A trial answered with a 429 says nothing about health: the breaker stays half-open and
+    the next send is a trial again, instead of no send ever reaching the provider."""
+    t = [0.0]
+    breaker = CircuitBreaker("p", threshold=1, cooldown=10, clock=lambda: t[0])
+    breaker.failure()
+    t[0] = 10.0
+    assert breaker.allow()
+    breaker.release()
+    assert str(breaker.state) == "half_open"
+    assert breaker.allow() and not breaker.allow()
+
+
+@pytest.mark.parametrize(("rate", "gap"), [(0.5, 2.0), (0.25, 4.0), (2.0, 0.5)])
+async def test_a_rate_gate_spaces_sends_even_below_one_per_second(rate: float, gap: float) -> None:
+    t = [100.0]
+
+    async def sleep(seconds: float) -> None:
+        t[0] += seconds
+        await asyncio.sleep(0)
+
+    gate = RateGate(rate=rate, concurrency=1, clock=lambda: t[0], sleep=sleep)
+    starts = []
+    async with asyncio.timeout(2):  # a gate that never lets a send through fails, not hangs
+        for _ in range(4):
+            async with gate:
+                starts.append(t[0])
+    burst = int(max(rate, 1))
+    assert starts[:burst] == [100.0] * burst
+    gaps = [round(b - a, 9) for a, b in zip(starts[burst - 1 : -1], starts[burst:], strict=True)]
+    assert gaps == [gap] * (4 - burst)

@@ -591,8 +591,11 @@ class Dispatcher:
                 retry_after = exc.wait(self._clock.now())
                 if not exc.throttled:
                     current.breaker.failure()
-                # else: the provider is throttling us (a 429, or a Retry-After), not failing:
-                # its breaker stays closed, with or without a Retry-After.
+                else:
+                    # The provider is throttling us (a 429, or a Retry-After), not failing: its
+                    # breaker stays as it is, with or without a Retry-After; a half-open trial
+                    # is over, so the next send may try again.
+                    current.breaker.release()
                 if retry_after is not None and retry_after > self._hold_over:
                     return self._held(claim, attempts, retry_after, str(exc))
                 if attempts >= self._retry.max_attempts:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -72,6 +72,12 @@ class CircuitBreaker:
         self._trial = False
         BREAKER.labels(self.name).set(0)
 
+    def release(self) -> None:
+        """The send got an answer that says nothing about the provider's health (it throttled
+        us): a trial in half-open is over without a verdict, so the next send is a trial again.
+        Without this the trial slot stayed taken and the provider got no send ever again."""
+        self._trial = False
+
     def failure(self) -> None:
         self._failures += 1
         if self._trial or self._failures >= self.threshold:
@@ -82,11 +88,15 @@ class CircuitBreaker:
 
 @dataclass(slots=True)
 class RateGate:
-    """At most ``rate`` starts per second (burst ``rate``) and ``concurrency`` in flight."""
+    """At most ``rate`` starts per second and ``concurrency`` in flight. The bucket holds
+    ``rate`` tokens, and at least one: a rate below one per second (one send every two seconds)
+    still lets a send through once a whole token has accumulated."""
 
     rate: float | None
     concurrency: int
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    """Waits on ``clock``'s time (tests pass a fake pair)."""
     _tokens: float = 0.0
     _updated: float = 0.0
     _slots: asyncio.Semaphore = field(init=False)
@@ -95,8 +105,11 @@ class RateGate:
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
         self._lock = asyncio.Lock()
-        self._tokens = self.rate or 0.0
+        self._tokens = self._capacity()
         self._updated = self.clock()
+
+    def _capacity(self) -> float:
+        return max(self.rate or 0.0, 1.0)
 
     async def __aenter__(self) -> RateGate:
         await self._slots.acquire()
@@ -116,9 +129,11 @@ class RateGate:
         async with self._lock:  # one waiter at a time keeps the order fair
             while True:
                 now = self.clock()
-                self._tokens = min(self.rate, self._tokens + (now - self._updated) * self.rate)
+                self._tokens = min(
+                    self._capacity(), self._tokens + (now - self._updated) * self.rate
+                )
                 self._updated = now
                 if self._tokens >= 1 - 1e-9:
                     self._tokens -= 1
                     return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
+                await self.sleep((1 - self._tokens) / self.rate)
