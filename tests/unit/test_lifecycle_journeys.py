@@ -296,8 +296,8 @@ def test_thanks_at_once_and_a_cross_sell_on_the_morning_of_day_5(
     thanks = render(store, result, "order-thanks")
     assert thanks.subject == "Thank you for your order o-1001"
     assert (
-        "- Teapot \N{MULTIPLICATION SIGN} 1: 39.9" in thanks.text
-        and "Total: 63.9 EUR" in thanks.text
+        "- Teapot \N{MULTIPLICATION SIGN} 1: €39.90" in thanks.text
+        and "Total: €63.90" in thanks.text
     )
     assert "your Teapot" in render(store, result, "cross-sell").text
 

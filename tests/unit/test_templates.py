@@ -8,7 +8,11 @@ import pytest
 from liquid import Node
 
 from services.dispatch.adapters.templates import TemplateStore, compile_template
-from services.dispatch.domain.template_errors import InvalidTemplate
+from services.dispatch.domain.template_errors import (
+    InvalidTemplate,
+    RenderFailed,
+    UndefinedVariable,
+)
 from services.dispatch.domain.templates import default_sample, merge
 from services.dispatch.errors import TemplateError
 
@@ -217,3 +221,73 @@ def test_a_syntax_error_without_a_place_points_at_the_end() -> None:
     with pytest.raises(InvalidTemplate) as raised:
         compile_template("t", "sms", {"sms": "x\n{% case x %}{% when 1 %}"}, version=0)
     assert (raised.value.line, raised.value.column) == (2, 25)
+
+
+# ── Money ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize(
+    ("source", "amount", "shown"),
+    [
+        ('{{ p | money: "EUR" }}', "12.5", "€12.50"),
+        ('{{ p | money: "USD" }}', "12.5", "$12.50"),
+        ('{{ p | money: "usd" }}', 1234, "$1,234.00"),
+        ('{{ p | money: "GBP" }}', 39.9, "£39.90"),
+        ('{{ p | money: "JPY" }}', "1200", "¥1,200"),  # no minor units
+        ('{{ p | money: "EUR", "de_DE" }}', "12.5", "12,50\xa0€"),
+        ('{{ p | money: "EUR", "fr-FR" }}', "1234.5", "1\u202f234,50\xa0€"),
+        ('{{ p | money: "CHF", "de_CH" }}', "59.90", "CHF\xa059.90"),
+        ('{{ p | money: "EUR" }}', "-5", "-€5.00"),
+    ],
+)
+def test_money_prints_an_amount_with_its_currency(source: str, amount: object, shown: str) -> None:
+    template = compile_template("t", "sms", {"sms": source}, version=0)
+    assert template.render({"p": amount}).text == shown
+
+
+@pytest.mark.parametrize(
+    ("source", "variables", "problem"),
+    [
+        ('{{ p | money: "EUR" }}', {"p": "12,50"}, "'12,50' is not an amount"),
+        ('{{ p | money: "EUR" }}', {"p": None}, "None is not an amount"),
+        ('{{ p | money: "EUR" }}', {"p": True}, "True is not an amount"),
+        ('{{ p | money: "XYZ" }}', {"p": "1"}, "ISO 4217 code"),
+        ("{{ p | money }}", {"p": "1"}, "ISO 4217 code"),
+        ('{{ p | money: "EUR", "xx_QQ" }}', {"p": "1"}, "'xx_QQ' is not a locale"),
+    ],
+)
+def test_money_refuses_what_it_cannot_print_right(
+    source: str, variables: dict[str, object], problem: str
+) -> None:
+    template = compile_template("t", "sms", {"sms": source}, version=0)
+    with pytest.raises(RenderFailed, match=problem):
+        template.render(variables)
+
+
+def test_money_of_an_undefined_variable_names_it() -> None:
+    template = compile_template("t", "sms", {"sms": "{{ p | money: c }}"}, version=0)
+    with pytest.raises(UndefinedVariable) as raised:
+        template.render({"p": "1"})
+    assert raised.value.variable == "c"
+
+
+def test_the_order_thanks_template_prints_prices_in_the_orders_currency() -> None:
+    order = {
+        "type": "order_completed",
+        "properties": {
+            "order_id": "1001",
+            "total": "1290",
+            "currency": "JPY",
+            "items": [
+                {"name": "Teapot", "price": "990", "quantity": 1},
+                {"name": "Tea", "price": "300"},
+            ],
+        },
+    }
+    variables = merge(default_sample("email"), {"event": order})
+    rendered = TemplateStore(REPO_TEMPLATES).render("order-thanks", "email", variables)
+    assert "- Teapot \N{MULTIPLICATION SIGN} 1: ¥990\n" in rendered.text
+    assert "- Tea \N{MULTIPLICATION SIGN} 1: ¥300\n" in rendered.text
+    assert "Total: ¥1,290" in rendered.text
+    assert rendered.html is not None
+    assert "<td>¥990</td>" in rendered.html and "<strong>¥1,290</strong>" in rendered.html

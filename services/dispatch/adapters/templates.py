@@ -29,6 +29,7 @@ from liquid.exceptions import LiquidError, UndefinedError
 from liquid.span import Span
 from liquid.stringify import to_liquid_string
 
+from services.dispatch.adapters.money import money
 from services.dispatch.domain.messages import Rendered
 from services.dispatch.domain.template_errors import (
     InvalidTemplate,
@@ -59,6 +60,8 @@ class _Environment(Environment):
         # time rather than fail at the first send.
         for tag in ("include", "render"):
             self.tags.pop(tag, None)
+        # Standard Liquid prints money as the bare decimal string the event carries.
+        self.filters["money"] = money
 
 
 @functools.cache
