@@ -249,6 +249,31 @@ async def test_no_answer_within_the_timeout_is_ambiguous(
     assert server.connections == 2
 
 
+async def test_an_answer_dribbled_past_the_timeout_is_ambiguous(
+    server: RawServer, backend: httpcore.AsyncNetworkBackend
+) -> None:
+    """Each byte comes within the read timeout, the whole answer does not: the send timeout
+    bounds the answer, so the send is ambiguous instead of held for as long as the server
+    likes (here 2 s, ten times the timeout)."""
+
+    async def dribble(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK + b"Content-Length: 40\r\n\r\n")
+        for _ in range(40):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b" ")
+        await writer.drain()
+        return True
+
+    server.behaviour = dribble
+    async with client(backend, timeout=0.2) as c:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(AmbiguousSendError, match="ReadTimeout"):
+            await post(c, server.url, provider="test", json={})
+        assert asyncio.get_running_loop().time() - started < 1.5
+        assert c.slots.in_use == 0
+
+
 async def test_a_connection_dropped_before_the_answer_is_ambiguous(
     server: RawServer, backend: httpcore.AsyncNetworkBackend
 ) -> None:

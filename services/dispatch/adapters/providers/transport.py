@@ -37,7 +37,7 @@ import re
 import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn, cast
 
@@ -337,7 +337,12 @@ class _Connection:
         byte of the answer to a request that keeps the connection alive) and the answer is one
         :func:`_simple_answer` reads (then in ``self._simple``, and the h11 state is left
         behind: the caller starts a fresh one, as h11's next cycle would begin). Anything else
-        is handed to h11 with the bytes already read, as if it had read them itself."""
+        is handed to h11 with the bytes already read, as if it had read them itself.
+
+        ``timeout`` bounds the whole answer, not each read: a server that dribbles its answer a
+        byte at a time within the timeout of every read would otherwise hold the send (and its
+        slot) for as long as it likes, where the send timeout promises an ambiguous send."""
+        left = _budget(timeout)
         state = self._h11
         taken: list[bytes] = []  # read from the network, not yet given to h11
         deferred = self._deferred
@@ -347,7 +352,7 @@ class _Connection:
         ):
             got = bytearray()
             while True:
-                chunk = await self._stream.read(_READ_BYTES, timeout=timeout)
+                chunk = await self._stream.read(_READ_BYTES, timeout=left())
                 got += chunk
                 verdict = _simple_answer(got) if chunk else False
                 if verdict is True:
@@ -377,7 +382,7 @@ class _Connection:
                 if taken:
                     data = taken.pop(0)
                 else:
-                    data = await self._stream.read(_READ_BYTES, timeout=timeout)
+                    data = await self._stream.read(_READ_BYTES, timeout=left())
                 if not data:
                     if state.their_state is h11.SEND_RESPONSE:
                         raise httpcore.RemoteProtocolError(
@@ -612,3 +617,18 @@ def provider_client(*, timeout: float, connections: int) -> ProviderClient:
     """The client every HTTP provider of a dispatch process sends through: ``timeout`` seconds
     per phase (connect, write, read, waiting for a connection), at most ``connections`` open."""
     return ProviderClient(timeout=timeout, connections=connections)
+
+
+def _budget(timeout: float | None) -> Callable[[], float | None]:
+    """Seconds left of ``timeout`` from now, at each call; a ``ReadTimeout`` once none are."""
+    if timeout is None:
+        return lambda: None
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise httpcore.ReadTimeout(f"no whole answer within {timeout} s")
+        return remaining
+
+    return left
