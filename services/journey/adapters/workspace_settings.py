@@ -28,6 +28,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
@@ -167,6 +168,22 @@ class JourneySettingsIn(BaseModel):
         max_length=20,
         description="Caps on marketing messages across journeys; `[]` for none.",
     )
+
+    @field_validator("frequency_caps")
+    @classmethod
+    def _one_cap_per_window(cls, caps: list[FrequencyCap] | None) -> list[FrequencyCap] | None:
+        """Two caps of one channel over the same window (P1D and PT24H alike) say two things
+        about one limit: only the lower would ever bite, so the other is a mistake to point at."""
+        seen: dict[tuple[str, timedelta], int] = {}
+        for index, cap in enumerate(caps or ()):
+            first = seen.setdefault((cap.channel, cap.per), index)
+            if first != index:
+                raise PydanticCustomError(
+                    "duplicate_cap",
+                    "caps {first} and {index} both limit {channel} over the same window: keep one",
+                    {"first": first, "index": index, "channel": cap.channel},
+                )
+        return caps
 
 
 class JourneySettingsOut(BaseModel):
