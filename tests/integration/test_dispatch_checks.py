@@ -611,6 +611,17 @@ async def test_dispatch_settings_and_the_suppression_list_over_http(
         json={"quiet_hours": {"sms": {"start": "9pm", "end": "08:00"}}},
     )
     assert bad.status_code == 422 and "HH:MM" in bad.text
+    # From a time to the same time: no quiet hours at all, surely not what was meant.
+    empty = await c.put(
+        "/v1/dispatch-settings",
+        headers=auth(keys["admin"]),
+        json={"quiet_hours": {"email": {"start": "22:00", "end": "22:00"}}},
+    )
+    assert empty.status_code == 422, empty.text
+    assert empty.json()["error"]["field"] == "quiet_hours.email"
+    assert "no length" in empty.json()["error"]["message"]
+    kept = (await c.get("/v1/dispatch-settings", headers=auth(keys["admin"]))).json()
+    assert kept["quiet_hours"] == {"email": {"start": "22:00", "end": "07:30"}}
 
     add = await c.put(
         "/v1/suppressions/email/Ana@Example.COM",

@@ -157,6 +157,19 @@ def _check_sender(policy: DispatchPolicy) -> None:
         )
 
 
+def _check_quiet_hours(policy: DispatchPolicy) -> None:
+    """Quiet hours from a time to the same time have no length: the channel would have none,
+    which is not what someone who wrote them meant (a whole day quiet would hold every message
+    for ever). Refused when saved, like the sender, so a value stored before still loads."""
+    for channel, window in policy.quiet_hours.items():
+        if window.start == window.end:
+            raise Unprocessable(
+                f"quiet_hours.{channel}: start and end are both {window.start}, quiet hours of "
+                f"no length; leave {channel} out for none",
+                field=f"quiet_hours.{channel}",
+            )
+
+
 def admin_router(
     *,
     uow: Callable[[], DispatchUnitOfWork],
@@ -232,6 +245,7 @@ def admin_router(
     )
     async def put_settings(principal: AdminPrincipal, body: DispatchPolicy) -> DispatchPolicy:
         _check_sender(body)
+        _check_quiet_hours(body)
         values = body.model_dump(mode="json", exclude_unset=True)
         return await config.put_policy(principal.workspace_id, values, now=clock.now())
 
