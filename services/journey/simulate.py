@@ -110,10 +110,16 @@ class Events:
 def read_events(path: Path, *, workspace_id: str) -> Events:
     """Parse a JSON-lines file of native events; BadInput lists every bad line and field."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: the byte-order mark Windows editors put first is no part of line 1.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput([f"{path}: cannot read: {exc}"]) from exc
-    return parse_events(text.splitlines(), workspace_id=workspace_id, source=str(path))
+    # Lines end at "\n" (and "\r\n") only: str.splitlines() also splits at U+2028, U+0085 and
+    # others, which JSON carries unescaped inside strings (JSON.stringify writes them so).
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return parse_events(lines, workspace_id=workspace_id, source=str(path))
 
 
 def parse_events(lines: Iterable[str], *, workspace_id: str, source: str = "events") -> Events:
@@ -140,6 +146,9 @@ def parse_events(lines: Iterable[str], *, workspace_id: str, source: str = "even
             data = json.loads(line)
         except ValueError as exc:
             problems.append(f"{where}: not valid JSON: {exc}")
+            continue
+        except RecursionError:
+            problems.append(f"{where}: nested too deeply to be an event")
             continue
         if not isinstance(data, dict):
             problems.append(f"{where}: an event is a JSON object")

@@ -432,11 +432,42 @@ def test_bad_events_name_the_line_and_the_field(tmp_path: Path) -> None:
         f"{events}:2: not valid JSON: Expecting property name enclosed in double quotes: "
         "line 1 column 2 (char 1)",
         f"{events}:4: occurred_at: Input should have timezone info",
-        f"{events}:4: properties.total: Input should be a valid decimal",
+        f"{events}:4: properties.total: 'ten' is not a decimal amount: send a JSON number or a "
+        "string such as \"59.90\" (ASCII digits and one point; no underscores, exponents or '+')",
         f"{events}:5: occurred_at: required in a simulation (RFC 3339 with a zone)",
         f"{events}:6: $: customer_id or anonymous_id is required",
         f"{events}:8: an event is a JSON object",
     ]
+
+
+def test_a_line_separator_inside_a_json_string_does_not_split_the_line(tmp_path: Path) -> None:
+    # JSON carries U+2028 and U+0085 unescaped in strings (JSON.stringify writes them so);
+    # str.splitlines() split there, and a valid file was refused at lines that do not exist.
+    events = tmp_path / "e.jsonl"
+    lines = [
+        {**signup("a", "2025-01-01T10:00:00Z", first_name="Ana\u2028Maria\x85")},
+        signup("b", "2025-01-01T10:05:00Z"),
+    ]
+    events.write_text("".join(json.dumps(e, ensure_ascii=False) + "\r\n" for e in lines))
+    result = invoke("--events", events, "--until", "2025-01-01T11:00:00Z")
+    assert result.exit_code == 0, result.stderr
+    assert {line["customer_id"] for line in lines_of(result.stdout)} == {"a", "b"}
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_line(tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text(json.dumps(signup("a", "2025-01-01T10:00:00Z")) + "\n", encoding="utf-8-sig")
+    result = invoke("--events", events, "--until", "2025-01-01T11:00:00Z")
+    assert result.exit_code == 0, result.stderr
+    assert {line["customer_id"] for line in lines_of(result.stdout)} == {"a"}
+
+
+def test_a_line_nested_too_deeply_is_named_not_a_traceback(tmp_path: Path) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text(json.dumps(signup("a", "2025-01-01T10:00:00Z")) + "\n" + "[" * 100_000)
+    result = invoke("--events", events)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [f"{events}:2: nested too deeply to be an event"]
 
 
 def test_missing_events_file_is_bad_input(tmp_path: Path) -> None:
