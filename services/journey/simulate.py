@@ -46,6 +46,7 @@ from services.journey.domain.definitions import Journey
 from services.journey.domain.durations import DurationError, parse_duration
 from services.journey.domain.localtime import zone
 from shared.contracts.events import EventEnvelope
+from shared.contracts.messages import MessageRequest
 
 DEFAULT_HORIZON = timedelta(days=90)
 """Without ``until``, the clock runs on this long after the last event."""
@@ -258,14 +259,49 @@ class Sent:
     """The profile snapshot at the send (``CustomerState.recipient()``)."""
     trigger: Mapping[str, Any]
     """The event that started the run: ``{"type", "id", "properties"}``."""
+    workspace_id: str = "sim"
+
+    def request(self) -> MessageRequest:
+        """The message request the journey service would put on ``ciclo.messages``."""
+        return MessageRequest(
+            message_id=self.message_id,
+            workspace_id=self.workspace_id,
+            customer_id=self.customer_id,
+            channel=self.channel,
+            template=self.template,
+            category=self.category,
+            journey_id=self.journey_id,
+            journey_version=self.version,
+            step=self.step,
+            requested_at=self.at,
+            recipient=dict(self.recipient),
+            data={"event": dict(self.trigger)},
+        )
 
     def variables(self) -> dict[str, Any]:
-        """The template variables dispatch renders this message with."""
-        return {
-            "customer": {**self.recipient.get("traits", {}), "id": self.customer_id},
-            "event": dict(self.trigger),
-            "message": {"id": self.message_id, "category": self.category},
-        }
+        """The template variables dispatch renders this message with: dispatch's own
+        ``message_variables`` of the request, with links signed as a real send's are (with
+        the development secret and URL: they are shown, never followed). A customer without
+        an address gets links to nobody: dispatch would fail that message unrendered."""
+        from services.dispatch.domain.unsubscribe import preferences_url, unsubscribe_url
+        from services.dispatch.service_layer.handlers import message_variables
+        from services.dispatch.service_layer.links import SignedLinks
+
+        request = self.request()
+        address = self.recipient.get("email" if self.channel == "email" else "phone")
+        links = SignedLinks(public_url=SIMULATED_PUBLIC_URL, secret=SIMULATED_LINK_SECRET)
+        try:
+            _, link_variables = links.for_message(request, str(address or ""))
+        except ValueError:  # no address, or one dispatch would refuse
+            link_variables = {
+                "unsubscribe_url": unsubscribe_url(SIMULATED_PUBLIC_URL, "no-address"),
+                "preferences_url": preferences_url(SIMULATED_PUBLIC_URL, "no-address"),
+            }
+        return message_variables(request, link_variables)
+
+
+SIMULATED_PUBLIC_URL = "http://localhost:8000"
+SIMULATED_LINK_SECRET = "ciclo-simulate"  # signs links nobody follows
 
 
 _TIMER, _EVENT = 0, 1  # at one instant, due timers fire before events
@@ -370,6 +406,7 @@ class Simulation:
                 message_id=send.message_id,
                 recipient=state.recipient(),
                 trigger=dict(instance.trigger),
+                workspace_id=self.workspace_id,
             )
             self.sent.append(sent)
             if self.feedback:

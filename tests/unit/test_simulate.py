@@ -10,7 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import main
+from services.dispatch.domain.unsubscribe import verify
+from services.dispatch.service_layer.handlers import message_variables
 from services.journey.simulate import (
+    SIMULATED_LINK_SECRET,
     BadInput,
     load_journeys,
     parse_cap,
@@ -18,6 +21,7 @@ from services.journey.simulate import (
     rows,
     simulate,
 )
+from shared.contracts.messages import TEMPLATE_ROOTS
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "simulate"
@@ -564,6 +568,24 @@ def test_events_are_normalised_like_ingested_ones() -> None:
     assert event.source == "simulate"
 
 
+def _links_of(variables: dict[str, Any]) -> dict[str, str]:
+    return {k: variables[k] for k in ("unsubscribe_url", "preferences_url")}
+
+
+def test_a_simulated_message_has_signed_links_to_its_address() -> None:
+    catalog = load_journeys(JOURNEYS, templates=TEMPLATES)
+    line = signup("a", "2025-01-01T10:00:00Z", email="ana@example.com")
+    events = parse_events([json.dumps(line)], workspace_id="sim").events
+    first = simulate(catalog, events, feedback=False).sent[0]
+    token = first.variables()["unsubscribe_url"].removeprefix("http://localhost:8000/u/")
+    claims = verify(token, secret=SIMULATED_LINK_SECRET)
+    assert (claims.customer_id, claims.address, claims.message_id) == (
+        "a",
+        "ana@example.com",
+        first.message_id,
+    )
+
+
 def test_simulate_exposes_what_dispatch_would_render() -> None:
     catalog = load_journeys(JOURNEYS, templates=TEMPLATES)
     events = parse_events(
@@ -571,11 +593,19 @@ def test_simulate_exposes_what_dispatch_would_render() -> None:
     ).events
     sim = simulate(catalog, events, feedback=False)
     first = sim.sent[0]
-    assert first.variables() == {
-        "customer": {"first_name": "Ana", "id": "a"},
-        "event": {"type": "signup", "id": "line-1", "properties": {}},
-        "message": {"id": first.message_id, "category": "marketing"},
-    }
+    variables = first.variables()
+    # dispatch's own definition, given the request the journey service would send
+    assert variables == message_variables(first.request(), _links_of(variables))
+    assert set(variables) == TEMPLATE_ROOTS - {"codes"}  # codes are drawn at the render
+    assert variables["customer"] == {"first_name": "Ana", "id": "a"}
+    assert variables["event"] == {"type": "signup", "id": "line-1", "properties": {}}
+    assert variables["message"] == {"id": first.message_id, "category": "marketing"}
+    # customer intelligence as the journey knew it at the send
+    assert (variables["stage"], variables["lead"]["band"]) == ("subscriber", "cold")
+    assert variables["profile"]["order_count"] == 0
+    assert (variables["rfm"], variables["predictions"], variables["segments"]) == ({}, {}, [])
+    assert variables["unsubscribe_url"].startswith("http://localhost:8000/u/")
+    assert variables["preferences_url"].startswith("http://localhost:8000/preferences/")
     assert [r["template"] for r in rows(sim) if r["kind"] == "sent"] == [
         "welcome-1",
         "welcome-2-discount",
