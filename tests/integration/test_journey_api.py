@@ -483,6 +483,25 @@ async def test_pause_resume_archive_change_the_catalog(api: Api) -> None:
     assert (await api.get("/v1/journeys")).json()["journeys"][0]["status"] == "published"
 
 
+@pytest.mark.parametrize(
+    ("action", "advice"), [("pause", "resume it"), ("archive", "save its document as a new draft")]
+)
+async def test_publishing_the_current_version_of_a_stopped_journey_is_409_saying_how(
+    api: Api, action: str, advice: str
+) -> None:
+    # It answered 200, "published" in the request and the old status in the body: nothing
+    # went live, and a client checking the status code believed it had.
+    await api.post("/v1/journeys", cart())
+    await api.post("/v1/journeys/cart/versions/1/publish")
+    stopped = (await api.post(f"/v1/journeys/cart/{action}")).json()["status"]
+    again = await api.post("/v1/journeys/cart/versions/1/publish")
+    assert again.status_code == 409
+    message = again.json()["error"]["message"]
+    assert f"the journey is {stopped}" in message
+    assert advice in message
+    assert (await api.get("/v1/journeys/cart")).json()["status"] == stopped  # nothing changed
+
+
 async def test_the_catalog_is_cached_between_checks(api: Api) -> None:
     clock = [0.0]
     catalogs = DatabaseCatalogs(

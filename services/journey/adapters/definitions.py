@@ -387,16 +387,28 @@ class JourneyStore:
         self, workspace: str, journey_id: str, version: int, *, check: Check, now: datetime
     ) -> DefinitionRow:
         """Publish the draft: it becomes the current version and the journey ``published``
-        (from draft, paused or archived alike). Publishing the current version again changes
-        nothing; an older published version cannot be published again."""
+        (from draft, paused or archived alike). Publishing the current version of a published
+        journey again changes nothing; of a paused or archived one, or an older published
+        version, is a Conflict."""
         async with self._transaction() as conn:
             current = await self._existing(conn, workspace, journey_id)
             existing = current.version(version)
             if existing is None:
                 raise NotFound(f"journey {journey_id!r} has no version {version}")
             if existing.state == "published":
-                if version == current.current_version:
+                if version == current.current_version and current.status == "published":
                     return current
+                if version == current.current_version:
+                    # Answering 200 here would say "published" of a journey no one enters.
+                    how = (
+                        f"resume it (POST /v1/journeys/{journey_id}/resume)"
+                        if current.status == "paused"
+                        else "save its document as a new draft and publish that"
+                    )
+                    raise Conflict(
+                        f"version {version} of {journey_id!r} is published but the journey is "
+                        f"{current.status}: to let customers in again, {how}"
+                    )
                 raise Conflict(
                     f"version {version} of {journey_id!r} was superseded by version "
                     f"{current.current_version}: to go back, save its document as a new draft"

@@ -412,7 +412,8 @@ def journeys_router(
         summary="Publish the draft: new customers enter it",
         description="The version becomes the current one and the journey `published` (also "
         "when it was paused or archived). Runs in flight stay on the version they entered. "
-        "Publishing the current version again changes nothing; an older one is 409.",
+        "Publishing the current version of a published journey again changes nothing; an "
+        "older one, or the current one of a paused or archived journey, is 409.",
         responses={
             **_AUTH,
             **_NOT_FOUND,
