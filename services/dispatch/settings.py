@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.dispatch.domain.unsubscribe import public_base
 from shared.errors import ConfigurationError
 from shared.settings import CommonSettings
 
@@ -34,7 +36,8 @@ class DispatchSettings(CommonSettings):
     )
     public_url: str = Field(
         "http://localhost:8000",
-        description="Base URL where recipients reach Ciclo (unsubscribe links, preference centre).",
+        description="Base URL where recipients reach Ciclo (unsubscribe links, preference centre); "
+        "https:// and not localhost when `CICLO_ENV=production`.",
     )
     unsubscribe_secret: SecretStr = Field(
         SecretStr("ciclo-development-unsubscribe-secret"),
@@ -81,6 +84,20 @@ class DispatchSettings(CommonSettings):
         if self.env == "production" and self.email_provider == "sink":
             raise ConfigurationError(
                 "CICLO_ENV=production needs a real CICLO_EMAIL_PROVIDER, not the local sink"
+            )
+        try:
+            base = public_base(self.public_url)
+        except ValueError as exc:
+            # Every send builds its links from it: refuse at start, not on each message.
+            raise ConfigurationError(f"CICLO_PUBLIC_URL {exc}") from None
+        parts = urlsplit(base)
+        if self.env == "production" and (
+            parts.scheme != "https" or parts.hostname in ("localhost", "127.0.0.1", "::1")
+        ):
+            raise ConfigurationError(
+                "CICLO_ENV=production needs CICLO_PUBLIC_URL to be the https:// address where "
+                "recipients reach Ciclo (one-click unsubscribe links must be HTTPS, RFC 8058), "
+                f"not {self.public_url!r}"
             )
         if (
             self.env == "production"

@@ -187,7 +187,7 @@ def test_sendgrid_in_production_is_one_env_file_away(
     env_file = tmp_path / "prod.env"
     env_file.write_text(
         "CICLO_ENV=production\nCICLO_EMAIL_PROVIDER=sendgrid\nCICLO_SENDGRID_API_KEY=SG.test\n"
-        "CICLO_UNSUBSCRIBE_SECRET=0123456789abcdef\n"
+        "CICLO_UNSUBSCRIBE_SECRET=0123456789abcdef\nCICLO_PUBLIC_URL=https://ciclo.shop.example\n"
         "POSTGRES_PASSWORD=s3cret-pass\nBIND_ADDRESS=0.0.0.0\n"
     )
     config = compose_config(tmp_path, env_file=env_file)

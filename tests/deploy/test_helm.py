@@ -321,6 +321,18 @@ def test_production_values(chart: Any) -> None:
             "dispatch.autoscaling.maxReplicas (20) must not exceed",
         ),
         ({"config.env": "production"}, "not the local sink"),
+        (
+            {"config.env": "production", "email.provider": "sendgrid"},
+            "needs email.publicUrl to be the https:// address",
+        ),
+        (
+            {
+                "config.env": "production",
+                "email.provider": "sendgrid",
+                "email.publicUrl": "https://localhost:8443",
+            },
+            "needs email.publicUrl to be the https:// address",
+        ),
         ({"email.provider": "sendgrid"}, "needs email.sendgrid.apiKey or existingSecret"),
         ({"database.url": ""}, "set database.url or existingSecret"),
         (

@@ -52,6 +52,40 @@ def test_production_refuses_the_local_sink(monkeypatch: pytest.MonkeyPatch) -> N
         DispatchSettings()
 
 
+@pytest.mark.parametrize("url", ["ciclo.shop.example", "https://", "https://shop example", ""])
+def test_a_public_url_links_cannot_be_built_on_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("CICLO_PUBLIC_URL", url)
+    with pytest.raises(ConfigurationError, match="CICLO_PUBLIC_URL must be an absolute http"):
+        DispatchSettings()
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://localhost:8000", True),  # the development default
+        ("https://127.0.0.1:8443", True),
+        ("http://ciclo.shop.example", True),  # one-click unsubscribe needs HTTPS
+        ("https://ciclo.shop.example/", False),
+        ("https://shop.example/ciclo", False),
+    ],
+)
+def test_production_needs_a_public_https_url(
+    monkeypatch: pytest.MonkeyPatch, url: str, refused: bool
+) -> None:
+    monkeypatch.setenv("CICLO_ENV", "production")
+    monkeypatch.setenv("CICLO_EMAIL_PROVIDER", "sendgrid")
+    monkeypatch.setenv("CICLO_SENDGRID_API_KEY", "SG.test")
+    monkeypatch.setenv("CICLO_UNSUBSCRIBE_SECRET", "0123456789abcdef")
+    monkeypatch.setenv("CICLO_PUBLIC_URL", url)
+    if refused:
+        with pytest.raises(ConfigurationError, match="needs CICLO_PUBLIC_URL to be the https://"):
+            DispatchSettings()
+    else:
+        assert DispatchSettings().public_url == url
+
+
 def test_kafka_plaintext_by_default() -> None:
     from shared.bus.factory import kafka_connection
 

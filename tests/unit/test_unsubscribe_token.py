@@ -189,7 +189,9 @@ def test_body_links_keep_the_path_prefix_of_the_public_url() -> None:
     )
 
 
-@pytest.mark.parametrize("public_url", ["shop.example", "ftp://shop.example", "https://a b"])
+@pytest.mark.parametrize(
+    "public_url", ["shop.example", "ftp://shop.example", "https://a b", "https://", "https:///x"]
+)
 def test_a_public_url_that_is_not_absolute_http_is_refused(public_url: str) -> None:
-    with pytest.raises(ValueError, match="public URL"):
+    with pytest.raises(ValueError, match="must be an absolute http"):
         unsubscribe_url(public_url, token())

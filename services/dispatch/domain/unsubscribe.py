@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from services.dispatch.errors import DispatchError
 from shared.contracts.addresses import normalise_address
@@ -121,12 +121,12 @@ def verify(token: str, secret: str, *, older_secrets: Sequence[str] = ()) -> Sub
 
 def unsubscribe_url(public_url: str, token: str) -> str:
     """The one-click URL: POST unsubscribes, GET shows a confirmation page."""
-    return f"{_base(public_url)}/u/{token}"
+    return f"{public_base(public_url)}/u/{token}"
 
 
 def preferences_url(public_url: str, token: str) -> str:
     """The preference centre of the token's address."""
-    return f"{_base(public_url)}/preferences/{token}"
+    return f"{public_base(public_url)}/preferences/{token}"
 
 
 def list_unsubscribe_headers(*, public_url: str, token: str, mailto: str = "") -> dict[str, str]:
@@ -147,10 +147,16 @@ def list_unsubscribe_headers(*, public_url: str, token: str, mailto: str = "") -
     }
 
 
-def _base(public_url: str) -> str:
+def public_base(public_url: str) -> str:
+    """The base of every link to Ciclo's pages, without a trailing slash; ValueError when it is
+    not an absolute http(s) URL with a host (the settings check it at start with this)."""
     base = public_url.strip().rstrip("/")
-    if not base.startswith(("https://", "http://")) or any(c in base for c in "<>\"' \r\n\t"):
-        raise ValueError(f"public URL must be an absolute http(s) URL, not {public_url!r}")
+    if (
+        not base.startswith(("https://", "http://"))
+        or any(c in base for c in "<>\"' \r\n\t")
+        or not urlsplit(base).hostname
+    ):
+        raise ValueError(f"must be an absolute http(s) URL, not {public_url!r}")
     return base
 
 

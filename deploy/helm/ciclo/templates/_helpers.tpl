@@ -129,6 +129,9 @@ by every template that depends on them, so `helm template` and `helm install` bo
 {{- if and (eq .Values.config.env "production") (eq .Values.email.provider "sink") -}}
 {{- fail "config.env=production needs a real email.provider, not the local sink (the services refuse to start)" -}}
 {{- end -}}
+{{- if and (eq .Values.config.env "production") (or (not (hasPrefix "https://" .Values.email.publicUrl)) (regexMatch "^https://(localhost|127\\.0\\.0\\.1|\\[::1\\])([:/]|$)" .Values.email.publicUrl)) -}}
+{{- fail "config.env=production needs email.publicUrl to be the https:// address recipients reach (one-click unsubscribe links must be HTTPS; the services refuse to start)" -}}
+{{- end -}}
 {{- if not .Values.existingSecret -}}
 {{- if not .Values.database.url -}}
 {{- fail "set database.url or existingSecret (a Secret with CICLO_DATABASE_URL)" -}}
