@@ -86,6 +86,24 @@ def test_validate_reports_unreadable_json(tmp_path: Path, templates: Path) -> No
     assert result.output.startswith(f"{path}: $: not valid JSON")
 
 
+def test_validate_reports_a_document_nested_too_deeply_not_a_traceback(
+    tmp_path: Path, templates: Path
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text(
+        '{"id": "j", "trigger": {"event": "signup", "where": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}}"
+    )
+    result = CliRunner().invoke(main, ["journeys", "validate", str(deep)])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output == f"{deep}: $: not valid JSON: nested too deeply to read " + (
+        "(a journey needs a few levels, not hundreds)\n"
+    )
+
+
 def test_validate_reports_a_key_given_twice(tmp_path: Path, templates: Path) -> None:
     # JSON keeps the last of two equal keys: the send written first under "hello" would be
     # dropped without a word, and the journey would start with a wait.

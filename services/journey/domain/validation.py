@@ -109,8 +109,17 @@ def loads_document(text: str | bytes) -> Any:
     """A JSON text as ``json.loads`` reads it, each object remembering the keys it repeats,
     for ``json_problems``: ``json.loads`` keeps the last value of a key given twice, so a step
     written twice under one name would silently lose the first. Raises ``ValueError`` when the
-    text is not JSON."""
-    return json.loads(text, object_pairs_hook=_Object)
+    text is not JSON, ``TooDeep`` (a ValueError) when it nests deeper than the parser follows."""
+    try:
+        return json.loads(text, object_pairs_hook=_Object)
+    except RecursionError:
+        raise TooDeep(
+            "nested too deeply to read (a journey needs a few levels, not hundreds)"
+        ) from None
+
+
+class TooDeep(ValueError):
+    """A JSON text nested deeper than ``json.loads`` can follow (it raised RecursionError)."""
 
 
 def json_problems(document: Any, at: tuple[str | int, ...] = ()) -> list[Problem]:
