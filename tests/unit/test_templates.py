@@ -291,3 +291,25 @@ def test_the_order_thanks_template_prints_prices_in_the_orders_currency() -> Non
     assert "Total: ¥1,290" in rendered.text
     assert rendered.html is not None
     assert "<td>¥990</td>" in rendered.html and "<strong>¥1,290</strong>" in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("properties", "shown"),
+    [
+        # Shopify's webhook: the id is a long number, `name` ("#1001") is what the shop shows.
+        ({"order_id": "820982911946154508", "order_number": "#1001"}, "#1001"),
+        ({"order_id": "o-1001"}, "o-1001"),
+    ],
+)
+def test_the_order_thanks_template_names_the_order_as_the_shop_does(
+    properties: dict[str, str], shown: str
+) -> None:
+    order = {
+        "type": "order_completed",
+        "properties": {**properties, "total": "9", "currency": "EUR"},
+    }
+    variables = merge(default_sample("email"), {"event": order})
+    rendered = TemplateStore(REPO_TEMPLATES).render("order-thanks", "email", variables)
+    assert rendered.subject == f"Thank you for your order {shown}"
+    assert f"thank you for your order {shown}." in rendered.text
+    assert rendered.html is not None and f"<strong>{shown}</strong>" in rendered.html
