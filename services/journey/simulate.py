@@ -45,6 +45,7 @@ from services.journey.domain.customer import (
 from services.journey.domain.definitions import Journey
 from services.journey.domain.durations import DurationError, parse_duration
 from services.journey.domain.localtime import zone
+from services.journey.service_layer.handlers import message_request
 from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
 
@@ -255,28 +256,16 @@ class Sent:
     template: str
     category: str
     message_id: str
-    recipient: Mapping[str, Any]
-    """The profile snapshot at the send (``CustomerState.recipient()``)."""
-    trigger: Mapping[str, Any]
-    """The event that started the run: ``{"type", "id", "properties"}``."""
-    workspace_id: str = "sim"
+    message: MessageRequest
+    """The request the journey service would put on ``ciclo.messages`` (built by the same
+    ``message_request``): the profile snapshot at the send and the event that started the run."""
 
     def request(self) -> MessageRequest:
-        """The message request the journey service would put on ``ciclo.messages``."""
-        return MessageRequest(
-            message_id=self.message_id,
-            workspace_id=self.workspace_id,
-            customer_id=self.customer_id,
-            channel=self.channel,
-            template=self.template,
-            category=self.category,
-            journey_id=self.journey_id,
-            journey_version=self.version,
-            step=self.step,
-            requested_at=self.at,
-            recipient=dict(self.recipient),
-            data={"event": dict(self.trigger)},
-        )
+        return self.message
+
+    @property
+    def recipient(self) -> Mapping[str, Any]:
+        return self.message.recipient
 
     def variables(self) -> dict[str, Any]:
         """The template variables dispatch renders this message with: dispatch's own
@@ -404,9 +393,7 @@ class Simulation:
                 template=send.template,
                 category=send.category,
                 message_id=send.message_id,
-                recipient=state.recipient(),
-                trigger=dict(instance.trigger),
-                workspace_id=self.workspace_id,
+                message=message_request(outgoing, state, now),
             )
             self.sent.append(sent)
             if self.feedback:

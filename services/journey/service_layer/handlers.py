@@ -412,27 +412,33 @@ def _announce(state: CustomerState, event: Derived, live: bool, now: datetime) -
     )
 
 
+def message_request(message: Outgoing, state: CustomerState, now: datetime) -> MessageRequest:
+    """The request a run's send puts on ``ciclo.messages`` (``ciclo simulate`` renders it too):
+    the customer's profile snapshot as recipient, the event that started the run as data."""
+    run, send = message.instance, message.send
+    return MessageRequest(
+        message_id=send.message_id,
+        workspace_id=run.workspace_id,
+        customer_id=run.customer_id,
+        channel=send.channel,
+        template=send.template,
+        category=send.category,
+        journey_id=run.journey_id,
+        journey_version=run.version,
+        run_id=run.run_id,
+        step=send.step,
+        requested_at=now,
+        recipient=state.recipient(),
+        data={"event": dict(run.trigger)},
+    )
+
+
 def _requests(
     messages: Iterable[Outgoing], states: dict[tuple[str, str], CustomerState], now: datetime
 ) -> Iterable[OutgoingRecord]:
     for message in messages:
-        run, send = message.instance, message.send
-        state = states[(run.workspace_id, run.customer_id)]
-        request = MessageRequest(
-            message_id=send.message_id,
-            workspace_id=run.workspace_id,
-            customer_id=run.customer_id,
-            channel=send.channel,
-            template=send.template,
-            category=send.category,
-            journey_id=run.journey_id,
-            journey_version=run.version,
-            run_id=run.run_id,
-            step=send.step,
-            requested_at=now,
-            recipient=state.recipient(),
-            data={"event": dict(run.trigger)},
-        )
+        run = message.instance
+        request = message_request(message, states[(run.workspace_id, run.customer_id)], now)
         yield OutgoingRecord(
             topic=MESSAGES, key=request.key, value=request.to_json(), headers=request.headers()
         )
