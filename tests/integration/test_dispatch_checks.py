@@ -30,6 +30,7 @@ from services.dispatch.service_layer.handlers import (
     Sender,
     lane,
 )
+from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.runtime import Runtime
@@ -45,6 +46,8 @@ from shared.tenancy.keys import Scope
 from tests.fakes.sendgrid import FakeSendGrid, Injected
 from tests.fakes.server import serve
 
+LINKS = SignedLinks(public_url="https://mail.shop.example", secret="test-unsubscribe-secret")
+"""The links of every message, as a real send has them."""
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NIGHT = datetime(2026, 11, 23, 22, 30, tzinfo=UTC)  # 23:30 in Madrid
 
@@ -113,6 +116,7 @@ def make(
         retry=retry or RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05),
         ambiguous_policy="skip",
         clock=clock or VirtualClock(NIGHT),
+        links=LINKS,
         hold_over=hold_over,
     )
 

@@ -24,6 +24,7 @@ from services.dispatch.service_layer.handlers import (
     Sender,
     lane,
 )
+from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import SystemClock
 from shared.contracts.events import EventEnvelope
@@ -32,6 +33,8 @@ from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
 from shared.retry import RetryPolicy
 
+LINKS = SignedLinks(public_url="https://mail.shop.example", secret="test-unsubscribe-secret")
+"""The links of every message, as a real send has them."""
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
 
@@ -95,6 +98,7 @@ def dispatcher(
         retry=RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.05),
         ambiguous_policy=policy,
         clock=SystemClock(),
+        links=LINKS,
         claim_chunk=chunk,
     )
 

@@ -23,6 +23,7 @@ from services.dispatch.service_layer.handlers import (
     Sender,
     lane,
 )
+from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import SystemClock
 from shared.contracts.events import EventEnvelope
@@ -34,6 +35,8 @@ from tests.fakes.sendgrid import FakeSendGrid, Injected
 from tests.fakes.server import serve
 from tests.fixtures.waiting import wait_for
 
+LINKS = SignedLinks(public_url="https://mail.shop.example", secret="test-unsubscribe-secret")
+"""The links of every message, as a real send has them."""
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 NOW = datetime(2026, 11, 23, 9, tzinfo=UTC)
 
@@ -75,6 +78,7 @@ def dispatcher(
         retry=RetryPolicy(max_attempts=attempts, initial_delay=0.01, max_delay=2),
         ambiguous_policy=policy,
         clock=SystemClock(),
+        links=LINKS,
     )
 
 
@@ -121,6 +125,13 @@ async def test_sends_with_sendgrids_wire_format(
     assert mail["subject"] == "Welcome, Ana!"
     assert [c["type"] for c in mail["content"]] == ["text/plain", "text/html"]
     assert mail["custom_args"]["ciclo_message_id"] == "msg_1"
+    # A marketing email carries its one-click unsubscribe header and both links in its body.
+    assert mail["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    unsubscribe = mail["headers"]["List-Unsubscribe"].strip("<>")
+    assert unsubscribe.startswith("https://mail.shop.example/u/v1.")
+    preferences = unsubscribe.replace("/u/", "/preferences/")
+    for part in mail["content"]:
+        assert unsubscribe in part["value"] and preferences in part["value"], part["type"]
     assert (await ledger(engine))["msg_1"] == ("sent", 1)
     [event] = await emitted(engine)
     assert (event.type, event.customer_id, event.source) == ("message_sent", "c1", "dispatch")

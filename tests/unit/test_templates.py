@@ -25,9 +25,16 @@ def write(folder: Path, template_id: str, **parts: str) -> None:
         (folder / template_id / f"{name}.liquid").write_text(body)
 
 
+LINKS = {
+    "unsubscribe_url": "https://mail.shop.example/u/v1.cGF5bG9hZA.bWFj",
+    "preferences_url": "https://mail.shop.example/preferences/v1.cGF5bG9hZA.bWFj",
+}
+"""What every message dispatch renders has (docs/dispatch.md, unsubscribe)."""
+
+
 def test_welcome_template_renders_with_a_name() -> None:
     rendered = TemplateStore(REPO_TEMPLATES).render(
-        "welcome-1", "email", {"customer": {"first_name": "Ana"}, "event": {}, "message": {}}
+        "welcome-1", "email", {"customer": {"first_name": "Ana"}, "event": {}, **LINKS}
     )
     assert rendered.subject == "Welcome, Ana!"
     assert "Hi Ana," in rendered.text
@@ -36,7 +43,7 @@ def test_welcome_template_renders_with_a_name() -> None:
 
 def test_default_filter_covers_a_missing_trait() -> None:
     rendered = TemplateStore(REPO_TEMPLATES).render(
-        "welcome-1", "email", {"customer": {}, "event": {}, "message": {}}
+        "welcome-1", "email", {"customer": {}, "event": {}, **LINKS}
     )
     assert rendered.subject == "Welcome, friend!"
 
@@ -183,10 +190,7 @@ def _marketing_email_templates() -> list[str]:
 def test_every_shipped_marketing_email_has_a_visible_unsubscribe_link(template_id: str) -> None:
     # Gmail and Yahoo want a visible unsubscribe link in the body of bulk mail, besides the
     # List-Unsubscribe header (docs/dispatch.md, deliverability checklist).
-    links = {
-        "unsubscribe_url": "https://mail.shop.example/u/v1.cGF5bG9hZA.bWFj",
-        "preferences_url": "https://mail.shop.example/preferences/v1.cGF5bG9hZA.bWFj",
-    }
+    links = LINKS
     # The event the journey started on (cross-sell follows an order): what every run has.
     order = {"type": "order_completed", "properties": {"order_id": "1001", "total": "59.90"}}
     variables = merge(default_sample("email"), {**links, "event": order})
@@ -196,6 +200,16 @@ def test_every_shipped_marketing_email_has_a_visible_unsubscribe_link(template_i
     assert f'href="{links["preferences_url"]}"' in rendered.html
     assert links["unsubscribe_url"] in rendered.text
     assert links["preferences_url"] in rendered.text
+
+
+@pytest.mark.parametrize("template_id", _marketing_email_templates())
+def test_a_shipped_marketing_email_without_its_links_does_not_render(template_id: str) -> None:
+    # Every dispatcher has links, so a footer guarded by `{% if unsubscribe_url %}` could only
+    # ever hide a missing link: a render without them must fail, never send mail without them.
+    variables = merge(default_sample("email"), {"event": {"properties": {"order_id": "1001"}}})
+    del variables["unsubscribe_url"], variables["preferences_url"]
+    with pytest.raises(TemplateError, match="unsubscribe_url is undefined"):
+        TemplateStore(REPO_TEMPLATES).render(template_id, "email", variables)
 
 
 @pytest.mark.parametrize(

@@ -264,7 +264,7 @@ class Dispatcher:
         retry: RetryPolicy,
         ambiguous_policy: Literal["skip", "resend"],
         clock: Clock,
-        links: Links | None = None,
+        links: Links,
         hold_over: float = 60.0,
         claim_chunk: int = 100,
     ) -> None:
@@ -278,6 +278,8 @@ class Dispatcher:
         self._ambiguous_policy = ambiguous_policy
         self._clock = clock
         self._links = links
+        """Every message gets its unsubscribe links, and a marketing email its List-Unsubscribe
+        headers: required, so that no dispatcher can send marketing email without them."""
         self._hold_over = hold_over
         """A provider asking us to wait longer than this (Retry-After) gets the message held in
         the ledger and retried by the held-message poller, instead of a send waiting in memory."""
@@ -493,12 +495,9 @@ class Dispatcher:
         attempts: int,
         now: datetime,
     ) -> _Claim | Outcome:
-        headers: dict[str, str] = {}
-        links: dict[str, str] = {}
-        if self._links is not None:
-            headers, links = self._links.for_message(request, address)
-            if request.category != "marketing" or request.channel != "email":
-                headers = {}  # List-Unsubscribe belongs on marketing email only
+        headers, links = self._links.for_message(request, address)
+        if request.category != "marketing" or request.channel != "email":
+            headers = {}  # List-Unsubscribe belongs on marketing email only
         variables = message_variables(request, links)
         try:
             content = await self._renderer.render(
