@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from shared.bus.ports import ConsumedRecord
 from shared.consumer import ConsumerRunner
@@ -133,44 +134,43 @@ async def test_a_failing_poll_is_retried() -> None:
             return await super().poll(max_records=max_records, timeout=timeout)
 
     consumer = FlakyPoll([record(0)])
-    runner = ConsumerRunner(
-        group="g",
-        consumer=consumer,
-        handler=_ok,
-        dead_letters=MemoryPublisher(),
-        retry_base_delay=0.0,
-    )
+    runner = _runner(consumer, retry_base_delay=0.0)
     consumer.on_drained = runner.stop
     await runner.run()
     assert runner.processed == 1
 
 
+class Unreachable(ListConsumer):
+    """Refuses its first ``refusals`` starts as when the broker cannot be reached, then joins
+    once ``let_in`` is set."""
+
+    def __init__(self, records: Sequence[ConsumedRecord], *, refusals: int) -> None:
+        super().__init__(records)
+        self.refusals = refusals
+        self.attempts = 0
+        self.let_in = asyncio.Event()
+
+    async def start(self) -> None:
+        from shared.errors import BusError
+
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise BusError("broker unreachable")
+        await self.let_in.wait()
+        await super().start()
+
+
+def _runner(consumer: ListConsumer, **kwargs: Any) -> ConsumerRunner:
+    return ConsumerRunner(
+        group="g", consumer=consumer, handler=_ok, dead_letters=MemoryPublisher(), **kwargs
+    )
+
+
 async def test_a_consumer_that_cannot_join_is_started_again_and_reported_meanwhile() -> None:
     import pytest
 
-    from shared.errors import BusError
-
-    class Unreachable(ListConsumer):
-        """The broker refuses the first two starts, then the third is let through."""
-
-        attempts = 0
-        let_in = asyncio.Event()
-
-        async def start(self) -> None:
-            self.attempts += 1
-            if self.attempts <= 2:
-                raise BusError("broker unreachable")
-            await self.let_in.wait()
-            await super().start()
-
-    consumer = Unreachable([record(0), record(1)])
-    runner = ConsumerRunner(
-        group="g",
-        consumer=consumer,
-        handler=_ok,
-        dead_letters=MemoryPublisher(),
-        retry_base_delay=0.0,
-    )
+    consumer = Unreachable([record(0), record(1)], refusals=2)
+    runner = _runner(consumer, retry_base_delay=0.0)
     consumer.on_drained = runner.stop
     running = asyncio.create_task(runner.run())
     await wait_for(lambda: consumer.attempts == 3, timeout=5, what="the third start")
@@ -184,19 +184,8 @@ async def test_a_consumer_that_cannot_join_is_started_again_and_reported_meanwhi
 
 
 async def test_a_stop_while_the_consumer_cannot_join_ends_the_loop() -> None:
-    from shared.errors import BusError
-
-    class Unreachable(ListConsumer):
-        attempts = 0
-
-        async def start(self) -> None:
-            self.attempts += 1
-            raise BusError("broker unreachable")
-
-    consumer = Unreachable([record(0)])
-    runner = ConsumerRunner(
-        group="g", consumer=consumer, handler=_ok, dead_letters=MemoryPublisher()
-    )
+    consumer = Unreachable([record(0)], refusals=1_000_000)
+    runner = _runner(consumer)
     running = asyncio.create_task(runner.run())
     await wait_for(lambda: consumer.attempts >= 1, timeout=5, what="a first start")
     runner.stop()  # wakes the back-off at once
