@@ -448,6 +448,34 @@ async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
     assert clock.now() == again_at
 
 
+@pytest.mark.parametrize("retry_after", [59, 120, 299])
+async def test_a_retry_after_within_the_hold_over_is_waited_in_full(
+    engine: AsyncEngine,
+    templates: Path,
+    sendgrid: tuple[FakeSendGrid, str],
+    client: httpx.AsyncClient,
+    retry_after: int,
+) -> None:
+    """With CICLO_SEND_HOLD_OVER above the retry policy's 60 s cap (the policy bootstrap
+    builds), a provider asking for 120 s is asked again after 120 s, not 60."""
+    fake, url = sendgrid
+    fake.fail_next(Injected(status=429, headers={"Retry-After": str(retry_after)}))
+    clock = VirtualClock(NIGHT)
+    d = make(
+        engine,
+        templates,
+        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        clock=clock,
+        policy=DispatchPolicy(quiet_hours={}),
+        hold_over=300,
+        retry=RetryPolicy(max_attempts=3, jitter=0),  # max_delay: the default 60 s
+    )
+    await d.handle([request(1)])
+    assert fake.requests == 2
+    assert (await ledger(engine))["msg_1"] == ("sent", None)
+    assert clock.now() == NIGHT + timedelta(seconds=retry_after)
+
+
 async def test_a_retry_after_date_past_the_hold_over_holds_until_that_date(
     engine: AsyncEngine,
     templates: Path,

@@ -614,9 +614,15 @@ class Dispatcher:
                     receipt.provider_message_id,
                     provider=provider.name,
                 )
+            delay = self._retry.delay(attempts, retry_after=retry_after)
+            if retry_after is not None:
+                # The policy caps a Retry-After at its max_delay; up to the hold-over (beyond it
+                # the message was held above) the provider's ask is waited in full, or a
+                # throttling provider would be asked again before it said it could take more.
+                delay = max(delay, retry_after)
             # On the injected clock, like the wait it was computed from: a simulation or a test
             # on a virtual clock moves it instead of sleeping.
-            await self._clock.sleep(self._retry.delay(attempts, retry_after=retry_after))
+            await self._clock.sleep(delay)
 
     def _pick(self, route: ResolvedRoute) -> Lane | None:
         if route.primary.breaker.allow():
