@@ -189,6 +189,11 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
                 f"the body is not valid JSON: {reason} at character {at}",
                 field="body",
             )
+        if any(e["type"] == "missing" and tuple(e["loc"]) == ("body",) for e in exc.errors()):
+            # No body at all where one is required: not JSON, like a body that does not parse.
+            return problem(
+                400, "invalid_body", "the body is empty: send a JSON object", field="body"
+            )
         errors = [
             {"field": _field_path(e["loc"], union_tags), "message": e["msg"], "type": e["type"]}
             for e in exc.errors()

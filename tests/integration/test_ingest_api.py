@@ -665,6 +665,7 @@ async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-unt
     [
         (b'{"type":', "the body is not valid JSON: Expecting value at character 8"),
         (b'{"type": "\xff\xfe"}', "the body could not be read as UTF-8 JSON"),
+        (b"", "the body is empty: send a JSON object"),
         # What the fast path, Segment and import refuse too: never stored as null.
         (
             b'{"type": "x", "customer_id": "c1", "properties": {"ratio": NaN}}',

@@ -239,6 +239,14 @@ async def test_a_body_that_is_not_json_is_415_or_400(api: Api) -> None:
     error = answer.json()["error"]
     assert (error["code"], error["field"]) == ("invalid_body", "body")
     assert error["message"] == "the body is not valid JSON: Expecting value at character 6"
+    answer = await api.client.post("/v1/journeys", headers=headers, content=b"")
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == {
+        "status": 400,
+        "code": "invalid_body",
+        "message": "the body is empty: send a JSON object",
+        "field": "body",
+    }
 
 
 @pytest.mark.parametrize("body", [b"[1]", b"null", b'"cart"', b"7"])
