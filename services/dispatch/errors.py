@@ -4,6 +4,9 @@ DispatchError
 ├── TemplateError          a template is missing or does not render (undefined variable…)
 └── SendError              a provider refused or failed a send
     ├── PermanentSendError   never retried (4xx other than 408/429, bad address)
+    │   └── NotSentError       refused before any request reached the provider (wrong
+    │                          channel, a number not in E.164, an id too long): says nothing
+    │                          about the provider's health
     ├── TransientSendError   retried with backoff (429, 5xx, connection refused); retry_after
     │                        (seconds, or the time the provider named), turned into a wait on
     │                        the dispatcher's clock by ``wait``
@@ -35,6 +38,11 @@ class SendError(DispatchError):
 
 class PermanentSendError(SendError):
     pass
+
+
+class NotSentError(PermanentSendError):
+    """The provider adapter refused the message before sending anything: the provider was not
+    asked, so its circuit breaker neither closes nor opens on it."""
 
 
 class TransientSendError(SendError):

@@ -19,18 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.sendgrid import SendGridProvider
 from services.dispatch.adapters.providers.sink import SinkProvider
+from services.dispatch.adapters.providers.twilio import TwilioProvider
 from services.dispatch.adapters.tables import erasures, messages, outbox, providers, sink
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.policy import DispatchPolicy, QuietHours
+from services.dispatch.domain.providers import TwilioConfig
 from services.dispatch.service_layer.erasure import KEEP_ERASURES, erase_customers, prune_erasures
 from services.dispatch.service_layer.handlers import (
     Dispatcher,
     FileRenderer,
     FixedRoutes,
+    Lane,
     Sender,
     lane,
 )
 from services.dispatch.service_layer.links import SignedLinks
+from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from services.dispatch.settings import DispatchSettings
 from services.runtime import Runtime
@@ -45,6 +49,7 @@ from shared.settings import ServerSettings
 from shared.tenancy.keys import Scope
 from tests.fakes.sendgrid import FakeSendGrid, Injected
 from tests.fakes.server import serve
+from tests.fakes.twilio import FakeTwilio
 
 LINKS = SignedLinks(public_url="https://mail.shop.example", secret="test-unsubscribe-secret")
 """The links of every message, as a real send has them."""
@@ -544,6 +549,61 @@ async def test_a_throttled_trial_send_does_not_shut_the_provider_for_good(
         await d.handle([request(1)])
     assert fake.message_ids() == ["msg_1"]
     assert (await ledger(engine))["msg_1"] == ("sent", None)
+
+
+async def test_a_message_refused_before_the_request_is_no_trial_of_the_provider(
+    engine: AsyncEngine, templates: Path, client: httpx.AsyncClient
+) -> None:
+    """Twilio fails three sends and its breaker opens. After the cooldown, an email handed to
+    Twilio is refused before any request: that says nothing about Twilio, so the breaker stays
+    half-open and the next SMS is the trial; its 503 opens the breaker again at once (the
+    message is held) instead of finding a closed breaker and being retried against Twilio."""
+    fake = FakeTwilio()
+    clock = VirtualClock(NIGHT)
+    breaker = CircuitBreaker(
+        "twilio", threshold=3, cooldown=30, clock=lambda: clock.now().timestamp()
+    )
+    with serve(fake.app) as url:
+        provider = TwilioProvider(
+            client,
+            TwilioConfig(
+                account_sid=fake.account_sid,
+                auth_token=fake.auth_token,
+                from_number=fake.numbers[0],
+                base_url=url,
+            ),
+        )
+        sessions = session_factory(engine)
+        d = Dispatcher(
+            uow=lambda: DispatchUnitOfWork(sessions),
+            renderer=FileRenderer(TemplateStore(templates)),
+            routes=FixedRoutes(Lane(provider, breaker, RateGate(rate=None, concurrency=4))),
+            sender=Sender(email="shop@example.com", name="Shop"),
+            retry=RetryPolicy(max_attempts=3, initial_delay=1, max_delay=1, jitter=0),
+            ambiguous_policy="skip",
+            clock=clock,
+            links=LINKS,
+            hold_over=10,
+        )
+        consent = {"sms_marketing_consent": "granted"}
+        fake.fail_next(*[Injected(status=503)] * 4)
+        await d.handle([request(1, channel="sms", traits=consent)])
+        assert fake.requests == 3 and str(breaker.state) == "open"
+        clock.advance(timedelta(seconds=30))
+
+        await d.handle([request(2, channel="email")])
+        assert fake.requests == 3  # never reached Twilio
+        assert str(breaker.state) == "half_open"
+
+        await d.handle([request(3, channel="sms", traits=consent)])
+    assert fake.requests == 4  # one trial, not three sends to a provider still failing
+    assert str(breaker.state) == "open"
+    found = await ledger(engine)
+    assert found["msg_1"][0] == "failed"
+    status, error = found["msg_2"]
+    assert status == "failed" and error is not None and "cannot send email" in error
+    status, error = found["msg_3"]
+    assert status == "held" and error is not None and "circuit open" in error
 
 
 # ── Admin API ─────────────────────────────────────────────────────────────────────────────────

@@ -34,7 +34,12 @@ from services.dispatch.domain.providers import (
     VonageConfig,
     WebhookConfig,
 )
-from services.dispatch.errors import AmbiguousSendError, PermanentSendError, TransientSendError
+from services.dispatch.errors import (
+    AmbiguousSendError,
+    NotSentError,
+    PermanentSendError,
+    TransientSendError,
+)
 from tests.fakes.faults import Injected
 from tests.fakes.mailgun import FakeMailgun
 from tests.fakes.postmark import FakePostmark
@@ -328,7 +333,7 @@ async def test_postmark_refuses_ids_longer_than_its_metadata_allows(
     fakes: dict[str, Case], client: httpx.AsyncClient
 ) -> None:
     case = fakes["postmark"]
-    with pytest.raises(PermanentSendError, match="80 characters"):
+    with pytest.raises(NotSentError, match="80 characters"):
         await case.provider(client).send(email(message_id="m" * 81))
     assert case.fake.requests == 0
 
@@ -380,7 +385,7 @@ async def test_twilio_without_a_sender_is_refused_before_sending(
     config = TwilioConfig.model_construct(
         account_sid=TWILIO_SID, auth_token="twilio-token", base_url=case.url
     )
-    with pytest.raises(PermanentSendError, match="neither from_number nor messaging_service_sid"):
+    with pytest.raises(NotSentError, match="neither from_number nor messaging_service_sid"):
         await case.provider(client, config=config).send(sms())
     assert case.fake.requests == 0
 
@@ -415,7 +420,7 @@ async def test_vonage_refuses_a_client_ref_over_100_characters(
     fakes: dict[str, Case], client: httpx.AsyncClient
 ) -> None:
     case = fakes["vonage"]
-    with pytest.raises(PermanentSendError, match="100 characters"):
+    with pytest.raises(NotSentError, match="100 characters"):
         await case.provider(client).send(sms(message_id="m" * 101))
     assert case.fake.requests == 0
 
@@ -581,7 +586,7 @@ async def test_the_wrong_channel_is_refused_before_any_request(
 ) -> None:
     case = fakes[kind]
     wrong = sms() if case.message is email else email()
-    with pytest.raises(PermanentSendError, match=f"{kind} cannot send {wrong.channel} messages"):
+    with pytest.raises(NotSentError, match=f"{kind} cannot send {wrong.channel} messages"):
         await case.provider(client).send(wrong)
     assert case.fake.requests == 0
 
@@ -592,7 +597,7 @@ async def test_a_number_that_is_not_e164_is_refused_before_any_request(
     kind: str, number: str, fakes: dict[str, Case], client: httpx.AsyncClient
 ) -> None:
     case = fakes[kind]
-    with pytest.raises(PermanentSendError, match=r"is not an E\.164 phone number"):
+    with pytest.raises(NotSentError, match=r"is not an E\.164 phone number"):
         await case.provider(client).send(sms(to=number))
     assert case.fake.requests == 0
 

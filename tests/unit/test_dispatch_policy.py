@@ -153,6 +153,31 @@ def test_a_throttled_trial_frees_the_half_open_slot() -> None:
     assert breaker.allow() and not breaker.allow()
 
 
+def test_a_release_neither_closes_nor_opens_the_breaker() -> None:
+    """A message refused before any request (wrong channel, a number not in E.164) is no
+    evidence about the provider: a half-open trial ends without closing the breaker, and the
+    failures in a row of a closed breaker still count."""
+    t = [0.0]
+    breaker = CircuitBreaker("p", threshold=3, cooldown=10, clock=lambda: t[0])
+    for _ in range(3):
+        breaker.failure()
+    t[0] = 10.0
+    assert breaker.allow()  # the trial
+    breaker.release()
+    assert str(breaker.state) == "half_open"
+    assert breaker.allow() and not breaker.allow()  # the next send is the trial again
+    breaker.failure()  # and one failed trial opens it for a full cooldown
+    assert str(breaker.state) == "open" and breaker.wait() == 10
+
+    closed = CircuitBreaker("q", threshold=3, cooldown=10, clock=lambda: t[0])
+    closed.failure()
+    closed.failure()
+    closed.release()
+    assert str(closed.state) == "closed"
+    closed.failure()  # the third failure in a row, despite the refusal between
+    assert str(closed.state) == "open"
+
+
 @pytest.mark.parametrize(("rate", "gap"), [(0.5, 2.0), (0.25, 4.0), (2.0, 0.5)])
 async def test_a_rate_gate_spaces_sends_even_below_one_per_second(rate: float, gap: float) -> None:
     t = [100.0]

@@ -45,6 +45,7 @@ from services.dispatch.domain.policy import DispatchPolicy, Hold, Refuse, addres
 from services.dispatch.domain.templates import INTELLIGENCE_OBJECTS
 from services.dispatch.errors import (
     AmbiguousSendError,
+    NotSentError,
     PermanentSendError,
     TemplateError,
     TransientSendError,
@@ -568,6 +569,14 @@ class Dispatcher:
             try:
                 async with current.gate:
                     receipt = await provider.send(message)
+            except NotSentError as exc:
+                # Refused before any request (wrong channel, a number not in E.164…): the
+                # provider was not asked, so this is no evidence either way. A half-open trial
+                # is over without a verdict; the count of failures in a row is left as it is.
+                current.breaker.release()
+                return Outcome(
+                    message.message_id, "failed", attempts, error=str(exc), provider=provider.name
+                )
             except PermanentSendError as exc:
                 current.breaker.success()  # the provider answered: it is healthy
                 return Outcome(

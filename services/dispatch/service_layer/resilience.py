@@ -3,8 +3,10 @@
 A provider that fails (5xx, timeouts, refused connections) for ``threshold`` sends in a row is
 *open* for ``cooldown`` seconds: sends go to the fallback provider if one is configured, else they
 wait, instead of hammering a provider that is down. After the cooldown one trial send is let
-through (*half-open*): success closes the breaker, failure opens it again. Refusals of a message
-(a permanent 4xx) say nothing about the provider's health and do not count.
+through (*half-open*): success closes the breaker, failure opens it again. A refusal of a message
+by the provider (a permanent 4xx) is an answer, so the provider is up: it counts as a success. A
+throttling answer, or a message refused before any request reached the provider, says nothing
+either way: ``release``.
 
 The gate bounds what we ask of a provider: at most ``rate`` sends per second (a token bucket; the
 providers' own limits, e.g. Twilio's per-number throughput) and ``concurrency`` in flight.
@@ -73,9 +75,10 @@ class CircuitBreaker:
         BREAKER.labels(self.name).set(0)
 
     def release(self) -> None:
-        """The send got an answer that says nothing about the provider's health (it throttled
-        us): a trial in half-open is over without a verdict, so the next send is a trial again.
-        Without this the trial slot stayed taken and the provider got no send ever again."""
+        """The send says nothing about the provider's health: it throttled us, or the message
+        was refused before any request reached it. A trial in half-open is over without a
+        verdict, so the next send is a trial again (without this the trial slot stayed taken and
+        the provider got no send ever again); the failures in a row still count."""
         self._trial = False
 
     def failure(self) -> None:

@@ -19,6 +19,7 @@ from services.dispatch.domain.providers import E164
 from services.dispatch.errors import (
     MAX_RETRY_AFTER,
     AmbiguousSendError,
+    NotSentError,
     PermanentSendError,
     TransientSendError,
 )
@@ -204,7 +205,7 @@ def ensure_channel(provider: str, channels: tuple[str, ...], message: Outbound) 
     """Refuse before any I/O: an SMS handed to an email provider is a configuration mistake that
     no retry can fix."""
     if message.channel not in channels:
-        raise PermanentSendError(
+        raise NotSentError(
             f"{provider} cannot send {message.channel} messages (it sends: {', '.join(channels)})"
         )
 
@@ -213,7 +214,7 @@ def e164(number: str, *, provider: str, field: str = "recipient") -> str:
     """Check that ``number`` is E.164 (``+`` and 7 to 15 digits); SMS providers refuse anything
     else, so this fails early with a message that names the number."""
     if not E164.fullmatch(number):
-        raise PermanentSendError(
+        raise NotSentError(
             f"{provider}: {field} {number!r} is not an E.164 phone number (like +14155552671)"
         )
     return number

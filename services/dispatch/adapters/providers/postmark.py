@@ -32,7 +32,7 @@ from services.dispatch.adapters.providers.base import (
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, PostmarkConfig
-from services.dispatch.errors import PermanentSendError, TransientSendError
+from services.dispatch.errors import NotSentError, TransientSendError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class PostmarkProvider:
         }
         for key, value in metadata.items():
             if len(value) > METADATA_VALUE_MAX:
-                raise PermanentSendError(
+                raise NotSentError(
                     f"postmark: {key} {value[:20]!r}… is longer than the "
                     f"{METADATA_VALUE_MAX} characters Postmark allows in Metadata"
                 )

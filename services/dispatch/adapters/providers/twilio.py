@@ -26,7 +26,7 @@ from services.dispatch.adapters.providers.base import (
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, TwilioConfig
-from services.dispatch.errors import PermanentSendError
+from services.dispatch.errors import NotSentError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class TwilioProvider:
         elif self._config.from_number:
             form["From"] = e164(self._config.from_number, provider=self.name, field="from_number")
         else:
-            raise PermanentSendError(
+            raise NotSentError(
                 "twilio: the configuration has neither from_number nor messaging_service_sid"
             )
         callback = self.status_callback(message)

@@ -28,7 +28,7 @@ from services.dispatch.adapters.providers.base import (
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, VonageConfig
-from services.dispatch.errors import PermanentSendError
+from services.dispatch.errors import NotSentError
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class VonageProvider:
 
     def body(self, message: Outbound) -> dict[str, str]:
         if len(message.message_id) > CLIENT_REF_MAX:
-            raise PermanentSendError(
+            raise NotSentError(
                 f"vonage: message id {message.message_id[:20]!r}… is longer than the "
                 f"{CLIENT_REF_MAX} characters Vonage keeps in client_ref"
             )
