@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from services.ingest.countries import ISO_3166
 from services.ingest.currencies import ISO_4217
@@ -362,11 +363,28 @@ class SurveyCompletedEvent(_EventBase):
     properties: SurveyCompleted
 
 
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_.:\- ]+")
+
+
 class CustomEvent(_EventBase):
     """Any event name outside the catalogue, with free properties."""
 
-    type: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\- ]+$")
+    type: str = Field(
+        min_length=1, max_length=200, json_schema_extra={"pattern": f"^{_EVENT_NAME.pattern}$"}
+    )
     properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _named_in_ascii(cls, value: str) -> str:
+        if not _EVENT_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "event_name",
+                "an event name is ASCII letters, digits, spaces and _ . : - "
+                "(such as order_completed or 'Order Completed'), not {value}",
+                {"value": repr(value[:64])},
+            )
+        return value
 
 
 TYPED: dict[str, type[_EventBase]] = {
