@@ -152,7 +152,7 @@ def requests(keys: dict[str, str]) -> list[tuple[str, Request, int, bool]]:
         ("broken JSON", {"headers": bearer, "content": b'{"type": "x",'}, 400, False),
         ("not UTF-8", {"headers": bearer, "content": b'{"type": "\xff"}'}, 400, False),
         ("JSON not an object", {"headers": bearer, "content": b"[1, 2]"}, 422, False),
-        ("empty body", {"headers": bearer, "content": b""}, 422, False),
+        ("empty body", {"headers": bearer, "content": b""}, 400, False),
         (
             "invalid email",
             {"headers": bearer, "content": _json({**signup, "traits": {"email": "nope"}})},
