@@ -126,6 +126,19 @@ def make(
     )
 
 
+def on_sendgrid(
+    engine: AsyncEngine,
+    templates: Path,
+    client: httpx.AsyncClient,
+    sendgrid: tuple[FakeSendGrid, str],
+    **options: Any,
+) -> Dispatcher:
+    """A dispatcher sending through the fake SendGrid at any hour (no quiet hours)."""
+    fake, url = sendgrid
+    provider = SendGridProvider(client, api_key=fake.api_key, base_url=url)
+    return make(engine, templates, provider, policy=DispatchPolicy(quiet_hours={}), **options)
+
+
 async def ledger(engine: AsyncEngine) -> dict[str, tuple[str, str | None]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -283,15 +296,10 @@ async def test_a_send_in_flight_during_the_erasure_leaves_no_row_and_no_event(
 ) -> None:
     """The erasure finds the message still ``sending`` (its row is not recorded yet); when the
     send comes back, the outcome is not recorded and no event about it leaves."""
-    fake, url = sendgrid
+    fake = sendgrid[0]
     fake.faults.latency = 0.3
     uow = partial(DispatchUnitOfWork, session_factory(engine))
-    d = make(
-        engine,
-        templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
-        policy=DispatchPolicy(quiet_hours={}),
-    )
+    d = on_sendgrid(engine, templates, client, sendgrid)
     sending = asyncio.create_task(
         d.handle([request(1, category="transactional"), request(2, category="transactional")])
     )
@@ -405,16 +413,10 @@ async def test_a_long_retry_after_holds_the_message_instead_of_waiting(
     sendgrid: tuple[FakeSendGrid, str],
     client: httpx.AsyncClient,
 ) -> None:
-    fake, url = sendgrid
+    fake = sendgrid[0]
     fake.fail_next(Injected(status=429, headers={"Retry-After": "600"}))
     clock = VirtualClock(NIGHT)
-    d = make(
-        engine,
-        templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
-        clock=clock,
-        policy=DispatchPolicy(quiet_hours={}),
-    )
+    d = on_sendgrid(engine, templates, client, sendgrid, clock=clock)
     await d.handle([request(1)])
     status, error = (await ledger(engine))["msg_1"]
     assert status == "held" and error is not None and error.startswith("rate_limited")
@@ -434,16 +436,16 @@ async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
 ) -> None:
     """A Retry-After date 30 s after the (virtual) now is a 30 s wait of that clock, not of the
     wall clock, which is days away from it."""
-    fake, url = sendgrid
+    fake = sendgrid[0]
     again_at = NIGHT + timedelta(seconds=30)
     fake.fail_next(Injected(status=503, headers={"Retry-After": format_datetime(again_at, True)}))
     clock = VirtualClock(NIGHT)
-    d = make(
+    d = on_sendgrid(
         engine,
         templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        client,
+        sendgrid,
         clock=clock,
-        policy=DispatchPolicy(quiet_hours={}),
         threshold=5,
         retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=60, jitter=0),
     )
@@ -463,15 +465,15 @@ async def test_a_retry_after_within_the_hold_over_is_waited_in_full(
 ) -> None:
     """With CICLO_SEND_HOLD_OVER above the retry policy's 60 s cap (the policy bootstrap
     builds), a provider asking for 120 s is asked again after 120 s, not 60."""
-    fake, url = sendgrid
+    fake = sendgrid[0]
     fake.fail_next(Injected(status=429, headers={"Retry-After": str(retry_after)}))
     clock = VirtualClock(NIGHT)
-    d = make(
+    d = on_sendgrid(
         engine,
         templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
+        client,
+        sendgrid,
         clock=clock,
-        policy=DispatchPolicy(quiet_hours={}),
         hold_over=300,
         retry=RetryPolicy(max_attempts=3, jitter=0),  # max_delay: the default 60 s
     )
@@ -487,16 +489,10 @@ async def test_a_retry_after_date_past_the_hold_over_holds_until_that_date(
     sendgrid: tuple[FakeSendGrid, str],
     client: httpx.AsyncClient,
 ) -> None:
-    fake, url = sendgrid
+    fake = sendgrid[0]
     again_at = NIGHT + timedelta(minutes=10)
     fake.fail_next(Injected(status=429, headers={"Retry-After": format_datetime(again_at, True)}))
-    d = make(
-        engine,
-        templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
-        clock=VirtualClock(NIGHT),
-        policy=DispatchPolicy(quiet_hours={}),
-    )
+    d = on_sendgrid(engine, templates, client, sendgrid, clock=VirtualClock(NIGHT))
     await d.handle([request(1)])
     assert fake.message_ids() == []
     async with engine.connect() as conn:
@@ -536,15 +532,9 @@ async def test_a_throttled_trial_send_does_not_shut_the_provider_for_good(
     """A 503 opens the breaker; after the cooldown the trial send gets a 429. The provider is
     throttling, not down: the next send is a trial again and goes, rather than every send of
     the provider waiting for a trial slot that is never given back."""
-    fake, url = sendgrid
+    fake = sendgrid[0]
     fake.fail_next(Injected(status=503), Injected(status=429))
-    d = make(
-        engine,
-        templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
-        policy=DispatchPolicy(quiet_hours={}),
-        cooldown=0.1,
-    )
+    d = on_sendgrid(engine, templates, client, sendgrid, cooldown=0.1)
     async with asyncio.timeout(10):
         await d.handle([request(1)])
     assert fake.message_ids() == ["msg_1"]
@@ -762,13 +752,13 @@ async def test_a_retry_after_that_is_no_time_retries_with_backoff(
     """Gateways and proxies in front of a provider send Retry-After values that are neither
     seconds nor an HTTP date: the send is still a transient failure, retried, not an error that
     stops the batch with the message left ``sending`` (never resent under policy skip)."""
-    fake, url = sendgrid
+    fake = sendgrid[0]
     fake.fail_next(Injected(status=503, headers={"Retry-After": retry_after}))
-    d = make(
+    d = on_sendgrid(
         engine,
         templates,
-        SendGridProvider(client, api_key=fake.api_key, base_url=url),
-        policy=DispatchPolicy(quiet_hours={}),
+        client,
+        sendgrid,
         threshold=5,  # one 503 must not open the breaker: this is about the retry
     )
     await d.handle([request(1)])
