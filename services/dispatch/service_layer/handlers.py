@@ -210,13 +210,14 @@ def message_variables(request: MessageRequest, links: dict[str, str]) -> dict[st
     variables built here (``TEMPLATE_ROOTS``) win over keys of ``data`` with the same names:
     a request's data adds variables, it never replaces the customer, the message or its links."""
     recipient = request.recipient
-    extra = {k: v for k, v in request.data.items() if k not in TEMPLATE_ROOTS}
-    if len(extra) + ("event" in request.data) < len(request.data):
+    shadowing = sorted(k for k in request.data if k in TEMPLATE_ROOTS and k != "event")
+    if shadowing:
         log.warning(
             "message %s: data keys %s are template variables dispatch builds; ignored",
             request.message_id,
-            sorted(k for k in request.data if k in TEMPLATE_ROOTS and k != "event"),
+            shadowing,
         )
+    extra = {k: v for k, v in request.data.items() if k not in TEMPLATE_ROOTS}
     return {
         **extra,
         "customer": {**(recipient.get("traits") or {}), "id": request.customer_id},
