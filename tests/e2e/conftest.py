@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.stack import Stack
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.server import serve
 from tests.fixtures.processes import CicloProcess
@@ -27,3 +28,16 @@ def processes(tmp_path: Path) -> Iterator[list[CicloProcess]]:
         if p.proc is not None and p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait()
+
+
+@pytest.fixture
+def stack(
+    tmp_path: Path,
+    processes: list[CicloProcess],
+    fresh_broker: str,
+    postgres_url: str,
+    sendgrid: tuple[FakeSendGrid, str],
+) -> Stack:
+    """The distributed mode on this test's own broker and database (tests/e2e/stack.py)."""
+    fake, url = sendgrid
+    return Stack(tmp_path, processes, fresh_broker, postgres_url, fake, url)

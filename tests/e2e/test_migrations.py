@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -16,8 +15,8 @@ from sqlalchemy.engine import make_url
 
 from services.components import COMPONENTS
 from shared.db.engine import create_engine
-from tests.e2e.test_distributed import distributed_env, setup_stack
-from tests.fixtures.processes import CICLO, REPO, CicloProcess, ciclo
+from tests.e2e.stack import Stack
+from tests.fixtures.processes import CICLO, REPO, ciclo
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
 
@@ -48,17 +47,11 @@ async def set_journey_revision(url: str, revision: str) -> None:
         await conn.close()
 
 
-async def test_a_service_refuses_an_older_schema_and_runs_on_a_newer_one(
-    tmp_path: Path,
-    processes: list[CicloProcess],
-    fresh_broker: str,
-    postgres_url: str,
-) -> None:
-    env = distributed_env(fresh_broker, postgres_url, "http://127.0.0.1:9")
-    await asyncio.to_thread(setup_stack, env)
+async def test_a_service_refuses_an_older_schema_and_runs_on_a_newer_one(stack: Stack) -> None:
+    env, _ = await stack.prepare()
     await asyncio.to_thread(ciclo, "migrate", env=env)  # twice: nothing to do, no error
 
-    previous = await downgrade_journey(postgres_url)
+    previous = await downgrade_journey(stack.database)
     try:
         done = await asyncio.to_thread(
             subprocess.run,
@@ -77,8 +70,6 @@ async def test_a_service_refuses_an_older_schema_and_runs_on_a_newer_one(
 
     # The migration job runs; then a later version migrates further and this one still runs.
     await asyncio.to_thread(ciclo, "migrate", env=env)
-    await set_journey_revision(postgres_url, "j9999_from_a_later_version")
-    journey = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
-    processes.append(journey)
-    await asyncio.to_thread(journey.start)
+    await set_journey_revision(stack.database, "j9999_from_a_later_version")
+    [journey] = await stack.start(env, "journey")
     assert await asyncio.to_thread(journey.stop) == 0, journey.output()

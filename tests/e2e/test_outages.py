@@ -16,9 +16,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.e2e.helpers import post_signups
-from tests.e2e.test_distributed import count, distributed_env, setup_stack, start_services
+from tests.e2e.stack import Stack
 from tests.e2e.test_journey_waits import CART, cart
-from tests.fakes.sendgrid import FakeSendGrid
 from tests.fixtures.broker import paused
 from tests.fixtures.processes import CicloProcess
 from tests.fixtures.waiting import wait_for
@@ -76,17 +75,10 @@ async def is_ready(process: CicloProcess) -> bool:
     return answer.status_code == 200
 
 
-async def test_timers_due_during_a_database_outage_fire_once_it_is_back(
-    tmp_path: Path,
-    processes: list[CicloProcess],
-    fresh_broker: str,
-    postgres_url: str,
-    sendgrid: tuple[FakeSendGrid, str],
-) -> None:
-    fake, sendgrid_url = sendgrid
-    env = distributed_env(fresh_broker, postgres_url, sendgrid_url, **journey_files(tmp_path))
-    key = await asyncio.to_thread(setup_stack, env)
-    ingest, journey, dispatch = await start_services(env, tmp_path, processes)
+async def test_timers_due_during_a_database_outage_fire_once_it_is_back(stack: Stack) -> None:
+    fake = stack.fake
+    env, key = await stack.prepare(**journey_files(stack.tmp_path))
+    ingest, journey, dispatch = await stack.start(env)
 
     async with httpx.AsyncClient() as client:
         answer = await client.post(
@@ -96,12 +88,12 @@ async def test_timers_due_during_a_database_outage_fire_once_it_is_back(
         )
     assert answer.status_code == 202, answer.text
     await wait_for(
-        lambda: count(postgres_url, "SELECT count(*) FROM journey_timers"),
+        lambda: stack.count("SELECT count(*) FROM journey_timers"),
         timeout=30,
         what="the wait's timer",
     )
 
-    async with database_down(postgres_url):
+    async with database_down(stack.database):
         # The timer comes due while the database is away, and the poller's rounds fail.
         await wait_for(
             lambda: "timer round failed" in journey.output(),
@@ -121,19 +113,11 @@ async def test_timers_due_during_a_database_outage_fire_once_it_is_back(
     assert [m["subject"] for m in fake.accepted] == ["Your cart A"]
 
 
-async def test_readyz_answers_503_in_time_while_the_broker_hangs(
-    tmp_path: Path,
-    processes: list[CicloProcess],
-    fresh_broker: str,
-    postgres_url: str,
-    sendgrid: tuple[FakeSendGrid, str],
-) -> None:
-    _, sendgrid_url = sendgrid
-    env = distributed_env(fresh_broker, postgres_url, sendgrid_url)
-    await asyncio.to_thread(setup_stack, env)
-    [journey] = await start_services(env, tmp_path, processes, "journey")
+async def test_readyz_answers_503_in_time_while_the_broker_hangs(stack: Stack) -> None:
+    env, _ = await stack.prepare()
+    [journey] = await stack.start(env, "journey")
 
-    with paused(fresh_broker):
+    with paused(stack.broker):
         # What the chart's and compose's probes allow: 3 s for an answer.
         async with httpx.AsyncClient() as client:
             answer = await client.get(f"{journey.url}/readyz", timeout=3)
@@ -146,26 +130,16 @@ async def test_readyz_answers_503_in_time_while_the_broker_hangs(
 
 
 async def test_events_met_by_a_database_outage_wait_for_it_not_the_dead_letter_topic(
-    tmp_path: Path,
-    processes: list[CicloProcess],
-    fresh_broker: str,
-    postgres_url: str,
+    stack: Stack,
 ) -> None:
     # One event per transaction keeps the consumer busy when the database goes away.
-    env = distributed_env(
-        fresh_broker, postgres_url, "http://127.0.0.1:9", CICLO_JOURNEY_BATCH_SIZE="1"
-    )
-    key = await asyncio.to_thread(setup_stack, env)
-    ingest = CicloProcess(["serve", "ingest"], env=env, log_dir=tmp_path)
-    journey = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
-    processes.extend([ingest, journey])
-    for process in processes:
-        await asyncio.to_thread(process.start)
+    env, key = await stack.prepare(CICLO_JOURNEY_BATCH_SIZE="1")
+    ingest, journey = await stack.start(env, "ingest", "journey")
     total = 200
     assert await asyncio.to_thread(post_signups, ingest.url, key, total) == [202] * total
 
     welcomed = "SELECT count(*) FROM journey_instances WHERE journey_id = 'welcome'"
-    async with database_down(postgres_url):
+    async with database_down(stack.database):
         await wait_for(
             lambda: "outage while handling" in journey.output(),
             timeout=30,
@@ -174,13 +148,11 @@ async def test_events_met_by_a_database_outage_wait_for_it_not_the_dead_letter_t
         assert await asyncio.to_thread(journey.stop) == 0, journey.output()
         # The relay and the bus stopped too: the batch in hand was given up, not the shutdown.
         assert "shutdown failed" not in journey.output(), journey.output()[-3000:]
-    assert await count(postgres_url, welcomed) < total, "all done before the outage: no proof"
+    assert await stack.count(welcomed) < total, "all done before the outage: no proof"
 
-    again = CicloProcess(["serve", "journey"], env=env, log_dir=tmp_path)
-    processes.append(again)
-    await asyncio.to_thread(again.start)
+    await stack.start(env, "journey")
     await wait_for(
-        lambda: count(postgres_url, f"SELECT ({welcomed}) = {total}"),
+        lambda: stack.count(f"SELECT ({welcomed}) = {total}"),
         timeout=60,
         what="every signup welcomed after the restart",
     )

@@ -7,15 +7,12 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.helpers import assert_each_signup_sent_once, signup
-from tests.e2e.test_distributed import distributed_env, setup_stack, start_services
-from tests.fakes.sendgrid import FakeSendGrid
-from tests.fixtures.processes import CicloProcess
+from tests.e2e.stack import Stack
 from tests.fixtures.waiting import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.postgres]
@@ -58,18 +55,10 @@ class Load:
             list(pool.map(self.post, range(TOTAL)))
 
 
-async def test_sigterm_to_each_service_under_load(
-    tmp_path: Path,
-    processes: list[CicloProcess],
-    fresh_broker: str,
-    postgres_url: str,
-    sendgrid: tuple[FakeSendGrid, str],
-) -> None:
-    fake, sendgrid_url = sendgrid
-    env = distributed_env(fresh_broker, postgres_url, sendgrid_url, CICLO_JOURNEY_BATCH_SIZE="20")
-    key = await asyncio.to_thread(setup_stack, env)
+async def test_sigterm_to_each_service_under_load(stack: Stack) -> None:
+    env, key = await stack.prepare(CICLO_JOURNEY_BATCH_SIZE="20")
     names = ("ingest", "journey", "dispatch")
-    services = dict(zip(names, await start_services(env, tmp_path, processes), strict=True))
+    services = dict(zip(names, await stack.start(env), strict=True))
 
     load = Load(services["ingest"].url, key)
     running = asyncio.create_task(asyncio.to_thread(load.run))
@@ -80,13 +69,8 @@ async def test_sigterm_to_each_service_under_load(
             f"{name} did not stop cleanly:\n{old.output()}"
         )
         # Same port for ingest, so the clients find it again.
-        new = CicloProcess(
-            ["serve", name], env={**env, "CICLO_PORT": str(old.port)}, log_dir=tmp_path
-        )
-        processes.append(new)
-        await asyncio.to_thread(new.start)
-        services[name] = new
+        [services[name]] = await stack.start({**env, "CICLO_PORT": str(old.port)}, name)
     await running
     assert load.acked == TOTAL
 
-    await assert_each_signup_sent_once(fake, TOTAL)
+    await assert_each_signup_sent_once(stack.fake, TOTAL)
