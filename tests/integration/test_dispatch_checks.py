@@ -5,7 +5,7 @@ Retry-After held in the ledger; the admin API for providers, settings and suppre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from functools import partial
@@ -126,19 +126,6 @@ def make(
     )
 
 
-def on_sendgrid(
-    engine: AsyncEngine,
-    templates: Path,
-    client: httpx.AsyncClient,
-    sendgrid: tuple[FakeSendGrid, str],
-    **options: Any,
-) -> Dispatcher:
-    """A dispatcher sending through the fake SendGrid at any hour (no quiet hours)."""
-    fake, url = sendgrid
-    provider = SendGridProvider(client, api_key=fake.api_key, base_url=url)
-    return make(engine, templates, provider, policy=DispatchPolicy(quiet_hours={}), **options)
-
-
 async def ledger(engine: AsyncEngine) -> dict[str, tuple[str, str | None]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -180,6 +167,20 @@ def sendgrid() -> Iterator[tuple[FakeSendGrid, str]]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=0.5) as c:
         yield c
+
+
+@pytest.fixture
+def on_sendgrid(
+    engine: AsyncEngine,
+    templates: Path,
+    client: httpx.AsyncClient,
+    sendgrid: tuple[FakeSendGrid, str],
+) -> Callable[..., Dispatcher]:
+    """Builds a dispatcher (``make``'s options) sending through the fake SendGrid at any hour
+    (no quiet hours)."""
+    fake, url = sendgrid
+    provider = SendGridProvider(client, api_key=fake.api_key, base_url=url)
+    return partial(make, engine, templates, provider, policy=DispatchPolicy(quiet_hours={}))
 
 
 async def test_refusals_are_recorded_with_their_reason_and_emitted(
@@ -290,16 +291,15 @@ async def test_a_request_on_the_bus_at_the_erasure_is_dropped_without_a_trace(
 
 async def test_a_send_in_flight_during_the_erasure_leaves_no_row_and_no_event(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     """The erasure finds the message still ``sending`` (its row is not recorded yet); when the
     send comes back, the outcome is not recorded and no event about it leaves."""
     fake = sendgrid[0]
     fake.faults.latency = 0.3
     uow = partial(DispatchUnitOfWork, session_factory(engine))
-    d = on_sendgrid(engine, templates, client, sendgrid)
+    d = on_sendgrid()
     sending = asyncio.create_task(
         d.handle([request(1, category="transactional"), request(2, category="transactional")])
     )
@@ -409,14 +409,13 @@ async def test_an_open_circuit_hands_over_to_the_fallback_provider(
 
 async def test_a_long_retry_after_holds_the_message_instead_of_waiting(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     fake = sendgrid[0]
     fake.fail_next(Injected(status=429, headers={"Retry-After": "600"}))
     clock = VirtualClock(NIGHT)
-    d = on_sendgrid(engine, templates, client, sendgrid, clock=clock)
+    d = on_sendgrid(clock=clock)
     await d.handle([request(1)])
     status, error = (await ledger(engine))["msg_1"]
     assert status == "held" and error is not None and error.startswith("rate_limited")
@@ -430,9 +429,8 @@ async def test_a_long_retry_after_holds_the_message_instead_of_waiting(
 
 async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     """A Retry-After date 30 s after the (virtual) now is a 30 s wait of that clock, not of the
     wall clock, which is days away from it."""
@@ -441,10 +439,6 @@ async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
     fake.fail_next(Injected(status=503, headers={"Retry-After": format_datetime(again_at, True)}))
     clock = VirtualClock(NIGHT)
     d = on_sendgrid(
-        engine,
-        templates,
-        client,
-        sendgrid,
         clock=clock,
         threshold=5,
         retry=RetryPolicy(max_attempts=3, initial_delay=0.01, max_delay=60, jitter=0),
@@ -458,10 +452,9 @@ async def test_a_retry_after_date_is_waited_on_the_dispatchers_clock(
 @pytest.mark.parametrize("retry_after", [59, 120, 299])
 async def test_a_retry_after_within_the_hold_over_is_waited_in_full(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
     retry_after: int,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     """With CICLO_SEND_HOLD_OVER above the retry policy's 60 s cap (the policy bootstrap
     builds), a provider asking for 120 s is asked again after 120 s, not 60."""
@@ -469,10 +462,6 @@ async def test_a_retry_after_within_the_hold_over_is_waited_in_full(
     fake.fail_next(Injected(status=429, headers={"Retry-After": str(retry_after)}))
     clock = VirtualClock(NIGHT)
     d = on_sendgrid(
-        engine,
-        templates,
-        client,
-        sendgrid,
         clock=clock,
         hold_over=300,
         retry=RetryPolicy(max_attempts=3, jitter=0),  # max_delay: the default 60 s
@@ -485,14 +474,13 @@ async def test_a_retry_after_within_the_hold_over_is_waited_in_full(
 
 async def test_a_retry_after_date_past_the_hold_over_holds_until_that_date(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     fake = sendgrid[0]
     again_at = NIGHT + timedelta(minutes=10)
     fake.fail_next(Injected(status=429, headers={"Retry-After": format_datetime(again_at, True)}))
-    d = on_sendgrid(engine, templates, client, sendgrid, clock=VirtualClock(NIGHT))
+    d = on_sendgrid(clock=VirtualClock(NIGHT))
     await d.handle([request(1)])
     assert fake.message_ids() == []
     async with engine.connect() as conn:
@@ -525,16 +513,15 @@ async def test_a_requests_data_cannot_rename_the_customer_of_a_rendered_message(
 
 async def test_a_throttled_trial_send_does_not_shut_the_provider_for_good(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     """A 503 opens the breaker; after the cooldown the trial send gets a 429. The provider is
     throttling, not down: the next send is a trial again and goes, rather than every send of
     the provider waiting for a trial slot that is never given back."""
     fake = sendgrid[0]
     fake.fail_next(Injected(status=503), Injected(status=429))
-    d = on_sendgrid(engine, templates, client, sendgrid, cooldown=0.1)
+    d = on_sendgrid(cooldown=0.1)
     async with asyncio.timeout(10):
         await d.handle([request(1)])
     assert fake.message_ids() == ["msg_1"]
@@ -744,10 +731,9 @@ async def test_a_batch_of_two_thousand_checks_the_suppression_list_at_once(
 @pytest.mark.parametrize("retry_after", ["1.5", "soon", "Mon, 32 Foo 2026 25:00:00 GMT"])
 async def test_a_retry_after_that_is_no_time_retries_with_backoff(
     engine: AsyncEngine,
-    templates: Path,
     sendgrid: tuple[FakeSendGrid, str],
-    client: httpx.AsyncClient,
     retry_after: str,
+    on_sendgrid: Callable[..., Dispatcher],
 ) -> None:
     """Gateways and proxies in front of a provider send Retry-After values that are neither
     seconds nor an HTTP date: the send is still a transient failure, retried, not an error that
@@ -755,10 +741,6 @@ async def test_a_retry_after_that_is_no_time_retries_with_backoff(
     fake = sendgrid[0]
     fake.fail_next(Injected(status=503, headers={"Retry-After": retry_after}))
     d = on_sendgrid(
-        engine,
-        templates,
-        client,
-        sendgrid,
         threshold=5,  # one 503 must not open the breaker: this is about the retry
     )
     await d.handle([request(1)])
