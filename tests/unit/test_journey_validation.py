@@ -325,22 +325,9 @@ def test_a_number_json_reads_as_infinity_is_refused_where_it_is() -> None:
 def test_a_send_step_takes_no_data_so_none_can_shadow_a_template_variable() -> None:
     """The variables a send renders with are dispatch's (``TEMPLATE_ROOTS``): a step has no
     ``data`` to replace ``customer`` or the unsubscribe link with."""
-    document = {
-        "id": "j",
-        "version": 1,
-        "name": "J",
-        "trigger": {"event": "signed_up"},
-        "start": "hello",
-        "steps": {
-            "hello": {
-                "send": {
-                    "channel": "email",
-                    "template": "welcome-1",
-                    "data": {"customer": {"first_name": "Mallory"}},
-                }
-            }
-        },
-    }
-    assert [str(p) for p in validate_journey(document)] == [
+    hello = send()
+    hello["send"]["data"] = {"customer": {"first_name": "Mallory"}}
+    document = journey({"hello": hello})
+    assert messages(validate_journey(document)) == [
         "$.steps.hello.send.data: Extra inputs are not permitted"
     ]
