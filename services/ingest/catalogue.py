@@ -33,8 +33,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from services.ingest.countries import ISO_3166
-from services.ingest.currencies import ISO_4217
 from shared.contracts.addresses import normalise_email, normalise_phone
+from shared.contracts.currencies import ISO_4217
 from shared.contracts.events import EARLIEST, LATEST
 from shared.localtime import parse_date_trait
 

@@ -20,12 +20,13 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from babel import Locale, UnknownLocaleError
-from babel.numbers import format_currency, get_currency_name
+from babel.numbers import format_currency
 from liquid import Undefined
 from liquid.exceptions import FilterArgumentError
 
+from shared.contracts.currencies import ISO_4217
+
 DEFAULT_LOCALE = "en_US"
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
 _AMOUNT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
@@ -64,19 +65,13 @@ def _amount(value: object) -> Decimal:
 
 def _currency(currency: object) -> str:
     currency = _given(currency)
-    if not isinstance(currency, str) or not _known_currency(currency.upper()):
+    if not isinstance(currency, str) or currency.upper() not in ISO_4217:
         raise FilterArgumentError(
             f'money: give the currency as an ISO 4217 code ({{{{ price | money: "EUR" }}}}), '
             f"not {currency!r}",
             token=None,
         )
     return currency.upper()
-
-
-@functools.cache
-def _known_currency(code: str) -> bool:
-    # Babel names every ISO 4217 currency; an unknown code comes back as itself.
-    return bool(_CURRENCY.fullmatch(code)) and get_currency_name(code, locale="en") != code
 
 
 def _locale(locale: object) -> Locale:

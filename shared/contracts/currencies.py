@@ -1,4 +1,5 @@
-"""Active ISO 4217 currency codes (a stable list: shipped as data rather than a dependency)."""
+"""Active ISO 4217 currency codes (a stable list: shipped as data rather than a dependency):
+what ingest accepts in an event and what the templates' `money` filter formats."""
 
 from __future__ import annotations
 
