@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from services.ingest.countries import ISO_3166
 from shared.contracts.addresses import normalise_email, normalise_phone
-from shared.contracts.currencies import ISO_4217
+from shared.contracts.currencies import ISO_4217, is_decimal_text
 from shared.contracts.events import EARLIEST, LATEST
 from shared.localtime import parse_date_trait
 
@@ -47,16 +47,6 @@ def _currency(value: str) -> str:
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
-
-_DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
-"""Money written as text, as shops send it ("59.90"): ASCII digits and one point."""
-
-
-def is_decimal_text(value: str) -> bool:
-    """Whether a string writes money the way every way in and the journeys read it: ``59.90``,
-    ``60``, ``-5`` (spaces around it aside), never ``1_000``, ``1e5``, ``NaN``, ``+5`` or digits of
-    another script, which Python's Decimal would all take."""
-    return _DECIMAL_TEXT.fullmatch(value.strip(" \t\r\n")) is not None
 
 
 def _decimal_text(value: Any) -> Any:

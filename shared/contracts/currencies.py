@@ -1,7 +1,10 @@
-"""Active ISO 4217 currency codes (a stable list: shipped as data rather than a dependency):
-what ingest accepts in an event and what the templates' `money` filter formats."""
+"""Money in the contracts: the active ISO 4217 currency codes (a stable list, shipped as data
+rather than a dependency) and decimal text, as ingest accepts them and the templates' ``money``
+filter formats them."""
 
 from __future__ import annotations
+
+import re
 
 ISO_4217 = frozenset(
     [
@@ -163,3 +166,13 @@ ISO_4217 = frozenset(
         "ZWG",
     ]
 )
+
+_DECIMAL_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+"""Money written as text, as shops send it ("59.90"): ASCII digits and one point."""
+
+
+def is_decimal_text(value: str) -> bool:
+    """Whether a string writes money the way every way in, the journeys and the templates'
+    ``money`` filter read it: ``59.90``, ``60``, ``-5`` (spaces around it aside), never ``1_000``,
+    ``1e5``, ``NaN``, ``+5`` or digits of another script, which Python's Decimal would all take."""
+    return _DECIMAL_TEXT.fullmatch(value.strip(" \t\r\n")) is not None

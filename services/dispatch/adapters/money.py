@@ -16,7 +16,6 @@ nothing new is installed; its formatting is not reimplemented here.
 from __future__ import annotations
 
 import functools
-import re
 from decimal import Decimal, InvalidOperation
 
 from babel import Locale, UnknownLocaleError
@@ -24,10 +23,9 @@ from babel.numbers import format_currency
 from liquid import Undefined
 from liquid.exceptions import FilterArgumentError
 
-from shared.contracts.currencies import ISO_4217
+from shared.contracts.currencies import ISO_4217, is_decimal_text
 
 DEFAULT_LOCALE = "en_US"
-_AMOUNT = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 
 def money(value: object, currency: object = None, locale: object = DEFAULT_LOCALE) -> str:
@@ -52,14 +50,14 @@ def _amount(value: object) -> Decimal:
         text = str(value).strip()
     else:
         text = ""
-    if not _AMOUNT.fullmatch(text):
+    if not is_decimal_text(text):
         raise FilterArgumentError(
             f'money: {value!r} is not an amount (write it as a decimal, e.g. "12.50")',
             token=None,
         )
     try:
         return Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
+    except InvalidOperation:  # pragma: no cover - is_decimal_text admits only decimals
         raise FilterArgumentError(f"money: {value!r} is not an amount", token=None) from None
 
 

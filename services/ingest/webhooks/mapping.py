@@ -22,14 +22,10 @@ from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
-from services.ingest.catalogue import (
-    EventBase,
-    error_field,
-    is_decimal_text,
-    parse_event,
-)
+from services.ingest.catalogue import EventBase, error_field, parse_event
 from services.ingest.countries import ISO_3166
 from shared.contracts.addresses import normalise_email, normalise_phone
+from shared.contracts.currencies import is_decimal_text
 from shared.errors import CicloError
 
 Source = Literal["shopify", "woocommerce"]
