@@ -416,7 +416,7 @@ def test_birthdays_come_every_year_but_a_changed_birthday_brings_no_second_gift(
 # ── winback ───────────────────────────────────────────────────────────────────────────────────
 
 
-def test_winback_after_60_days_without_an_order_then_a_stronger_offer(
+def test_winback_when_a_one_time_buyer_is_at_risk_then_a_stronger_offer(
     run: Any, store: TemplateStore, catalog: JourneyCatalog
 ) -> None:
     assert not held_out(catalog, "ana", "winback")
@@ -425,25 +425,45 @@ def test_winback_after_60_days_without_an_order_then_a_stronger_offer(
         order("ana", "2025-01-10T12:00:00Z"),
         until="2025-06-01T00:00:00Z",
     )
+    # One order: the shop's default rhythm (45 days) is assumed, at risk after twice that.
     assert result.sends("winback") == [
-        ("2025-03-11T12:00:00Z", "ana", "winback-1-miss-you"),
-        ("2025-03-18T12:00:00Z", "ana", "winback-2-offer"),
+        ("2025-04-10T12:00:00Z", "ana", "winback-1-miss-you"),
+        ("2025-04-17T12:00:00Z", "ana", "winback-2-offer"),
     ]
     assert render(store, result, "winback-1-miss-you").subject == "We miss you, Ana"
     assert "COMEBACK20" in render(store, result, "winback-2-offer").text
 
 
+def test_winback_follows_each_customers_own_buying_rhythm(
+    run: Any, catalog: JourneyCatalog
+) -> None:
+    assert not any(held_out(catalog, c, "winback") for c in ("ana", "bo"))
+    weekly = [order("ana", f"2025-01-{d:02d}T12:00:00Z", f"a{d}") for d in (1, 8, 15, 22)]
+    result = run(
+        *weekly,  # a weekly buyer: missed after two quiet weeks
+        order("bo", "2025-01-01T12:00:00Z", "b1"),
+        order("bo", "2025-03-01T12:00:00Z", "b2"),  # every 59 days: 60 quiet days are normal
+        until="2025-07-31T00:00:00Z",
+    )
+    assert result.sends("winback") == [
+        ("2025-02-05T12:00:00Z", "ana", "winback-1-miss-you"),
+        ("2025-02-12T12:00:00Z", "ana", "winback-2-offer"),
+        ("2025-06-27T12:00:00Z", "bo", "winback-1-miss-you"),  # twice 59 days after the last
+        ("2025-07-04T12:00:00Z", "bo", "winback-2-offer"),
+    ]
+
+
 def test_an_order_moves_the_winback_and_one_after_it_ends_it(run: Any) -> None:
     result = run(
         order("ana", "2025-01-10T12:00:00Z", "o1"),
-        order("ana", "2025-02-01T12:00:00Z", "o2"),  # 60 days from here now
-        order("ana", "2025-04-05T12:00:00Z", "o3"),  # between the two win-back emails
+        order("ana", "2025-02-01T12:00:00Z", "o2"),  # every 22 days: at risk 44 days on
+        order("ana", "2025-03-20T12:00:00Z", "o3"),  # between the two win-back emails
         until="2025-05-01T00:00:00Z",
     )
-    assert result.sends("winback") == [("2025-04-02T12:00:00Z", "ana", "winback-1-miss-you")]
+    assert result.sends("winback") == [("2025-03-17T12:00:00Z", "ana", "winback-1-miss-you")]
     assert result.timeline("winback", "ana")[-2:] == [
-        ("2025-04-05T12:00:00Z", "goal", "wait-7d", None),
-        ("2025-04-05T12:00:00Z", "exited", "wait-7d", "exit_when"),
+        ("2025-03-20T12:00:00Z", "goal", "wait-7d", None),
+        ("2025-03-20T12:00:00Z", "exited", "wait-7d", "exit_when"),
     ]
 
 
@@ -453,22 +473,22 @@ def test_the_winback_holdout_gets_nothing_but_its_orders_still_count(
     assert held_out(catalog, "ida", "winback")
     result = run(
         order("ida", "2025-01-10T12:00:00Z", "o1"),
-        order("ida", "2025-03-20T12:00:00Z", "o2"),
-        until="2025-04-01T00:00:00Z",
+        order("ida", "2025-04-20T12:00:00Z", "o2"),
+        until="2025-05-01T00:00:00Z",
     )
     assert result.sends("winback") == []
     assert result.timeline("winback", "ida") == [
-        ("2025-03-11T12:00:00Z", "entered", "miss-you", None),
-        ("2025-03-11T12:00:00Z", "exited", None, "holdout"),
-        ("2025-03-20T12:00:00Z", "goal", None, None),
+        ("2025-04-10T12:00:00Z", "entered", "miss-you", None),
+        ("2025-04-10T12:00:00Z", "exited", None, "holdout"),
+        ("2025-04-20T12:00:00Z", "goal", None, None),
     ]
 
 
 def test_winback_waits_for_the_morning(run: Any) -> None:
     result = run(order("ana", "2025-01-10T22:30:00Z"), until="2025-06-01T00:00:00Z")
     assert result.sends("winback") == [
-        ("2025-03-12T08:00:00Z", "ana", "winback-1-miss-you"),  # due 23:30 in Berlin
-        ("2025-03-19T08:00:00Z", "ana", "winback-2-offer"),
+        ("2025-04-11T07:00:00Z", "ana", "winback-1-miss-you"),  # due 00:30 in Berlin (CEST)
+        ("2025-04-18T07:00:00Z", "ana", "winback-2-offer"),
     ]
 
 
