@@ -36,6 +36,7 @@ from services.ingest.encoding import RequestEncodingMiddleware
 from services.ingest.erasure import IngestErasures
 from services.ingest.fast_path import PATH as EVENTS_PATH
 from services.ingest.fast_path import EventFastPath
+from services.ingest.segment import PATHS as SEGMENT_PATHS
 from services.ingest.segment import segment_router
 from services.ingest.settings import IngestSettings
 from services.ingest.webhooks.routes import webhooks_router
@@ -53,6 +54,7 @@ from shared.db.engine import create_engine, session_factory
 from shared.http import (
     BodyLimitMiddleware,
     CicloApp,
+    ContentEncodingMiddleware,
     ReadinessCheck,
     RequestIdMiddleware,
     health_router,
@@ -254,6 +256,9 @@ class Runtime:
                 paths=NATIVE_PATHS,
                 max_bytes=self.server.max_body_bytes,
             )
+        # Any other route refuses a compressed body (415) rather than parse it as JSON.
+        decoded = (*NATIVE_PATHS, *SEGMENT_PATHS) if "ingest" in self.services else ()
+        app.add_middleware(ContentEncodingMiddleware, decoded=decoded)
         app.add_middleware(BodyLimitMiddleware, max_bytes=self.server.max_body_bytes)
         app.add_middleware(RequestIdMiddleware)
         origins = [o.strip() for o in self.server.cors_origins.split(",") if o.strip()]

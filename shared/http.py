@@ -11,7 +11,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
@@ -169,6 +169,17 @@ def _field_path(loc: Sequence[Any], union_tags: frozenset[str]) -> str:
 _FASTAPI_UNPARSABLE = "There was an error parsing the body"
 
 
+def _unparsable(cause: BaseException | None) -> str:
+    """Why a body that is not a JSON syntax error still could not be parsed."""
+    if isinstance(cause, RecursionError):
+        # json.loads recurses once per array or object: a document a client means to send
+        # never nests near Python's limit (about a thousand levels).
+        return "the body is not valid JSON: its arrays and objects nest too deeply"
+    if isinstance(cause, UnicodeError):
+        return "the body is not valid JSON: it is not UTF-8 text"
+    return "the body could not be read as UTF-8 JSON"
+
+
 def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozenset()) -> None:
     @app.exception_handler(HTTPProblem)
     async def _problem(_request: Request, exc: HTTPProblem) -> JSONResponse:
@@ -214,10 +225,9 @@ def install_error_handlers(app: FastAPI, *, union_tags: frozenset[str] = frozens
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _FASTAPI_UNPARSABLE:
-            # FastAPI's answer to a body it cannot even decode (not UTF-8 JSON): name the field.
-            return problem(
-                400, "invalid_body", "the body could not be read as UTF-8 JSON", field="body"
-            )
+            # FastAPI's answer to a body its JSON parser gave up on (the cause says why): name
+            # the field and the reason.
+            return problem(400, "invalid_body", _unparsable(exc.__cause__), field="body")
         return problem(
             exc.status_code, "http_error", str(exc.detail), headers=getattr(exc, "headers", None)
         )
@@ -352,6 +362,40 @@ class BodyLimitMiddleware:
         )
         await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
         await send({"type": "http.response.body", "body": response.body})
+
+
+class ContentEncodingMiddleware:
+    """415 for a request body in a ``Content-Encoding`` its route does not decode (RFC 9110
+    §15.5.16): without it, a gzip body reached the JSON parser as "not valid JSON" and a body
+    labelled ``br`` but sent plain was read as if the label were not there. ``decoded``: the
+    paths that inflate their own bodies (the ingest routes take gzip)."""
+
+    def __init__(self, app: ASGIApp, *, decoded: Collection[str] = ()) -> None:
+        self.app = app
+        self.decoded = frozenset(decoded)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or scope["path"] in self.decoded
+        ):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-encoding":
+                coding = value.decode("latin-1").strip()
+                if coding and coding.lower() != "identity":
+                    response = problem(
+                        415,
+                        "unsupported_media_type",
+                        f"Content-Encoding {coding!r} is not accepted here: send the body "
+                        "uncompressed",
+                        field="Content-Encoding",
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class RequestIdMiddleware:

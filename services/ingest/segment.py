@@ -65,6 +65,13 @@ MAX_BATCH_EVENTS = 2_500
 # analytics.js posts text/plain so that browsers skip the CORS preflight; its body is JSON all
 # the same. Anything else (a form, XML) is refused with 415.
 MEDIA_TYPES = frozenset({"application/json", "text/plain"})
+
+PATHS = (
+    *(f"/v1/{name}" for kind in KINDS for name in (kind, kind[0])),
+    "/v1/batch",
+    "/v1/b",
+)
+"""Every Segment-compatible route's path (each takes gzip bodies: :func:`gzipped`)."""
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="ciclo"'}
 
 

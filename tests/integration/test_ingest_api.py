@@ -665,7 +665,14 @@ async def test_bad_encodings_name_the_field(api) -> None:  # type: ignore[no-unt
     ("content", "message"),
     [
         (b'{"type":', "the body is not valid JSON: Expecting value at character 8"),
-        (b'{"type": "\xff\xfe"}', "the body could not be read as UTF-8 JSON"),
+        (b'{"type": "\xff\xfe"}', "the body is not valid JSON: it is not UTF-8 text"),
+        (
+            b'{"type": "x", "customer_id": "c1", "properties": {"a": '
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
+            "the body is not valid JSON: its arrays and objects nest too deeply",
+        ),
         (b"", "the body is empty: send a JSON object"),
         # What the fast path, Segment and import refuse too: never stored as null.
         (

@@ -3,6 +3,7 @@ SQLite and PostgreSQL; the catalog and policies the worker reads from the same t
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -247,6 +248,49 @@ async def test_a_body_that_is_not_json_is_415_or_400(api: Api) -> None:
         "message": "the body is empty: send a JSON object",
         "field": "body",
     }
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 5000 + b"]" * 5000, "its arrays and objects nest too deeply"),
+        ('{"id": "caf\u00e9"}'.encode("latin-1"), "it is not UTF-8 text"),
+    ],
+    ids=["nested", "latin-1"],
+)
+async def test_a_body_json_cannot_parse_says_why(api: Api, content: bytes, message: str) -> None:
+    headers = {**api.auth(), "Content-Type": "application/json"}
+    answer = await api.client.post("/v1/journeys", headers=headers, content=content)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == {
+        "status": 400,
+        "code": "invalid_body",
+        "message": f"the body is not valid JSON: {message}",
+        "field": "body",
+    }
+
+
+@pytest.mark.parametrize(
+    ("coding", "content"),
+    [("gzip", gzip.compress(b"{}")), ("br", b"{}"), ("GZIP, identity", gzip.compress(b"{}"))],
+    ids=["gzip", "br-sent-plain", "gzip-then-identity"],
+)
+async def test_a_compressed_body_is_a_415_naming_the_encoding(
+    api: Api, coding: str, content: bytes
+) -> None:
+    """The admin routes read JSON as sent: a body in an encoding (even one labelled but sent
+    plain, which was read as if unlabelled) is refused, not parsed as JSON."""
+    headers = {**api.auth(), "Content-Type": "application/json", "Content-Encoding": coding}
+    answer = await api.client.post("/v1/journeys", headers=headers, content=content)
+    assert answer.status_code == 415, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["field"]) == ("unsupported_media_type", "Content-Encoding")
+    assert repr(coding) in error["message"]
+    assert answer.headers["x-request-id"]
+    assert (await api.get("/v1/journeys/cart")).status_code == 404
+    identity = {**headers, "Content-Encoding": "identity"}
+    answer = await api.client.post("/v1/journeys", headers=identity, content=json.dumps(cart()))
+    assert answer.status_code == 201, answer.text
 
 
 @pytest.mark.parametrize("body", [b"[1]", b"null", b'"cart"', b"7"])
