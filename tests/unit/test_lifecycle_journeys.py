@@ -225,21 +225,32 @@ def test_cart_reminders_1_hour_and_24_hours_after_the_last_update(
     assert "with 2 items," in render(store, result, "cart-reminder-2").text
 
 
-def test_ordering_that_cart_stops_the_reminders_but_another_order_does_not(run: Any) -> None:
+def test_an_order_stops_the_cart_reminders_whichever_cart_it_came_from(run: Any) -> None:
     result = run(
         cart("ana", "2025-03-10T14:00:00Z", "c1", **BERLIN),
         order("ana", "2025-03-10T14:30:00Z", "o1", cart_id="c1"),
-        cart("bo", "2025-03-10T14:00:00Z", "c2", **BERLIN),
-        order("bo", "2025-03-10T14:30:00Z", "o2", cart_id="c-other"),
+        # Bo leaves a cart on his phone, then buys the same teapot from a cart on his laptop:
+        # "you left something in your cart" the next day would be wrong.
+        cart("bo", "2025-03-10T10:00:00Z", "c2", **BERLIN),
+        cart("bo", "2025-03-10T13:00:00Z", "c3"),
+        order("bo", "2025-03-10T13:30:00Z", "o2", cart_id="c3"),
+        # Cy's order carries no cart id at all.
+        cart("cy", "2025-03-10T14:00:00Z", "c4", **BERLIN),
+        order("cy", "2025-03-10T16:00:00Z", "o3"),
         until="2025-03-20T00:00:00Z",
     )
     assert result.sends("cart_abandonment") == [
-        ("2025-03-10T15:00:00Z", "bo", "cart-reminder-1"),
-        ("2025-03-11T14:00:00Z", "bo", "cart-reminder-2"),
+        ("2025-03-10T11:00:00Z", "bo", "cart-reminder-1"),  # c2, before he bought
+        ("2025-03-10T15:00:00Z", "cy", "cart-reminder-1"),
     ]
     assert result.timeline("cart_abandonment", "ana")[-2:] == [
         ("2025-03-10T14:30:00Z", "goal", "idle", None),
         ("2025-03-10T14:30:00Z", "exited", "idle", "exit_when"),
+    ]
+    exits = [t for t in result.timeline("cart_abandonment", "bo") if t[1] == "exited"]
+    assert exits == [
+        ("2025-03-10T13:30:00Z", "exited", "wait-23h", "exit_when"),  # c2
+        ("2025-03-10T13:30:00Z", "exited", "idle", "exit_when"),  # c3
     ]
 
 
