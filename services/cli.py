@@ -353,6 +353,16 @@ def simulate_command(
         raise SystemExit(2) from exc
     for warning in events.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if stop is not None:
+        late = sum(1 for event in events.events if event.occurred_at > stop)
+        if late:
+            # Not an error (cutting a stream short is what --until is for), but a stop before
+            # the first event prints nothing at all, which reads as "no journey matched".
+            click.echo(
+                f"warning: {late} of {len(events.events)} events occur after --until "
+                f"{until} and are not applied",
+                err=True,
+            )
     result = sim.simulate(
         catalog,
         events.events,

@@ -392,6 +392,23 @@ def test_a_repeated_event_id_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert {line["customer_id"] for line in lines_of(result.stdout)} == {"a"}
 
 
+def test_events_after_until_are_named_in_a_warning(tmp_path: Path) -> None:
+    events = write_events(
+        tmp_path / "e.jsonl",
+        signup("a", "2025-01-01T10:00:00Z"),
+        signup("b", "2025-01-03T10:00:00Z"),
+    )
+    before = invoke("--events", events, "--until", "2024-12-31T00:00:00Z")
+    assert before.exit_code == 0
+    assert before.stdout == ""
+    assert "warning: 2 of 2 events occur after --until 2024-12-31T00:00:00Z" in before.stderr
+    between = invoke("--events", events, "--until", "2025-01-02T00:00:00Z")
+    assert "warning: 1 of 2 events occur after --until" in between.stderr
+    assert {line["customer_id"] for line in lines_of(between.stdout)} == {"a"}
+    after = invoke("--events", events, "--until", "2025-01-04T00:00:00Z")
+    assert after.stderr == ""
+
+
 # ── Bad input: exit 2, every problem on stderr ────────────────────────────────────────────────
 
 
