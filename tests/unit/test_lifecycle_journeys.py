@@ -292,6 +292,66 @@ def test_cart_reminders_wait_for_the_morning(run: Any) -> None:
     ]
 
 
+# ── browse_abandonment ────────────────────────────────────────────────────────────────────────
+
+
+def viewed(customer: str, at: str, name: str, /, **traits: Any) -> dict[str, Any]:
+    product = {"product_id": name.lower(), "name": name, "price": 39.9, "currency": "EUR",
+               "url": f"https://shop.example.com/p/{name.lower()}"}  # fmt: skip
+    return event("product_viewed", customer, at, product, **traits)
+
+
+def test_browse_reminder_two_hours_after_the_last_product_viewed(
+    run: Any, store: TemplateStore, catalog: JourneyCatalog
+) -> None:
+    assert not held_out(catalog, "ana", "browse_abandonment")
+    result = run(
+        viewed("ana", "2025-03-10T10:00:00Z", "Teapot", first_name="Ana", **BERLIN),
+        viewed("ana", "2025-03-10T10:40:00Z", "Cups"),  # still browsing: the 2 hours restart
+        viewed("ana", "2025-03-12T10:00:00Z", "Kettle"),  # within the week: no second reminder
+        until="2025-03-20T00:00:00Z",
+    )
+    assert result.sends("browse_abandonment") == [
+        ("2025-03-10T12:40:00Z", "ana", "browse-reminder"),
+    ]
+    rendered = render(store, result, "browse-reminder")
+    assert rendered.subject == "Ana, still thinking about the Teapot?"
+    assert "https://shop.example.com/p/teapot" in rendered.text and "Hi Ana," in rendered.text
+
+
+def test_a_cart_or_an_order_ends_the_browse_reminder(run: Any) -> None:
+    result = run(
+        viewed("ana", "2025-03-10T10:00:00Z", "Teapot", **BERLIN),
+        cart("ana", "2025-03-10T10:30:00Z", "c1", "Teapot"),  # the cart journey takes over
+        viewed("bo", "2025-03-10T10:00:00Z", "Teapot", **BERLIN),
+        order("bo", "2025-03-10T11:00:00Z", "o1"),
+        until="2025-03-20T00:00:00Z",
+    )
+    assert result.sends("browse_abandonment") == []
+    assert ("2025-03-10T11:30:00Z", "ana", "cart-reminder-1") in result.sends()
+
+
+def test_browsing_without_an_address_enters_nobody(run: Any) -> None:
+    anonymous = {
+        "type": "product_viewed",
+        "anonymous_id": "v1",
+        "occurred_at": "2025-03-10T10:00:00Z",
+        "properties": {"product_id": "teapot"},
+    }
+    result = run(anonymous, until="2025-03-20T00:00:00Z")
+    assert [a for a in result.sim.activity if a.journey_id == "browse_abandonment"] == []
+
+
+def test_browse_reminders_wait_for_the_morning(run: Any) -> None:
+    result = run(
+        viewed("ana", "2025-03-10T20:00:00Z", "Teapot", **BERLIN),  # 21:00 in Berlin
+        until="2025-03-20T00:00:00Z",
+    )
+    assert result.sends("browse_abandonment") == [
+        ("2025-03-11T08:00:00Z", "ana", "browse-reminder"),  # 09:00 in Berlin
+    ]
+
+
 # ── post_purchase ─────────────────────────────────────────────────────────────────────────────
 
 
