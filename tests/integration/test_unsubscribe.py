@@ -396,3 +396,53 @@ async def test_an_unsubscribed_address_with_capitals_is_shown_unsubscribed(
     assert "already unsubscribed" in confirm.text
     centre = await client.get(f"/preferences/{link}")
     assert 'type="checkbox"' in centre.text and " checked" not in centre.text
+
+
+# ── Links as mail clients, scanners and link trackers handle them ────────────────────────────
+
+
+async def test_head_answers_like_get_and_changes_nothing(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Link checkers and mail scanners ask HEAD before (or instead of) GET: a 405 reads as a
+    broken link, and a HEAD must unsubscribe no more than a GET does."""
+    for path in (f"/u/{token()}", f"/preferences/{token()}"):
+        response = await client.head(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["referrer-policy"] == "no-referrer"
+    assert (await client.head("/u/not-a-token")).status_code == 400
+    assert await rows(engine) == []
+    assert await events(engine) == []
+
+
+@pytest.mark.parametrize("query", ["", "?utm_source=newsletter&utm_medium=email"])
+async def test_a_trailing_slash_is_the_same_link_and_never_a_redirect(
+    client: httpx.AsyncClient, engine: AsyncEngine, query: str
+) -> None:
+    """RFC 8058: the one-click POST is answered 200, never redirected (a provider need not
+    follow, and a redirect built from the Host header loses a proxy's path prefix)."""
+    page = await client.get(f"/u/{token()}/{query}")
+    assert page.status_code == 200
+    assert '<form method="post">' in page.text
+    # The relative link to the preference centre still lands on it from the slashed URL.
+    [href] = [h for h in page.text.split('href="')[1:] if "preferences" in h]
+    manage = httpx.URL(f"https://shop.example/u/{token()}/{query}").join(href.split('"')[0])
+    assert manage.path == f"/preferences/{token()}"
+    done = await client.post(
+        f"/u/{token()}/{query}", content="List-Unsubscribe=One-Click", headers=FORM
+    )
+    assert done.status_code == 200
+    assert "location" not in done.headers
+    [row] = await rows(engine)
+    assert row["reason"] == "unsubscribe"
+    centre = await client.get(f"/preferences/{token()}/{query}")
+    assert centre.status_code == 200
+    assert 'type="checkbox"' in centre.text and " checked" not in centre.text
+    back = await client.post(
+        f"/preferences/{token()}/{query}", content="channels=email&email=subscribed", headers=FORM
+    )
+    assert back.status_code == 200
+    assert "Welcome back" in back.text
+    assert await rows(engine) == []

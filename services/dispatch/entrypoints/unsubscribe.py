@@ -7,6 +7,9 @@ page's form). It unsubscribes at once and answers 200 with a page, never a redir
 /u/{token}`` is a person (or a link scanner prefetching it): it only shows a confirmation button.
 ``/preferences/{token}`` shows and changes the marketing subscription of the token's address;
 the token names one address of one channel, and that is all the page manages.
+Both pages answer HEAD as they answer GET (link checkers ask HEAD), and every route answers
+its path with a trailing slash as well, never with a redirect; a query string (a link tracker's
+``utm_*``) is ignored.
 
 Every change is one transaction: the suppression row plus its events in the outbox
 (``consent_updated`` for the journey service's consent trait, ``message_unsubscribed`` for
@@ -21,7 +24,7 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -128,6 +131,7 @@ def unsubscribe_router(
         responses=documented,
         summary="Unsubscribe confirmation page (never unsubscribes by itself)",
     )
+    @_also_head_and_slash(router, "/u/{token}")
     async def confirm(request: Request, token: str) -> Response:
         try:
             who = subscriber(token)
@@ -135,7 +139,7 @@ def unsubscribe_router(
             return _error(request, exc)
         async with uow() as u:
             standing = await _standing(u, who)
-        return _page("Unsubscribe", _confirm_body(token, who, standing, sender))
+        return _page("Unsubscribe", _confirm_body(_up(request), token, who, standing, sender))
 
     @router.post(
         "/u/{token}",
@@ -143,6 +147,7 @@ def unsubscribe_router(
         responses=documented,
         summary="One-click unsubscribe (RFC 8058): unsubscribes at once, answers 200",
     )
+    @_also_slash(router, "/u/{token}", "POST")
     async def one_click(request: Request, token: str) -> Response:
         # The body is not read: RFC 8058 makes it List-Unsubscribe=One-Click, some senders send
         # none, our own page posts its form; the signed token alone decides.
@@ -155,7 +160,7 @@ def unsubscribe_router(
             await u.commit()
         if added:
             _count(who, ONE_CLICK)
-        return _page("You are unsubscribed", _done_body(token, who, sender))
+        return _page("You are unsubscribed", _done_body(_up(request), token, who, sender))
 
     @router.get(
         "/preferences/{token}",
@@ -163,6 +168,7 @@ def unsubscribe_router(
         responses=documented,
         summary="Preference centre: the marketing subscription of the link's address",
     )
+    @_also_head_and_slash(router, "/preferences/{token}")
     async def preferences(request: Request, token: str) -> Response:
         try:
             who = subscriber(token)
@@ -183,6 +189,7 @@ def unsubscribe_router(
         },
         summary="Preference centre: save (unsubscribe or re-subscribe)",
     )
+    @_also_slash(router, "/preferences/{token}", "POST")
     async def save_preferences(request: Request, token: str) -> Response:
         try:
             who = subscriber(token)
@@ -218,6 +225,53 @@ def unsubscribe_router(
         return _page("Your preferences", _preferences_body(who, after, sender, notice=notice))
 
     return router
+
+
+_Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def _also_slash(router: APIRouter, path: str, *methods: str) -> Callable[[_Handler], _Handler]:
+    """Answer ``path`` with a trailing slash too, as the same page. Without this the router
+    redirects (307) to the path without it: RFC 8058 wants the one-click POST answered 200, never
+    redirected, and the redirect, built from the Host header, would lose a proxy's path prefix.
+    Left out of the OpenAPI document: it is the same operation."""
+
+    def register(handler: _Handler) -> _Handler:
+        router.add_api_route(
+            path + "/",
+            handler,
+            methods=list(methods),
+            response_class=HTMLResponse,
+            include_in_schema=False,
+        )
+        return handler
+
+    return register
+
+
+def _also_head_and_slash(router: APIRouter, path: str) -> Callable[[_Handler], _Handler]:
+    """A page also answers HEAD (link checkers and mail scanners ask it before or instead of
+    GET; a 405 reads as a broken link), with and without a trailing slash. HEAD runs the GET
+    handler, so it changes nothing either; the server sends no body."""
+
+    def register(handler: _Handler) -> _Handler:
+        router.add_api_route(
+            path,
+            handler,
+            methods=["HEAD"],
+            response_class=HTMLResponse,
+            include_in_schema=False,
+        )
+        return _also_slash(router, path, "GET", "HEAD")(handler)
+
+    return register
+
+
+def _up(request: Request) -> str:
+    """The relative way from the page's URL up to the root of Ciclo's pages (``/u/{token}`` or
+    ``/u/{token}/``), so links between the pages work under whatever path prefix
+    ``public_url`` has."""
+    return "../../" if request.url.path.endswith("/") else "../"
 
 
 async def _standing(u: DispatchUnitOfWork, who: Subscriber) -> Suppression | None:
@@ -371,9 +425,9 @@ def _page(title: str, body: str, *, status: int = 200) -> HTMLResponse:
     return HTMLResponse(document, status_code=status, headers=_HEADERS)
 
 
-def _manage_link(token: str) -> str:
+def _manage_link(up: str, token: str) -> str:
     # Relative, so the page works under whatever path prefix public_url has.
-    return f'<p><a href="../preferences/{escape(token)}">Manage your preferences</a></p>'
+    return f'<p><a href="{up}preferences/{escape(token)}">Manage your preferences</a></p>'
 
 
 def _blocked(who: Subscriber, standing: Suppression) -> str:
@@ -384,31 +438,33 @@ def _blocked(who: Subscriber, standing: Suppression) -> str:
     )
 
 
-def _confirm_body(token: str, who: Subscriber, standing: Suppression | None, sender: str) -> str:
+def _confirm_body(
+    up: str, token: str, who: Subscriber, standing: Suppression | None, sender: str
+) -> str:
     words = _WORDS[who.channel]
     address = f"<strong>{escape(who.address)}</strong>"
     if standing is not None and standing.reason != "unsubscribe":
         return _blocked(who, standing)
     if standing is not None:
         return f"<p>{address} is already unsubscribed from {words['marketing']}.</p>" + (
-            _manage_link(token)
+            _manage_link(up, token)
         )
     return (
         f"<p>Stop {words['marketing']} from {escape(sender)} to {address}?</p>"
         f"<p>{words['orders']}</p>"
         # No action attribute: the form posts to this very URL, under whatever prefix.
         '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">Unsubscribe</button></form>' + _manage_link(token)
+        '<button type="submit">Unsubscribe</button></form>' + _manage_link(up, token)
     )
 
 
-def _done_body(token: str, who: Subscriber, sender: str) -> str:
+def _done_body(up: str, token: str, who: Subscriber, sender: str) -> str:
     words = _WORDS[who.channel]
     return (
         f'<p class="notice" role="status"><strong>{escape(who.address)}</strong> gets no more '
         f"{words['marketing']} from {escape(sender)}, starting now.</p>"
         f"<p>{words['orders']}</p>"
-        f"<p>Unsubscribed by mistake?</p>{_manage_link(token)}"
+        f"<p>Unsubscribed by mistake?</p>{_manage_link(up, token)}"
     )
 
 
