@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.dispatch.adapters.tables import outbox, suppressions
 from services.dispatch.domain.unsubscribe import sign
 from services.dispatch.entrypoints.unsubscribe import unsubscribe_router
+from services.dispatch.service_layer.erasure import erase_customers
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import VirtualClock
+from shared.contracts.erasure import ErasureRequest
 from shared.contracts.events import EventEnvelope
 from shared.db.engine import session_factory
 from shared.http import install_error_handlers
@@ -52,9 +54,32 @@ def token(
     )
 
 
+async def sent(engine: AsyncEngine, message_id: str = "msg_1", customer_id: str = "cus_1") -> None:
+    """The ledger row of a message sent: what every real link was minted for."""
+    async with DispatchUnitOfWork(session_factory(engine)) as u:
+        await u.ledger.insert(
+            [
+                {
+                    "message_id": message_id,
+                    "workspace_id": "demo",
+                    "customer_id": customer_id,
+                    "channel": "email",
+                    "template": "welcome-1",
+                    "provider": "sink",
+                    "status": "sent",
+                    "attempts": 1,
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+            ]
+        )
+        await u.commit()
+
+
 @pytest.fixture
 async def client(engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
     sessions = session_factory(engine)
+    await sent(engine)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(
@@ -446,3 +471,74 @@ async def test_a_trailing_slash_is_the_same_link_and_never_a_redirect(
     assert back.status_code == 200
     assert "Welcome back" in back.text
     assert await rows(engine) == []
+
+
+# ── A link of an erased customer ─────────────────────────────────────────────────────────────
+# Mail stays in inboxes after the shop erased the customer (GDPR art. 17). Pressing its
+# unsubscribe must still stop mail to the address, but must not bring the person back: an event
+# naming the customer would rebuild a profile in the journey service.
+
+
+async def erase(engine: AsyncEngine, customer_id: str = "cus_1") -> None:
+    request = ErasureRequest(
+        erasure_id="era_test",
+        workspace_id="demo",
+        customer_id=customer_id,
+        requested_at=NOW,
+    )
+    await erase_customers(lambda: DispatchUnitOfWork(session_factory(engine)), [request])
+
+
+async def test_an_erased_customers_link_suppresses_the_address_and_names_nobody(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await erase(engine)
+    before = unsubscribes("one-click")
+    done = await client.post(f"/u/{token()}", content="List-Unsubscribe=One-Click", headers=FORM)
+    assert done.status_code == 200
+    assert "gets no more marketing email" in done.text
+    [row] = await rows(engine)
+    assert (row["address"], row["reason"], row["scope"]) == (
+        "ana@example.com",
+        "unsubscribe",
+        "marketing",
+    )
+    assert row["customer_id"] is None
+    assert await events(engine) == []
+    assert unsubscribes("one-click") == before + 1
+
+    # The preference centre: re-subscribing lifts the suppression, still naming nobody.
+    back = await client.post(
+        f"/preferences/{token()}", content="channels=email&email=subscribed", headers=FORM
+    )
+    assert "Welcome back" in back.text
+    assert await rows(engine) == []
+    off = await client.post(f"/preferences/{token()}", content="channels=email", headers=FORM)
+    assert "no more marketing email" in off.text
+    [row] = await rows(engine)
+    assert row["customer_id"] is None
+    assert await events(engine) == []
+
+
+async def test_a_customer_who_came_back_after_an_erasure_is_named_by_new_links(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Only the links of messages sent before the erasure name nobody: a message sent after
+    (the person signed up again) is in the ledger, and its link works as any other."""
+    await erase(engine)
+    await sent(engine, "msg_2")
+    link = sign(
+        workspace_id="demo",
+        customer_id="cus_1",
+        channel="email",
+        address="ana@example.com",
+        message_id="msg_2",
+        secret=SECRET,
+    )
+    assert (await client.post(f"/u/{link}")).status_code == 200
+    [row] = await rows(engine)
+    assert row["customer_id"] == "cus_1"
+    consent, unsubscribed = await events(engine)
+    assert (consent.type, consent.customer_id) == ("consent_updated", "cus_1")
+    assert consent.properties["message_id"] == "msg_2"
+    assert unsubscribed.type == "message_unsubscribed"

@@ -16,6 +16,9 @@ Every change is one transaction: the suppression row plus its events in the outb
 engagement). The suppression row is the idempotency key, so a repeated POST, or two racing ones,
 record one unsubscribe. A re-subscribe lifts only an ``unsubscribe`` suppression; hard bounces
 and complaints stay, and the page says why.
+
+A link whose message is no longer in the ledger belongs to an erased customer: it still
+suppresses (or lifts) the address, but names nobody, with no customer on the row and no event.
 """
 
 from __future__ import annotations
@@ -156,10 +159,11 @@ def unsubscribe_router(
         except HTTPProblem as exc:
             return _error(request, exc)
         async with uow() as u:
-            added = await _unsubscribe(u, who, source=ONE_CLICK, at=clock.now())
+            named = await _named(u, who)
+            added = await _unsubscribe(u, who, source=ONE_CLICK, at=clock.now(), named=named)
             await u.commit()
         if added:
-            _count(who, ONE_CLICK)
+            _count(who, ONE_CLICK, named=named)
         return _page("You are unsubscribed", _done_body(_up(request), token, who, sender))
 
     @router.get(
@@ -208,14 +212,17 @@ def unsubscribe_router(
                     field=who.channel,
                 )
                 return _error(request, refused, body=_preferences_body(who, standing, sender))
+            named = await _named(u, who)
             if wanted is False:
-                unsubscribed = await _unsubscribe(u, who, source=PREFERENCE_CENTRE, at=at)
+                unsubscribed = await _unsubscribe(
+                    u, who, source=PREFERENCE_CENTRE, at=at, named=named
+                )
             elif wanted is True:
-                resubscribed = await _resubscribe(u, who, at=at)
+                resubscribed = await _resubscribe(u, who, at=at, named=named)
             after = await _standing(u, who) if unsubscribed or resubscribed else standing
             await u.commit()
         if unsubscribed:
-            _count(who, PREFERENCE_CENTRE)
+            _count(who, PREFERENCE_CENTRE, named=named)
             notice = f"Saved. You get no more {marketing}."
         elif resubscribed:
             RESUBSCRIBES.labels(who.channel).inc()
@@ -280,21 +287,34 @@ async def _standing(u: DispatchUnitOfWork, who: Subscriber) -> Suppression | Non
     return found.get(suppression_key(who.channel, who.address))
 
 
+async def _named(u: DispatchUnitOfWork, who: Subscriber) -> bool:
+    """Whether the link may still name its customer: False once the customer was erased. An
+    erasure deletes the customer's messages from the ledger, and nothing else does, so a link
+    whose message is gone came from mail sent before the erasure (however long ago: the
+    erased-customer hashes are pruned after 30 days, the ledger's silence is not)."""
+    return who.message_id in await u.ledger.statuses([who.message_id])
+
+
 async def _unsubscribe(
-    u: DispatchUnitOfWork, who: Subscriber, *, source: str, at: datetime
+    u: DispatchUnitOfWork, who: Subscriber, *, source: str, at: datetime, named: bool
 ) -> bool:
     """Suppress the address for marketing and tell the journey service; False when it already
-    was (by an unsubscribe, or by a bounce or complaint, which stop all mail anyway)."""
+    was (by an unsubscribe, or by a bounce or complaint, which stop all mail anyway).
+
+    The link of an erased customer (``named`` False) still suppresses the address, since the
+    opt-out must hold if the address comes back, but names nobody: the row has no customer and
+    no event is emitted, because an event naming the customer would rebuild their profile in
+    the journey service."""
     added = await u.suppressions.add(
         workspace_id=who.workspace_id,
         channel=who.channel,
         address=who.address,
         reason="unsubscribe",
         source=source,
-        customer_id=who.customer_id,
+        customer_id=who.customer_id if named else None,
         at=at,
     )
-    if added:
+    if added and named:
         await u.emit(
             [
                 _consent(who, "revoked", source, at=at),
@@ -304,13 +324,16 @@ async def _unsubscribe(
     return added
 
 
-async def _resubscribe(u: DispatchUnitOfWork, who: Subscriber, *, at: datetime) -> bool:
+async def _resubscribe(
+    u: DispatchUnitOfWork, who: Subscriber, *, at: datetime, named: bool
+) -> bool:
     """Lift an unsubscribe (never a bounce or complaint) and grant consent again. Only a change
-    counts as consent: a box left ticked that was ticked already grants nothing."""
+    counts as consent: a box left ticked that was ticked already grants nothing. The link of an
+    erased customer lifts the suppression of the address and grants consent to nobody."""
     lifted = await u.suppressions.remove(
         who.workspace_id, who.channel, who.address, reasons=["unsubscribe"]
     )
-    if lifted:
+    if lifted and named:
         await u.emit([_consent(who, "granted", PREFERENCE_CENTRE, at=at)])
     return lifted
 
@@ -352,11 +375,11 @@ def _event(
     )
 
 
-def _count(who: Subscriber, source: str) -> None:
+def _count(who: Subscriber, source: str, *, named: bool) -> None:
     UNSUBSCRIBES.labels(source, who.channel).inc()
-    log.info(
-        "unsubscribed %s:%s from %s (%s)", who.workspace_id, who.customer_id, who.channel, source
-    )
+    # An erased customer's id stays out of the logs as well.
+    customer = who.customer_id if named else "(erased)"
+    log.info("unsubscribed %s:%s from %s (%s)", who.workspace_id, customer, who.channel, source)
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
