@@ -392,6 +392,28 @@ def test_every_order_is_thanked_even_at_night_and_only_the_latest_cross_sold(run
     ]
 
 
+def test_an_order_reported_again_is_thanked_once(run: Any) -> None:
+    """Analytics tags fire Order Completed again when the confirmation page is reloaded, under a
+    new event id: the same order_id is one purchase, thanked and cross-sold once. Its
+    cancellation reported twice is one cancellation, and an order arriving after its own
+    cancellation is not thanked at all."""
+    result = run(
+        order("ana", "2025-03-12T18:00:00Z", "o1"),
+        order("ana", "2025-03-12T18:03:00Z", "o1"),
+        order("ana", "2025-03-13T09:00:00Z", "o1", total=70),  # still o1, however it differs
+        event("order_cancelled", "bo", "2025-03-12T17:00:00Z", {"order_id": "o9"}),
+        order("bo", "2025-03-12T18:00:00Z", "o9"),  # overtaken by its cancellation
+        until="2025-04-01T00:00:00Z",
+    )
+    assert result.sends("post_purchase") == [
+        ("2025-03-12T18:00:00Z", "ana", "order-thanks"),
+        ("2025-03-17T09:00:00Z", "ana", "cross-sell"),
+    ]
+    assert [kind for _, kind, _, _ in result.timeline("post_purchase", "ana")].count("entered") == 1
+    assert result.state("ana").facts.profile.order_count == 1
+    assert result.timeline("post_purchase", "bo") == []
+
+
 def test_no_cross_sell_after_a_refund(run: Any) -> None:
     result = run(
         order("ana", "2025-03-12T18:00:00Z", "o1"),

@@ -233,7 +233,8 @@ def apply_event(
     Every event updates the profile, the lead score, the segments' windows and the trigger
     schedules, then band, stage and segment membership are decided; each change is a derived
     event, applied to the customer right after this one. Only a live event (not backfilled,
-    not older than the workspace's cut-off) moves runs and starts new ones.
+    not older than the workspace's cut-off) moves runs and starts new ones, and not an order
+    or cancellation the profile already recorded (the same ``order_id`` reported again).
     """
     changes = Changes()
     intel = intel or intelligence.default()
@@ -241,13 +242,15 @@ def apply_event(
     # A derived event is Ciclo's own news about the customer, not a sign of them: it does not
     # move first / last seen (a "not seen for 30 days" segment would otherwise never hold).
     changed = _observe(state, event, seen=not isinstance(event, Derived))
-    order = intelligence.observe(state.facts, event, intel, now)
-    if order is not None:
-        changes.orders.append((state, order))
+    observed = intelligence.observe(state.facts, event, intel, now)
+    if observed.order is not None:
+        changes.orders.append((state, observed.order))
     derived = _refresh(state, intel, now, cause=event.event_id)
     journeys = catalog.view(state.workspace_id)
     _reschedule(state, journeys, event, changed, policy, now)
-    if live:
+    # An order reported again moves no run: it would end the thank-you run of that very order
+    # (exit_when) and start another, a second thank-you for one purchase.
+    if live and not observed.repeat:
         state.traits_set = False
         _run_journeys(state, event, changes, catalog, journeys, policy, now)
         if state.traits_set:  # an update step set a trait: segments may move on it at once

@@ -271,12 +271,22 @@ class OrderRecord:
 # ── Updating ──────────────────────────────────────────────────────────────────────────────────
 
 
-def observe(
-    facts: Facts, event: IntelEvent, intel: Intelligence, now: datetime
-) -> OrderRecord | None:
-    """Fold one (new, not redelivered) event into the facts; the order it recorded, if any."""
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What folding one event into the facts found."""
+
+    order: OrderRecord | None = None
+    """The order it recorded or cancelled, for the order log."""
+    repeat: bool = False
+    """An order or cancellation already recorded, reported again under a new event id (a
+    storefront's confirmation page reloaded, a client's retry): news to nobody, journeys
+    included."""
+
+
+def observe(facts: Facts, event: IntelEvent, intel: Intelligence, now: datetime) -> Observed:
+    """Fold one (new, not redelivered) event into the facts."""
     if not intel.enabled:
-        return None
+        return Observed()
     revenue, unconverted = facts.profile.revenue, facts.profile.unconverted_orders
     changed = observe_profile(facts.profile, event, currency=intel.currency, rates=intel.rates)
     # An order (or cancellation) reported again changes nothing in the profile: it earns no
@@ -297,7 +307,7 @@ def observe(
             touched.update(f"#{segment}" for segment in matched)
     _remember(facts, event)
     if duplicate:
-        return None
+        return Observed(repeat=True)
     record = _order_record(facts.profile, event, changed)
     if record is None and event.type == "order_completed" and changed:
         # Counted, but older than every order the profile remembers (a late or out-of-order
@@ -307,7 +317,7 @@ def observe(
             converted = facts.profile.unconverted_orders == unconverted
             value = float(facts.profile.revenue - revenue) if converted else None
             record = OrderRecord(order_id, event.occurred_at, value)
-    return record
+    return Observed(order=record)
 
 
 _ORDER_EVENTS = frozenset({"order_completed", "order_cancelled"})
@@ -663,6 +673,7 @@ __all__ = [
     "Facts",
     "FactsView",
     "Intelligence",
+    "Observed",
     "OrderRecord",
     "builtin",
     "context",
