@@ -108,6 +108,16 @@ class Traits(_Open):
     def _email(cls, value: str | None) -> str | None:
         return None if value is None else normalise_email(value)
 
+    @field_validator("first_name", "last_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        # Forms send what was typed: " Ana " greets as "Hi  Ana ,", and a name of spaces only
+        # as "Hi   ," where the template would have said "Hi there,". No name is a null (which
+        # removes the trait), as the templates' defaults expect.
+        if value is None:
+            return None
+        return value.strip() or None
+
     @field_validator("birthday")
     @classmethod
     def _birthday(cls, value: str | None) -> str | None:

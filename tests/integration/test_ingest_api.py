@@ -153,9 +153,13 @@ async def test_a_trait_that_is_no_date_or_country_is_422(api, trait, value, mess
         ("country", "de", "DE"),
         ("country", "XK", "XK"),
         ("country", "gb", "GB"),
+        ("first_name", "  Ana\n", "Ana"),
+        ("last_name", "\u00a0Díaz ", "Díaz"),
+        ("first_name", "   ", None),  # removed, as null is
+        ("last_name", "", None),
     ],
 )
-async def test_a_date_or_country_trait_is_kept(api, trait, value, kept) -> None:  # type: ignore[no-untyped-def]
+async def test_a_date_country_or_name_trait_is_kept(api, trait, value, kept) -> None:  # type: ignore[no-untyped-def]
     client, runtime, keys = api
     answer = await client.post(
         "/v1/events",
