@@ -4,7 +4,8 @@ requests the way the real API does and answers with Twilio's bodies.
 Checks: Basic ``AccountSid:AuthToken`` matching the account in the path (401, code 20003), a
 urlencoded form, ``To`` present (21604) and E.164 and a possible number (21211), a sender:
 ``From`` one of the account's numbers (21603 missing, 21606 not ours) or a ``MessagingServiceSid``
-of the account (21705), a ``Body`` (21602) of at most 1600 characters (21617), a valid
+of the account (21705), a ``Body`` (21602) of at most 1600 characters (21617; counted as Twilio
+counts them, an emoji or other character outside the BMP as 2, UTF-16 code units), a valid
 ``StatusCallback`` URL (21609), and recipients who replied STOP (21610). Success is 201 with the
 Message resource (``sid`` SM…, ``status`` queued, or accepted through a messaging service).
 """
@@ -32,6 +33,11 @@ MAX_BODY = 1600
 MAX_URL = 4000
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 _REASONS = {429: (20429, "Too Many Requests"), 503: (20503, "Service Unavailable")}
+
+
+def _characters(text: str) -> int:
+    """Twilio's count: characters "with a higher byte count" (emoji) count as several."""
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _possible(number: str) -> bool:
@@ -143,7 +149,7 @@ class FakeTwilio:
         body = form.get("Body", "")
         if not body:
             return 21602, "Message body is required."
-        if len(body) > MAX_BODY:
+        if _characters(body) > MAX_BODY:
             return 21617, "The concatenated message body exceeds the 1600 character limit."
         callback = form.get("StatusCallback")
         if callback is not None:

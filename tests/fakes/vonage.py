@@ -4,7 +4,8 @@ real one does and answers with Vonage's RFC 7807 problem documents.
 Checks: Basic ``api_key:api_secret`` (401 unauthorized), a JSON body (422), ``message_type`` text
 and ``channel`` sms, ``to`` as E.164 digits without ``+`` (7 to 15 digits, a possible number),
 ``from`` a number the same way or an alphanumeric sender id of at most 11 characters, ``text`` of
-1 to 1000 characters, ``client_ref`` of at most 100 characters; numbers barred for the account
+1 to 1000 characters (code points, as Vonage's own SDK checks it: its API reference does not say
+how an emoji counts), ``client_ref`` of at most 100 characters; numbers barred for the account
 answer 422 as well. Success is 202 ``{"message_uuid": …}``.
 """
 

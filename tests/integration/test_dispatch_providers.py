@@ -536,7 +536,8 @@ def _refusal(kind: str, fake: Any) -> tuple[Outbound, str]:
         fake.unsubscribed.add(PHONE)
         return sms(), "21610 Attempt to send to unsubscribed recipient"
     if kind == "vonage":
-        return sms(content=Rendered(None, None, "x" * 1001)), "text: must be between 1 and 1000"
+        fake.barred.add(PHONE[1:])
+        return sms(), f"to: The number {PHONE[1:]} is barred"
     fake.fail_next(Injected(status=422, body={"error": "customer c1 is unknown here"}))
     return email(), "customer c1 is unknown here"
 
@@ -600,6 +601,55 @@ async def test_a_number_that_is_not_e164_is_refused_before_any_request(
     with pytest.raises(NotSentError, match=r"is not an E\.164 phone number"):
         await case.provider(client).send(sms(to=number))
     assert case.fake.requests == 0
+
+
+EMOJI = "\U0001f600"  # a surrogate pair: 2 characters as SMS providers count them
+
+
+@pytest.mark.parametrize(("kind", "limit"), [("twilio", 1600), ("vonage", 1000)])
+async def test_a_text_over_the_providers_limit_is_refused_before_any_request(
+    kind: str, limit: int, fakes: dict[str, Case], client: httpx.AsyncClient
+) -> None:
+    case = fakes[kind]
+    provider = case.provider(client)
+    await provider.send(sms(1, content=Rendered(None, None, "a" * limit)))
+    assert case.fake.requests == 1  # the limit itself goes
+    with pytest.raises(NotSentError) as caught:
+        await provider.send(sms(2, content=Rendered(None, None, "a" * (limit + 1))))
+    segments = -(-(limit + 1) // 153)
+    assert str(caught.value) == (
+        f"{kind}: the text is {limit + 1} characters (GSM-7, {segments} segments); {kind} "
+        f"takes at most {limit} characters and refuses longer ones "
+        f"({'error 21617' if kind == 'twilio' else 'a 422 on text'}): shorten the template"
+    )
+    # An emoji counts 2: one character fewer, and still one too many.
+    with pytest.raises(NotSentError, match=rf"is {limit + 1} characters \(UCS-2, "):
+        await provider.send(sms(3, content=Rendered(None, None, "a" * (limit - 1) + EMOJI)))
+    assert case.fake.requests == 1
+    assert case.fake.message_ids() == [sms(1).message_id]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "words"),
+    [
+        ("twilio", "a" * 1601, "answered 400: 21617 The concatenated message body exceeds"),
+        ("twilio", "a" * 1599 + EMOJI, "answered 400: 21617"),
+        ("vonage", "a" * 1001, "answered 422: Invalid params: The value of one or more"),
+    ],
+)
+async def test_without_the_check_the_provider_itself_refuses_the_text(
+    kind: str, text: str, words: str, fakes: dict[str, Case], client: httpx.AsyncClient
+) -> None:
+    """What the check spares: a request the provider answers with its own refusal (the fakes
+    count as the providers do, Twilio an emoji as 2)."""
+    case = fakes[kind]
+    provider = case.provider(client)
+    provider.max_text = 10_000  # type: ignore[attr-defined]
+    with pytest.raises(PermanentSendError) as caught:
+        await provider.send(sms(content=Rendered(None, None, text)))
+    assert not isinstance(caught.value, NotSentError)
+    assert words in str(caught.value)
+    assert (case.fake.requests, case.fake.accepted) == (1, [])
 
 
 async def test_fakes_answer_after_the_configured_latency(

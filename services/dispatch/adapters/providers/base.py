@@ -1,5 +1,5 @@
 """The provider port, the translation of httpx errors into send errors (done once, here), and the
-checks every provider shares (channel, E.164 numbers, display names)."""
+checks every provider shares (channel, E.164 numbers, SMS length, display names)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import E164
+from services.dispatch.domain.sms import characters, measure
 from services.dispatch.errors import (
     MAX_RETRY_AFTER,
     AmbiguousSendError,
@@ -218,6 +219,18 @@ def e164(number: str, *, provider: str, field: str = "recipient") -> str:
             f"{provider}: {field} {number!r} is not an E.164 phone number (like +14155552671)"
         )
     return number
+
+
+def sms_text(text: str, *, provider: str, limit: int, refusal: str) -> str:
+    """Check that ``text`` is at most ``limit`` characters as SMS providers count them (UTF-16
+    code units: an emoji counts 2); a longer text is refused here, before any request, with its
+    length, encoding and segments, rather than by the provider (``refusal``: what it answers)."""
+    if characters(text) > limit:
+        raise NotSentError(
+            f"{provider}: the text is {measure(text).describe()}; {provider} takes at most "
+            f"{limit} characters and refuses longer ones ({refusal}): shorten the template"
+        )
+    return text
 
 
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')

@@ -25,6 +25,14 @@ from services.dispatch.domain.providers import (
     WebhookConfig,
 )
 
+SMS_TEXT_LIMITS: dict[str, int] = {
+    TwilioProvider.name: TwilioProvider.max_text,
+    VonageProvider.name: VonageProvider.max_text,
+}
+"""The longest SMS text each SMS provider takes, in characters as they count them (UTF-16 code
+units, see ``services.dispatch.domain.sms.characters``); each refuses a longer one before any
+request. The generic webhook and the sink take any length."""
+
 
 def build_provider(
     config: ProviderConfig, client: httpx.AsyncClient

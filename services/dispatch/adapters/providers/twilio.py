@@ -9,6 +9,9 @@ as ``MessageSid``.
 Errors are ``{"code", "message", "more_info", "status"}``; the HTTP status decides retries (429
 and 5xx transient, other 4xx permanent, e.g. 21211 invalid number, 21610 the recipient replied
 STOP, 20003 bad credentials).
+
+A ``Body`` longer than :data:`MAX_BODY` is refused here, before the request Twilio would answer
+with error 21617.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from services.dispatch.adapters.providers.base import (
     json_object,
     post,
     raise_for_answer,
+    sms_text,
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, TwilioConfig
@@ -30,10 +34,19 @@ from services.dispatch.errors import NotSentError
 
 log = logging.getLogger(__name__)
 
+MAX_BODY = 1600
+"""The longest ``Body`` Twilio takes, in characters as Twilio counts them: an emoji or other
+character "with a higher byte count" counts as several (here: UTF-16 code units, an emoji 2).
+Longer is HTTP 400 with error 21617, "The concatenated message body exceeds the 1600 character
+limit" (https://www.twilio.com/docs/api/errors/21617). A limit of characters, not segments:
+1600 GSM-7 characters are 11 segments, 1600 UCS-2 ones 24.
+"""
+
 
 class TwilioProvider:
     name = "twilio"
     channels: tuple[Channel, ...] = TwilioConfig.channels
+    max_text = MAX_BODY
 
     def __init__(self, client: httpx.AsyncClient, config: TwilioConfig) -> None:
         self._client = client
@@ -52,7 +65,12 @@ class TwilioProvider:
         return str(url)
 
     def form(self, message: Outbound) -> dict[str, str]:
-        form = {"To": e164(message.to, provider=self.name), "Body": message.content.text}
+        form = {
+            "To": e164(message.to, provider=self.name),
+            "Body": sms_text(
+                message.content.text, provider=self.name, limit=self.max_text, refusal="error 21617"
+            ),
+        }
         # A messaging service picks the sender from its pool (and handles STOP, geo-matching).
         if self._config.messaging_service_sid:
             form["MessagingServiceSid"] = self._config.messaging_service_sid

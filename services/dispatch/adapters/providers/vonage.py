@@ -6,6 +6,9 @@ of it, so a longer id is refused here rather than truncated into something that 
 The workspace is not sent: the message id alone finds the message. The receipt is
 ``message_uuid``.
 
+A ``text`` longer than :data:`MAX_TEXT` is refused here, before the request Vonage would answer
+with a 422.
+
 Errors are RFC 7807 problem documents (``type, title, detail, instance`` and, for 422,
 ``invalid_parameters``); 429 and 5xx are transient, other 4xx permanent (401 credentials, 402 low
 balance, 422 invalid parameters).
@@ -25,6 +28,7 @@ from services.dispatch.adapters.providers.base import (
     json_object,
     post,
     raise_for_answer,
+    sms_text,
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, VonageConfig
@@ -33,6 +37,12 @@ from services.dispatch.errors import NotSentError
 log = logging.getLogger(__name__)
 
 CLIENT_REF_MAX = 100
+MAX_TEXT = 1000
+"""The longest ``text`` the Messages API takes for SMS: "The text of message to send; limited to
+1000 characters" (API reference, developer.vonage.com/en/api/messages; Vonage's Python SDK has
+``max_length=1000`` on it). Longer is a 422 naming ``text``. Vonage does not say how it counts an
+emoji: Ciclo counts it 2 (UTF-16 code units), as Twilio does, the stricter reading.
+"""
 _NUMBER = re.compile(r"^\+?[0-9]+$")
 
 
@@ -56,6 +66,7 @@ def problem_detail(answer: dict[str, Any]) -> str:
 class VonageProvider:
     name = "vonage"
     channels: tuple[Channel, ...] = VonageConfig.channels
+    max_text = MAX_TEXT
 
     def __init__(self, client: httpx.AsyncClient, config: VonageConfig) -> None:
         self._client = client
@@ -79,7 +90,12 @@ class VonageProvider:
             "channel": "sms",
             "to": vonage_number(message.to),
             "from": self._from,
-            "text": message.content.text,
+            "text": sms_text(
+                message.content.text,
+                provider=self.name,
+                limit=self.max_text,
+                refusal="a 422 on text",
+            ),
             "client_ref": message.message_id,
         }
 
