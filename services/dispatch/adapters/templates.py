@@ -30,7 +30,9 @@ from liquid.span import Span
 from liquid.stringify import to_liquid_string
 
 from services.dispatch.adapters.money import money
+from services.dispatch.adapters.providers.registry import SMS_TEXT_LIMITS
 from services.dispatch.domain.messages import Rendered
+from services.dispatch.domain.sms import characters, measure
 from services.dispatch.domain.template_errors import (
     InvalidTemplate,
     MissingPart,
@@ -39,11 +41,18 @@ from services.dispatch.domain.template_errors import (
 )
 from services.dispatch.domain.templates import (
     PARTS,
-    SMS_MAX_CHARS,
     Channel,
     is_pool,
     is_template_id,
 )
+
+SMS_LONGEST = max(SMS_TEXT_LIMITS.items(), key=lambda kv: kv[1])
+"""(provider, characters): the most any SMS provider takes. A message that renders longer fails
+at render, whichever provider it was for: none would send it."""
+SMS_STRICTEST = min(SMS_TEXT_LIMITS.items(), key=lambda kv: kv[1])
+"""(provider, characters): the least an SMS provider takes. A draft's sample render must fit it
+to be saved: a message may go through any SMS provider the workspace configures, primary or
+fallback, and each refuses a longer text at send."""
 
 _UNDEFINED = re.compile(r"^'?(?P<name>.*?)'? is undefined$", re.DOTALL)
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -326,6 +335,11 @@ class CompiledTemplate:
     def label(self) -> str:
         return self.template_id if self.version == 0 else f"{self.template_id} v{self.version}"
 
+    @property
+    def draft(self) -> bool:
+        """Parts being checked (or previewed) before they are saved, never sent as they are."""
+        return self.version == 0 and not self.from_file
+
     def render_parts(self, variables: Mapping[str, Any]) -> dict[str, str | None]:
         """Every part rendered (None where the template has no such part), none required."""
         out: dict[str, str | None] = {}
@@ -338,16 +352,11 @@ class CompiledTemplate:
         """The message content; MissingPart when a required part is absent or renders empty."""
         out = self.render_parts(variables)
         if self.channel == "sms":
-            if not out["sms"]:
+            text = out["sms"]
+            if not text:
                 raise self._missing("sms")
-            if len(out["sms"]) > SMS_MAX_CHARS:
-                raise RenderFailed(
-                    f"renders {len(out['sms'])} characters; an SMS carries at most "
-                    f"{SMS_MAX_CHARS} (Twilio refuses longer ones): shorten it",
-                    template=self.label,
-                    part="sms",
-                )
-            return Rendered(subject=None, html=None, text=out["sms"] or "")
+            self._check_sms_length(text)
+            return Rendered(subject=None, html=None, text=text)
         if not out["subject"]:
             raise self._missing("subject")
         if not out["text"] and not out["html"]:
@@ -358,6 +367,28 @@ class CompiledTemplate:
             )
             raise MissingPart(problem, template=self.label, part="text")
         return Rendered(subject=out["subject"], html=out["html"], text=out["text"] or "")
+
+    def _check_sms_length(self, text: str) -> None:
+        """A draft's sample render must fit the strictest SMS provider; a message must fit at
+        least the most generous one (the provider it goes to checks its own limit at send).
+        Characters as providers count them: UTF-16 code units, an emoji 2."""
+        provider, limit = SMS_STRICTEST if self.draft else SMS_LONGEST
+        if characters(text) <= limit:
+            return
+        size = measure(text).describe()
+        if self.draft:
+            others = ", ".join(f"{p.title()} {n}" for p, n in sorted(SMS_TEXT_LIMITS.items()))
+            problem = (
+                f"renders {size} with the sample; {provider.title()} takes at most {limit} "
+                f"characters (SMS providers' limits: {others}), and a message may go through "
+                "any SMS provider the workspace configures: shorten it"
+            )
+        else:
+            problem = (
+                f"renders {size}; no SMS provider takes more than {limit} characters "
+                f"({provider.title()}'s limit): shorten it"
+            )
+        raise RenderFailed(problem, template=self.label, part="sms")
 
     def _missing(self, part: str) -> MissingPart:
         problem = (

@@ -34,10 +34,6 @@ MAX_PART_CHARS: dict[str, int] = {
 }
 """Largest Liquid source per part, in characters."""
 
-SMS_MAX_CHARS = 1600
-"""Longest text an SMS may render to: Twilio refuses a longer Body (error 21617), and at 67 or
-153 characters per segment it is already 11 to 24 billed segments."""
-
 _TEMPLATE_ID_RE = re.compile(TEMPLATE_ID)
 _POOL_RE = re.compile(POOL)
 
