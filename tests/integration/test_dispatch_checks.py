@@ -867,10 +867,19 @@ async def test_an_sms_longer_than_any_provider_takes_is_refused_at_save(
     error = long.json()["error"]
     assert (error["code"], error["field"]) == ("template_render_failed", "parts.sms")
     assert "1600" in error["message"]
-    short = await c.put(
+    # 1,525 characters: Twilio would take it, Vonage (1,000) would not, and a message may go
+    # through either (primary or fallback).
+    between = await c.put(
         "/v1/templates/flash-sale",
         headers=auth(keys["admin"]),
         json={"channel": "sms", "parts": {"sms": "Sale! " + "All shoes 20% off. " * 80}},
+    )
+    assert between.status_code == 422, between.text
+    assert "Vonage takes at most 1000 characters" in between.json()["error"]["message"]
+    short = await c.put(
+        "/v1/templates/flash-sale",
+        headers=auth(keys["admin"]),
+        json={"channel": "sms", "parts": {"sms": "Sale! " + "All shoes 20% off. " * 50}},
     )
     assert short.status_code == 201, short.text
 
