@@ -40,6 +40,12 @@ class PermanentSendError(SendError):
     pass
 
 
+class OptedOutError(PermanentSendError):
+    """The provider refused because the recipient opted out with it (an SMS STOP reply, Twilio
+    21610): the message fails, and the address is suppressed for marketing and its marketing
+    consent revoked, as when the provider reports the opt-out in a status callback."""
+
+
 class NotSentError(PermanentSendError):
     """The provider adapter refused the message before sending anything: the provider was not
     asked, so its circuit breaker neither closes nor opens on it."""

@@ -1,7 +1,7 @@
 """An SMS's length where it is decided, on SQLite and PostgreSQL over real HTTP: at save (the
 sample render must fit the strictest SMS provider), at render (nothing longer than any provider
 takes), and at send (the chosen provider's own limit, refused before any request and without
-touching its circuit breaker)."""
+touching its circuit breaker). And a send Twilio refuses because the number replied STOP."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.dispatch.adapters.providers.twilio import TwilioProvider
 from services.dispatch.adapters.providers.vonage import VonageProvider
-from services.dispatch.adapters.tables import messages
+from services.dispatch.adapters.suppressions import Suppressions
+from services.dispatch.adapters.tables import messages, outbox
 from services.dispatch.adapters.templates import TemplateStore
 from services.dispatch.domain.policy import DispatchPolicy
 from services.dispatch.domain.providers import TwilioConfig, VonageConfig
@@ -32,7 +33,9 @@ from services.dispatch.service_layer.links import SignedLinks
 from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
 from shared.clock import VirtualClock
+from shared.contracts.events import EventEnvelope
 from shared.contracts.messages import MessageRequest
+from shared.contracts.topics import EVENTS
 from shared.db.engine import session_factory
 from shared.retry import RetryPolicy
 from tests.fakes.server import serve
@@ -234,3 +237,58 @@ async def test_twilio_sends_what_vonage_refuses_and_nothing_goes_over_1600(
         "takes more than 1600 characters (Twilio's limit): shorten it"
     )
     assert fake.requests == 1
+
+
+# ── A number that replied STOP: Twilio refuses at once with 21610 ────────────────────────────
+
+
+async def test_a_twilio_21610_refusal_suppresses_the_number_and_revokes_its_consent(
+    engine: AsyncEngine,
+    templates: Path,
+    twilio: tuple[FakeTwilio, str],
+    client: httpx.AsyncClient,
+) -> None:
+    """What a status callback with 21610 does, a refusal with 21610 does too: without it, every
+    later message to the number was tried and refused, and journeys kept asking for them."""
+    fake, url = twilio
+    fake.unsubscribed.add("+34612345678")
+    provider = TwilioProvider(
+        client,
+        TwilioConfig(
+            account_sid=fake.account_sid,
+            auth_token=fake.auth_token,
+            from_number=fake.numbers[0],
+            base_url=url,
+        ),
+    )
+    d, chosen = dispatcher(engine, templates, provider, VirtualClock(NOW))
+    await d.handle([request(1, "Flash sale")])
+    status, error = (await ledger(engine))["msg_1"]
+    assert status == "failed" and error is not None and "21610" in error
+    assert chosen.breaker.allow()  # Twilio answered: it is healthy
+    async with session_factory(engine)() as session:
+        [suppression] = await Suppressions(session).list("shop")
+    assert (suppression.address, suppression.reason, suppression.scope) == (
+        "+34612345678",
+        "unsubscribe",
+        "marketing",
+    )
+    assert suppression.customer_id == "c1"
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(outbox.c.value).where(outbox.c.topic == EVENTS).order_by(outbox.c.id)
+        )
+        events = [EventEnvelope.from_json(r.value) for r in rows]
+    assert [(e.type, e.customer_id) for e in events] == [
+        ("message_failed", "c1"),
+        ("message_unsubscribed", "c1"),
+        ("consent_updated", "c1"),
+    ]
+    assert events[2].properties["channel"] == "sms"
+    assert events[2].properties["status"] == "revoked"
+    # A marketing SMS to the number is now refused by Ciclo itself, before Twilio is asked.
+    before = fake.requests
+    marketing = request(2, "Flash sale").model_copy(update={"category": "marketing"})
+    await d.handle([marketing])
+    assert (await ledger(engine))["msg_2"][0] == "skipped"
+    assert fake.requests == before

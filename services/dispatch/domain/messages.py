@@ -52,3 +52,5 @@ class Outcome:
     """Held: when to try again (quiet hours end, a provider's Retry-After)."""
     request: dict[str, Any] | None = None
     """Held: the request to send then."""
+    opted_out: bool = False
+    """Failed because the recipient opted out with the provider (``OptedOutError``)."""

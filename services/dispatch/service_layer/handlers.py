@@ -39,13 +39,14 @@ from services.dispatch.adapters.providers.base import Provider, TransactionalPro
 from services.dispatch.adapters.suppressions import Suppression
 from services.dispatch.adapters.suppressions import key as suppression_key
 from services.dispatch.adapters.templates import TemplateStore
-from services.dispatch.domain.events import event_record
+from services.dispatch.domain.events import consent_record, event_record
 from services.dispatch.domain.messages import Outbound, Outcome, Rendered
 from services.dispatch.domain.policy import DispatchPolicy, Hold, Refuse, address_of, decide
 from services.dispatch.domain.templates import INTELLIGENCE_OBJECTS
 from services.dispatch.errors import (
     AmbiguousSendError,
     NotSentError,
+    OptedOutError,
     PermanentSendError,
     TemplateError,
     TransientSendError,
@@ -547,6 +548,9 @@ class Dispatcher:
             records.extend(
                 self._dead_letter(by_id[o.message_id], o) for o in outcomes if o.status == "failed"
             )
+            for outcome in outcomes:
+                if outcome.opted_out:
+                    records.extend(await _opt_out(uow, by_id[outcome.message_id], outcome, now))
             await uow.emit(records)
         await uow.commit()
         for (provider, status), n in Tally((o.provider or "-", o.status) for o in outcomes).items():
@@ -577,6 +581,16 @@ class Dispatcher:
                 current.breaker.release()
                 return Outcome(
                     message.message_id, "failed", attempts, error=str(exc), provider=provider.name
+                )
+            except OptedOutError as exc:
+                current.breaker.success()
+                return Outcome(
+                    message.message_id,
+                    "failed",
+                    attempts,
+                    error=str(exc),
+                    provider=provider.name,
+                    opted_out=True,
                 )
             except PermanentSendError as exc:
                 current.breaker.success()  # the provider answered: it is healthy
@@ -712,6 +726,53 @@ class Dispatcher:
         return OutgoingRecord(
             topic=dead_letter("dispatch"), key=request.key, value=request.to_json(), headers=headers
         )
+
+
+async def _opt_out(
+    uow: DispatchUnitOfWork, request: MessageRequest, outcome: Outcome, now: datetime
+) -> list[OutgoingRecord]:
+    """A send the provider refused because the recipient opted out with it (an SMS STOP): as
+    when it says so in a status callback, the address is suppressed for marketing and the
+    journey service hears of an unsubscribe and a revoked consent. Without this, every later
+    message to the number was tried and refused, and journeys kept asking for them."""
+    address = address_of(request.channel, request.recipient)
+    if isinstance(address, str):
+        await uow.suppressions.add(
+            workspace_id=request.workspace_id,
+            channel=request.channel,
+            address=address,
+            reason="unsubscribe",
+            source=outcome.provider or "-",
+            customer_id=request.customer_id,
+            at=now,
+        )
+    source = outcome.provider or "-"
+    return [
+        event_record(
+            event_id=f"{request.message_id}:opted_out",
+            workspace_id=request.workspace_id,
+            customer_id=request.customer_id,
+            type="message_unsubscribed",
+            at=now,
+            properties={
+                "message_id": request.message_id,
+                "channel": request.channel,
+                "template": request.template,
+                "provider": source,
+                "reason": "the recipient opted out with the provider",
+            },
+        ),
+        consent_record(
+            event_id=f"{request.message_id}:opted_out:consent",
+            workspace_id=request.workspace_id,
+            customer_id=request.customer_id,
+            channel=request.channel,
+            status="revoked",
+            source=source,
+            at=now,
+            message_id=request.message_id,
+        ),
+    ]
 
 
 def _blocking(

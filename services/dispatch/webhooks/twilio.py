@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from services.dispatch.adapters.providers.twilio import OPTED_OUT_CODES
 from services.dispatch.webhooks.model import (
     Engagement,
     EngagementType,
@@ -39,7 +40,6 @@ PROVIDER = "twilio"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 
 HARD_BOUNCE_CODES = frozenset({"21211", "21614", "21635", "30005", "30006"})
-OPTED_OUT_CODES = frozenset({"21610"})
 
 _TYPES: dict[str, EngagementType] = {
     "delivered": "message_delivered",

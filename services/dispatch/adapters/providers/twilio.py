@@ -7,8 +7,9 @@ comes back to that exact URL. The receipt is Twilio's Message SID (``SM…``), w
 as ``MessageSid``.
 
 Errors are ``{"code", "message", "more_info", "status"}``; the HTTP status decides retries (429
-and 5xx transient, other 4xx permanent, e.g. 21211 invalid number, 21610 the recipient replied
-STOP, 20003 bad credentials).
+and 5xx transient, other 4xx permanent, e.g. 21211 invalid number, 20003 bad credentials).
+21610, the recipient replied STOP, is an :class:`OptedOutError`: the dispatcher suppresses the
+number, as when a status callback reports it.
 
 A ``Body`` longer than :data:`MAX_BODY` is refused here, before the request Twilio would answer
 with error 21617.
@@ -30,9 +31,13 @@ from services.dispatch.adapters.providers.base import (
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, TwilioConfig
-from services.dispatch.errors import NotSentError
+from services.dispatch.errors import NotSentError, OptedOutError
 
 log = logging.getLogger(__name__)
+
+OPTED_OUT_CODES = frozenset({"21610"})
+"""Twilio's error for "Attempt to send to unsubscribed recipient": the number replied STOP (or
+another opt-out keyword) to this sender (https://www.twilio.com/docs/api/errors/21610)."""
 
 MAX_BODY = 1600
 """The longest ``Body`` Twilio takes, in characters as Twilio counts them: an emoji or other
@@ -97,6 +102,8 @@ class TwilioProvider:
                 detail = f"{error.get('code')} {error['message']}"
                 if error.get("more_info"):
                     detail += f" ({error['more_info']})"
+            if str(error.get("code")) in OPTED_OUT_CODES and response.status_code < 500:
+                raise OptedOutError(f"{self.name} answered {response.status_code}: {detail}"[:1000])
             raise_for_answer(response, provider=self.name, detail=detail)
         sid = json_object(response).get("sid")
         if not isinstance(sid, str):
