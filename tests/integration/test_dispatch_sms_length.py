@@ -123,10 +123,17 @@ def templates(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def twilio() -> Iterator[tuple[FakeTwilio, str]]:
+def twilio(client: httpx.AsyncClient) -> Iterator[tuple[FakeTwilio, TwilioProvider]]:
+    """The fake Twilio, and a provider sending to it."""
     fake = FakeTwilio()
     with serve(fake.app) as url:
-        yield fake, url
+        config = TwilioConfig(
+            account_sid=fake.account_sid,
+            auth_token=fake.auth_token,
+            from_number=fake.numbers[0],
+            base_url=url,
+        )
+        yield fake, TwilioProvider(client, config)
 
 
 @pytest.fixture
@@ -212,19 +219,9 @@ async def test_vonage_refuses_a_text_over_1000_before_the_request_and_keeps_its_
 async def test_twilio_sends_what_vonage_refuses_and_nothing_goes_over_1600(
     engine: AsyncEngine,
     templates: Path,
-    twilio: tuple[FakeTwilio, str],
-    client: httpx.AsyncClient,
+    twilio: tuple[FakeTwilio, TwilioProvider],
 ) -> None:
-    fake, url = twilio
-    provider = TwilioProvider(
-        client,
-        TwilioConfig(
-            account_sid=fake.account_sid,
-            auth_token=fake.auth_token,
-            from_number=fake.numbers[0],
-            base_url=url,
-        ),
-    )
+    fake, provider = twilio
     d, _ = dispatcher(engine, templates, provider, VirtualClock(NOW))
     await d.handle([request(1, "a" * 1200), request(2, "a" * 1599 + EMOJI)])
     found = await ledger(engine)
@@ -245,22 +242,12 @@ async def test_twilio_sends_what_vonage_refuses_and_nothing_goes_over_1600(
 async def test_a_twilio_21610_refusal_suppresses_the_number_and_revokes_its_consent(
     engine: AsyncEngine,
     templates: Path,
-    twilio: tuple[FakeTwilio, str],
-    client: httpx.AsyncClient,
+    twilio: tuple[FakeTwilio, TwilioProvider],
 ) -> None:
     """What a status callback with 21610 does, a refusal with 21610 does too: without it, every
     later message to the number was tried and refused, and journeys kept asking for them."""
-    fake, url = twilio
+    fake, provider = twilio
     fake.unsubscribed.add("+34612345678")
-    provider = TwilioProvider(
-        client,
-        TwilioConfig(
-            account_sid=fake.account_sid,
-            auth_token=fake.auth_token,
-            from_number=fake.numbers[0],
-            base_url=url,
-        ),
-    )
     d, chosen = dispatcher(engine, templates, provider, VirtualClock(NOW))
     await d.handle([request(1, "Flash sale")])
     status, error = (await ledger(engine))["msg_1"]

@@ -582,20 +582,15 @@ class Dispatcher:
                 return Outcome(
                     message.message_id, "failed", attempts, error=str(exc), provider=provider.name
                 )
-            except OptedOutError as exc:
-                current.breaker.success()
+            except PermanentSendError as exc:
+                current.breaker.success()  # the provider answered: it is healthy
                 return Outcome(
                     message.message_id,
                     "failed",
                     attempts,
                     error=str(exc),
                     provider=provider.name,
-                    opted_out=True,
-                )
-            except PermanentSendError as exc:
-                current.breaker.success()  # the provider answered: it is healthy
-                return Outcome(
-                    message.message_id, "failed", attempts, error=str(exc), provider=provider.name
+                    opted_out=isinstance(exc, OptedOutError),
                 )
             except AmbiguousSendError as exc:
                 current.breaker.failure()
