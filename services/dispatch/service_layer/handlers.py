@@ -39,7 +39,8 @@ from services.dispatch.adapters.providers.base import Provider, TransactionalPro
 from services.dispatch.adapters.suppressions import Suppression
 from services.dispatch.adapters.suppressions import key as suppression_key
 from services.dispatch.adapters.templates import TemplateStore
-from services.dispatch.domain.events import consent_record, event_record
+from services.dispatch.adapters.webhook_events import SentMessage
+from services.dispatch.domain.events import event_record
 from services.dispatch.domain.messages import Outbound, Outcome, Rendered
 from services.dispatch.domain.policy import DispatchPolicy, Hold, Refuse, address_of, decide
 from services.dispatch.domain.templates import INTELLIGENCE_OBJECTS
@@ -53,6 +54,8 @@ from services.dispatch.errors import (
 )
 from services.dispatch.service_layer.resilience import CircuitBreaker, RateGate
 from services.dispatch.service_layer.uow import DispatchUnitOfWork
+from services.dispatch.webhooks.model import Engagement
+from services.dispatch.webhooks.recorder import engagement_records, suppress
 from shared.bus.ports import OutgoingRecord
 from shared.clock import Clock
 from shared.contracts.messages import TEMPLATE_ROOTS, MessageRequest
@@ -726,48 +729,32 @@ class Dispatcher:
 async def _opt_out(
     uow: DispatchUnitOfWork, request: MessageRequest, outcome: Outcome, now: datetime
 ) -> list[OutgoingRecord]:
-    """A send the provider refused because the recipient opted out with it (an SMS STOP): as
-    when it says so in a status callback, the address is suppressed for marketing and the
-    journey service hears of an unsubscribe and a revoked consent. Without this, every later
-    message to the number was tried and refused, and journeys kept asking for them."""
+    """A send the provider refused because the recipient opted out with it (an SMS STOP): the
+    same engagement a status callback reports, recorded the same way (a marketing suppression,
+    ``message_unsubscribed`` and a revoked consent). Without this, every later message to the
+    number was tried and refused, and journeys kept asking for them."""
+    provider = outcome.provider or "-"
     address = address_of(request.channel, request.recipient)
-    if isinstance(address, str):
-        await uow.suppressions.add(
-            workspace_id=request.workspace_id,
-            channel=request.channel,
-            address=address,
-            reason="unsubscribe",
-            source=outcome.provider or "-",
-            customer_id=request.customer_id,
-            at=now,
-        )
-    source = outcome.provider or "-"
-    return [
-        event_record(
-            event_id=f"{request.message_id}:opted_out",
-            workspace_id=request.workspace_id,
-            customer_id=request.customer_id,
-            type="message_unsubscribed",
-            at=now,
-            properties={
-                "message_id": request.message_id,
-                "channel": request.channel,
-                "template": request.template,
-                "provider": source,
-                "reason": "the recipient opted out with the provider",
-            },
-        ),
-        consent_record(
-            event_id=f"{request.message_id}:opted_out:consent",
-            workspace_id=request.workspace_id,
-            customer_id=request.customer_id,
-            channel=request.channel,
-            status="revoked",
-            source=source,
-            at=now,
-            message_id=request.message_id,
-        ),
-    ]
+    engagement = Engagement(
+        provider=provider,
+        provider_event_id=f"{request.message_id}:opted_out",
+        type="message_unsubscribed",
+        message_id=request.message_id,
+        address=address if isinstance(address, str) else None,
+        occurred_at=now,
+        properties={"reason": "the recipient opted out with the provider"},
+        workspace_id=request.workspace_id,
+    )
+    message = SentMessage(
+        message_id=request.message_id,
+        workspace_id=request.workspace_id,
+        customer_id=request.customer_id,
+        channel=request.channel,
+        template=request.template,
+        provider=provider,
+    )
+    await suppress(uow, engagement, message, at=now)
+    return engagement_records(engagement, message, received_at=now)
 
 
 def _blocking(

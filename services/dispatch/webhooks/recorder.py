@@ -83,8 +83,8 @@ class EngagementRecorder:
             records: list[OutgoingRecord] = []
             suppressed = 0
             for engagement, message in fresh:
-                records.extend(_events(engagement, message, received_at=now))
-                suppressed += await _suppress(uow, engagement, message, at=now)
+                records.extend(engagement_records(engagement, message, received_at=now))
+                suppressed += await suppress(uow, engagement, message, at=now)
             await uow.emit(records)
             await uow.commit()
         if records and self._notify is not None:
@@ -119,9 +119,10 @@ def _message_of(
     return message
 
 
-def _events(
+def engagement_records(
     engagement: Engagement, message: SentMessage, *, received_at: datetime
 ) -> list[OutgoingRecord]:
+    """The engagement's event, and for an unsubscribe or a complaint its revoked consent."""
     properties: dict[str, Any] = {
         "message_id": message.message_id,
         "channel": message.channel,
@@ -157,9 +158,10 @@ def _events(
     return records
 
 
-async def _suppress(
+async def suppress(
     uow: DispatchUnitOfWork, engagement: Engagement, message: SentMessage, *, at: datetime
 ) -> int:
+    """Put the address on the suppression list when the engagement calls for it; 1 if added."""
     reason = engagement.suppression
     if reason is None:
         return 0

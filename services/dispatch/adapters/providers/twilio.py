@@ -31,7 +31,7 @@ from services.dispatch.adapters.providers.base import (
 )
 from services.dispatch.domain.messages import Outbound, Receipt
 from services.dispatch.domain.providers import Channel, TwilioConfig
-from services.dispatch.errors import NotSentError, OptedOutError
+from services.dispatch.errors import NotSentError, OptedOutError, PermanentSendError
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,12 @@ class TwilioProvider:
                 detail = f"{error.get('code')} {error['message']}"
                 if error.get("more_info"):
                     detail += f" ({error['more_info']})"
-            if str(error.get("code")) in OPTED_OUT_CODES and response.status_code < 500:
-                raise OptedOutError(f"{self.name} answered {response.status_code}: {detail}"[:1000])
-            raise_for_answer(response, provider=self.name, detail=detail)
+            try:
+                raise_for_answer(response, provider=self.name, detail=detail)
+            except PermanentSendError as exc:
+                if str(error.get("code")) in OPTED_OUT_CODES:
+                    raise OptedOutError(str(exc)) from None
+                raise
         sid = json_object(response).get("sid")
         if not isinstance(sid, str):
             log.warning(
